@@ -1,0 +1,409 @@
+//! The inventory model: what an agent reports about its host, and the delta between two
+//! inventories.
+//!
+//! A full report carries an [`Inventory`]; a delta report carries an [`InventoryDelta`] against the
+//! previous report of the same boot. `base.apply(&base.diff(&next))` gives back `next`, which the
+//! property tests check.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The package manager a package belongs to. Each has its own version ordering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Ecosystem {
+    Deb,
+    Rpm,
+    Apk,
+}
+
+impl Ecosystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deb => "deb",
+            Self::Rpm => "rpm",
+            Self::Apk => "apk",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "deb" => Some(Self::Deb),
+            "rpm" => Some(Self::Rpm),
+            "apk" => Some(Self::Apk),
+            _ => None,
+        }
+    }
+}
+
+/// The install state of a package, as the package manager records it. For dpkg this is the third
+/// word of the `Status:` field; RPM and APK only record installed packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstallState {
+    Installed,
+    /// Installed, with triggers that are still to run (dpkg `triggers-awaited`).
+    TriggersAwaited,
+    /// Installed, with triggers that are still to run (dpkg `triggers-pending`).
+    TriggersPending,
+    /// Removed, with its configuration files left behind (dpkg `config-files`).
+    ConfigFiles,
+    /// Broken: unpacking started and did not finish (dpkg `half-installed`).
+    HalfInstalled,
+    /// Broken: unpacked but not configured (dpkg `unpacked`).
+    Unpacked,
+    /// Broken: configuration started and did not finish (dpkg `half-configured`).
+    HalfConfigured,
+}
+
+impl InstallState {
+    /// Whether the package counts as installed: its files are in place and configured.
+    pub fn is_installed(self) -> bool {
+        matches!(self, Self::Installed | Self::TriggersAwaited | Self::TriggersPending)
+    }
+
+    /// Whether the package is in a state a failed or interrupted operation left behind.
+    pub fn is_broken(self) -> bool {
+        matches!(self, Self::HalfInstalled | Self::Unpacked | Self::HalfConfigured)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Installed => "installed",
+            Self::TriggersAwaited => "triggers-awaited",
+            Self::TriggersPending => "triggers-pending",
+            Self::ConfigFiles => "config-files",
+            Self::HalfInstalled => "half-installed",
+            Self::Unpacked => "unpacked",
+            Self::HalfConfigured => "half-configured",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "installed" => Self::Installed,
+            "triggers-awaited" => Self::TriggersAwaited,
+            "triggers-pending" => Self::TriggersPending,
+            "config-files" => Self::ConfigFiles,
+            "half-installed" => Self::HalfInstalled,
+            "unpacked" => Self::Unpacked,
+            "half-configured" => Self::HalfConfigured,
+            _ => return None,
+        })
+    }
+}
+
+/// What the administrator asked the package manager to do with a package (dpkg's "want" word).
+/// RPM and APK have no such field and report [`Selection::Install`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Selection {
+    Unknown,
+    Install,
+    Hold,
+    Deinstall,
+    Purge,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Install => "install",
+            Self::Hold => "hold",
+            Self::Deinstall => "deinstall",
+            Self::Purge => "purge",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "unknown" => Self::Unknown,
+            "install" => Self::Install,
+            "hold" => Self::Hold,
+            "deinstall" => Self::Deinstall,
+            "purge" => Self::Purge,
+            _ => return None,
+        })
+    }
+}
+
+/// The key of one package row. Packages of several architectures are separate rows, and `name`
+/// never carries an `:arch` suffix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PackageKey {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub arch: String,
+}
+
+/// One package row of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Package {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub arch: String,
+    /// The full version as the package manager writes it, with the epoch where there is one
+    /// (`1:2.0-1` for dpkg and RPM).
+    pub version: String,
+    pub state: InstallState,
+    pub selection: Selection,
+    /// Virtual packages and capabilities this package provides, as written in its metadata.
+    pub provides: Vec<String>,
+}
+
+impl Package {
+    pub fn key(&self) -> PackageKey {
+        PackageKey {
+            ecosystem: self.ecosystem,
+            name: self.name.clone(),
+            arch: self.arch.clone(),
+        }
+    }
+}
+
+/// An installed package for which the local package lists hold a higher version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub arch: String,
+    pub installed_version: String,
+    /// The highest version above the installed one that the lists offer.
+    pub candidate_version: String,
+    /// Whether the package is on hold, so a plain upgrade will not take the candidate.
+    pub held: bool,
+    /// Whether the candidate comes from a security archive (a list whose suite ends in `-security`).
+    pub security: bool,
+}
+
+/// Whether the host needs a reboot to finish applying updates, and which packages asked for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RebootRequired {
+    pub required: bool,
+    pub packages: Vec<String>,
+}
+
+/// Facts about the host. Deliberately no uptime: it changes on every report, so the server derives
+/// it from `boot_time_unix_s` and the report time, and a delta carries facts only when they change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os_name: String,
+    pub os_version: String,
+    pub kernel_version: String,
+    pub arch: String,
+    pub boot_time_unix_s: i64,
+    pub cpu_count: u32,
+    pub memory_total_bytes: u64,
+}
+
+/// A problem a collector met and worked around, for example a malformed stanza it skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Warning {
+    /// The collector or file it concerns, such as `dpkg` or `apt-lists`.
+    pub source: String,
+    pub message: String,
+}
+
+/// Everything a full report carries about the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub facts: HostFacts,
+    /// Package rows, sorted by key, one row per key.
+    pub packages: Vec<Package>,
+    /// Pending updates, sorted by ecosystem, name and arch.
+    pub pending_updates: Vec<PendingUpdate>,
+    /// When the local package lists were last refreshed (the newest list file's modification time),
+    /// or `None` where the host has no lists.
+    pub package_lists_updated_unix_s: Option<i64>,
+    pub reboot: RebootRequired,
+    pub warnings: Vec<Warning>,
+}
+
+/// The changes from one inventory to the next. Fields that did not change are `None` or empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryDelta {
+    pub facts: Option<HostFacts>,
+    /// Rows that are new or changed.
+    pub upserted: Vec<Package>,
+    /// Keys of rows that are gone.
+    pub removed: Vec<PackageKey>,
+    /// The whole new list, when it changed.
+    pub pending_updates: Option<Vec<PendingUpdate>>,
+    /// The new value, when it changed.
+    pub package_lists_updated_unix_s: Option<Option<i64>>,
+    pub reboot: Option<RebootRequired>,
+    /// The whole new list, when it changed.
+    pub warnings: Option<Vec<Warning>>,
+}
+
+impl InventoryDelta {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Inventory {
+    /// Sorts the package rows and pending updates into their canonical order and keeps only the
+    /// last row of each key, so that two inventories of the same host compare equal.
+    pub fn normalize(&mut self) {
+        let mut by_key: BTreeMap<PackageKey, Package> = BTreeMap::new();
+        for package in self.packages.drain(..) {
+            by_key.insert(package.key(), package);
+        }
+        self.packages = by_key.into_values().collect();
+        self.pending_updates.sort_by(|a, b| {
+            (a.ecosystem, &a.name, &a.arch).cmp(&(b.ecosystem, &b.name, &b.arch))
+        });
+    }
+
+    /// Computes the delta that turns `self` into `next`. Both must be normalized.
+    pub fn diff(&self, next: &Inventory) -> InventoryDelta {
+        let old: BTreeMap<PackageKey, &Package> =
+            self.packages.iter().map(|p| (p.key(), p)).collect();
+        let new: BTreeMap<PackageKey, &Package> =
+            next.packages.iter().map(|p| (p.key(), p)).collect();
+
+        let upserted = new
+            .iter()
+            .filter(|(key, package)| old.get(*key) != Some(*package))
+            .map(|(_, package)| (*package).clone())
+            .collect();
+        let removed = old.keys().filter(|key| !new.contains_key(*key)).cloned().collect();
+
+        InventoryDelta {
+            facts: changed(&self.facts, &next.facts),
+            upserted,
+            removed,
+            pending_updates: changed(&self.pending_updates, &next.pending_updates),
+            package_lists_updated_unix_s: changed(
+                &self.package_lists_updated_unix_s,
+                &next.package_lists_updated_unix_s,
+            ),
+            reboot: changed(&self.reboot, &next.reboot),
+            warnings: changed(&self.warnings, &next.warnings),
+        }
+    }
+
+    /// Applies a delta computed by [`Inventory::diff`]. The result is normalized.
+    pub fn apply(&mut self, delta: &InventoryDelta) {
+        if let Some(facts) = &delta.facts {
+            self.facts = facts.clone();
+        }
+        let mut rows: BTreeMap<PackageKey, Package> =
+            self.packages.drain(..).map(|p| (p.key(), p)).collect();
+        for key in &delta.removed {
+            rows.remove(key);
+        }
+        for package in &delta.upserted {
+            rows.insert(package.key(), package.clone());
+        }
+        self.packages = rows.into_values().collect();
+        if let Some(pending) = &delta.pending_updates {
+            self.pending_updates = pending.clone();
+        }
+        if let Some(updated) = delta.package_lists_updated_unix_s {
+            self.package_lists_updated_unix_s = updated;
+        }
+        if let Some(reboot) = &delta.reboot {
+            self.reboot = reboot.clone();
+        }
+        if let Some(warnings) = &delta.warnings {
+            self.warnings = warnings.clone();
+        }
+        self.normalize();
+    }
+}
+
+fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+    (old != new).then(|| new.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn package(name: &str, arch: &str, version: &str) -> Package {
+        Package {
+            ecosystem: Ecosystem::Deb,
+            name: name.into(),
+            arch: arch.into(),
+            version: version.into(),
+            state: InstallState::Installed,
+            selection: Selection::Install,
+            provides: vec![],
+        }
+    }
+
+    #[test]
+    fn diff_of_one_upgrade_carries_one_row() {
+        let mut old = Inventory {
+            packages: vec![package("openssl", "amd64", "3.0.11-1"), package("curl", "amd64", "7.88.1-10")],
+            ..Default::default()
+        };
+        old.normalize();
+        let mut new = old.clone();
+        new.packages[1].version = "3.0.13-1".into();
+
+        let delta = old.diff(&new);
+
+        assert_eq!(delta.upserted, vec![package("openssl", "amd64", "3.0.13-1")]);
+        assert!(delta.removed.is_empty());
+        assert!(delta.facts.is_none());
+        assert!(delta.pending_updates.is_none());
+    }
+
+    #[test]
+    fn architectures_are_separate_rows() {
+        let mut inventory = Inventory {
+            packages: vec![
+                package("libssl3", "amd64", "3.0.11-1"),
+                package("libssl3", "i386", "3.0.11-1"),
+                package("dnsutils", "all", "1:9.18.19-1"),
+            ],
+            ..Default::default()
+        };
+        inventory.normalize();
+        assert_eq!(inventory.packages.len(), 3);
+    }
+
+    fn arb_package() -> impl Strategy<Value = Package> {
+        ("[a-d]{1,2}", prop::sample::select(vec!["amd64", "i386", "all"]), "[0-9]\\.[0-9]")
+            .prop_map(|(name, arch, version)| package(&name, arch, &version))
+    }
+
+    fn arb_inventory() -> impl Strategy<Value = Inventory> {
+        (
+            prop::collection::vec(arb_package(), 0..12),
+            any::<Option<i64>>(),
+            any::<bool>(),
+            "[a-z]{0,3}",
+        )
+            .prop_map(|(packages, lists, reboot, hostname)| {
+                let mut inventory = Inventory {
+                    packages,
+                    package_lists_updated_unix_s: lists,
+                    reboot: RebootRequired { required: reboot, packages: vec![] },
+                    facts: HostFacts { hostname, ..Default::default() },
+                    ..Default::default()
+                };
+                inventory.normalize();
+                inventory
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn apply_of_diff_reaches_next(old in arb_inventory(), new in arb_inventory()) {
+            let delta = old.diff(&new);
+            let mut rebuilt = old.clone();
+            rebuilt.apply(&delta);
+            prop_assert_eq!(rebuilt, new);
+        }
+
+        #[test]
+        fn diff_with_itself_is_empty(inventory in arb_inventory()) {
+            prop_assert!(inventory.diff(&inventory).is_empty());
+        }
+    }
+}
