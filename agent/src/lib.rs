@@ -1,1 +1,13 @@
+//! The tidegate agent: collects the host's patch state below a root directory and reports it over
+//! MQTT through a durable outbox.
 
+pub mod backoff;
+pub mod clock;
+pub mod collect;
+pub mod config;
+pub mod daemon;
+pub mod fsutil;
+pub mod identity;
+pub mod outbox;
+pub mod reporter;
+pub mod session;

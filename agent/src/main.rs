@@ -1,1 +1,153 @@
-fn main() {}
+//! `tidegate-agent`: parses arguments, sets up logging and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tidegate_agent::clock::SystemClock;
+use tidegate_agent::collect::Collector;
+use tidegate_agent::config::{Config, DEFAULT_CONFIG_TOML};
+
+#[derive(Parser)]
+#[command(
+    name = "tidegate-agent",
+    version,
+    about = "Reports this host's patch state to a tidegate server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent daemon.
+    Run {
+        /// Configuration file (TOML). Without it, the built-in defaults apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the default configuration file, with a comment on every key.
+    PrintDefaultConfig,
+    /// Collect the inventory once and print it as JSON.
+    Inventory {
+        /// Directory to read below, "/" for this host.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Print the encoded size of a full report and of a one-package delta of the inventory below
+    /// ROOT, for the benchmark script.
+    BenchWire {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG_TOML}");
+            ExitCode::SUCCESS
+        }
+        Command::Inventory { root } => {
+            let inventory = Collector::new(root).collect();
+            match serde_json::to_string_pretty(&inventory) {
+                Ok(json) => print_stdout(&format!("{json}\n")),
+                Err(error) => {
+                    eprintln!("error: cannot print the inventory as JSON: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::BenchWire { root } => match tidegate_agent::reporter::wire_sizes(&root) {
+            Ok((full, delta)) => print_stdout(&format!(
+                "full_report_bytes {full}\ndelta_one_change_bytes {delta}\n"
+            )),
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => run(config),
+    }
+}
+
+/// Writes to stdout; a reader that closed the pipe early (`| head`) is not an error.
+fn print_stdout(text: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write to stdout: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config_path: Option<PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(tidegate_agent::daemon::run(
+        config,
+        Arc::new(SystemClock),
+        shutdown_signal(),
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "agent stopped");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -111,4 +111,8 @@ pub enum OrderBody {
     /// Send a full report: the server lost track of this agent's inventory, for example because
     /// a delta arrived whose base it does not have.
     Resync { reason: String },
+    /// The server has stored these reports of the given boot id. The agent keeps every report in
+    /// its outbox until this arrives, because a broker's PUBACK only says the broker has it: a
+    /// broker that restarts, or a server not subscribed at that moment, loses it.
+    ReportAck { boot_id: BootId, seqs: Vec<u64> },
 }
