@@ -11,6 +11,8 @@ use crate::ids::{AgentId, BootId, OrderId};
 use crate::inventory::{Inventory, InventoryDelta};
 
 /// One payload on a tidegate topic.
+// A message is decoded once and handled once, so the size of the report variant costs little.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Agent to server, on the report topic.

@@ -8,10 +8,11 @@
 //! everything (even the end of the part), then the end of the part, then letters, then all other
 //! characters. Digit parts compare as numbers.
 //!
-//! This follows dpkg 1.21 (`lib/dpkg/version.c` and `parseversion` in `lib/dpkg/parsehelp.c`),
-//! and the integration tests check it against the installed `dpkg`. [`compare`] agrees with
-//! `dpkg --compare-versions` on every version that dpkg accepts, including the ones it accepts
-//! with a warning. It never fails, so it also orders the versions that dpkg rejects:
+//! This follows `verrevcmp` and `dpkg_version_compare` in dpkg's `lib/dpkg/version.c`, and the way
+//! dpkg 1.21.22 splits and trims versions, and the integration tests check it against the
+//! installed `dpkg`. [`compare`] agrees with `dpkg --compare-versions` on every version that dpkg
+//! accepts, including the ones it accepts with a warning. It accepts any string, so it also orders
+//! the versions that dpkg rejects:
 //!
 //! - An epoch that is not a number (`a:1.0`), or is negative, is not taken as an epoch. The whole
 //!   string is then the upstream version and revision.
@@ -47,8 +48,8 @@ pub struct InvalidDebVersion {
     pub reason: &'static str,
 }
 
-/// Compares two Debian versions the way `dpkg --compare-versions` does. Never fails: see the
-/// module documentation for how it orders versions that dpkg rejects.
+/// Compares two Debian versions the way `dpkg --compare-versions` does. Accepts any string: see
+/// the module documentation for how it orders versions that dpkg rejects.
 pub fn compare(a: &str, b: &str) -> Ordering {
     let a = split_lenient(a);
     let b = split_lenient(b);
@@ -389,7 +390,7 @@ mod tests {
 
     #[test]
     fn dpkg_test_suite_equalities() {
-        // From dpkg's lib/dpkg/t/t-version.c.
+        // Based on dpkg's lib/dpkg/t/t-version.c, and checked with dpkg 1.21.
         assert_order("0:0.0-0.0", "0.0-0.0", Equal);
         assert_order("0:09azAZ.-+~:-0", "0:9azAZ.-+~:-0", Equal);
         assert_order("  \t0:0-1", "0:0-1", Equal);
@@ -398,7 +399,7 @@ mod tests {
 
     #[test]
     fn dpkg_accepts_signed_epoch() {
-        // dpkg 1.21 reads the epoch with strtol, so a sign is accepted.
+        // dpkg 1.21 accepts a sign before the epoch digits.
         assert_order("+1:2.0", "1:2.0", Equal);
         assert_order("-0:2.0", "2.0", Equal);
     }
@@ -430,7 +431,20 @@ mod tests {
 
     #[test]
     fn garbage_does_not_panic() {
-        let inputs = ["", ":", "::", "-", "--", "~", ":-", "-:", "\0", "\u{10ffff}", "1:-", "+:"];
+        let inputs = [
+            "",
+            ":",
+            "::",
+            "-",
+            "--",
+            "~",
+            ":-",
+            "-:",
+            "\0",
+            "\u{10ffff}",
+            "1:-",
+            "+:",
+        ];
         for a in inputs {
             for b in inputs {
                 let _ = compare(a, b);
@@ -480,18 +494,30 @@ mod tests {
             ("a:0-0", "the epoch before the first ':' is not a number"),
             (":1.0", "the epoch before the first ':' is not a number"),
             ("2147483648:0-1", "the epoch is larger than 2147483647"),
-            ("999999999999999999999999:0-1", "the epoch is larger than 2147483647"),
+            (
+                "999999999999999999999999:0-1",
+                "the epoch is larger than 2147483647",
+            ),
             ("0:", "the upstream version is empty"),
             ("-0", "the upstream version is empty"),
             ("0:-0", "the upstream version is empty"),
             ("1.0-", "the revision after the last '-' is empty"),
-            ("0:abc3-0", "the upstream version does not start with a digit"),
+            (
+                "0:abc3-0",
+                "the upstream version does not start with a digit",
+            ),
             (
                 "0:0_-0",
                 "the upstream version may contain only letters, digits and '.', '+', '~', '-', ':'",
             ),
-            ("0:0-0:0", "the revision may contain only letters, digits and '.', '+', '~'"),
-            ("0:0-0_", "the revision may contain only letters, digits and '.', '+', '~'"),
+            (
+                "0:0-0:0",
+                "the revision may contain only letters, digits and '.', '+', '~'",
+            ),
+            (
+                "0:0-0_",
+                "the revision may contain only letters, digits and '.', '+', '~'",
+            ),
         ];
         for (version, reason) in rejected {
             let error = parse(version).expect_err(version);
