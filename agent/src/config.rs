@@ -45,6 +45,9 @@ full_report_interval_seconds = 21600
 # Seconds to wait for the server to confirm it stored a report before sending it again.
 # The broker's PUBACK is not enough: a broker restart or a server that is not subscribed loses it.
 ack_timeout_seconds = 60
+# Stop producing reports after this many (0: no limit). The agent keeps running, delivering what is
+# queued and following orders. For tests and measurements, which need a known number of reports.
+max_reports = 0
 
 [outbox]
 # Maximum number of queued messages kept on disk while the broker is unreachable. When it is
@@ -81,6 +84,7 @@ pub struct ReportsConfig {
     pub interval_seconds: f64,
     pub full_report_interval_seconds: u64,
     pub ack_timeout_seconds: f64,
+    pub max_reports: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -122,6 +126,7 @@ impl Default for ReportsConfig {
             interval_seconds: 60.0,
             full_report_interval_seconds: 6 * 3600,
             ack_timeout_seconds: 60.0,
+            max_reports: 0,
         }
     }
 }

@@ -123,6 +123,7 @@ pub async fn run(
     let full_interval = Duration::from_secs(config.reports.full_report_interval_seconds.max(1));
     let mut last_full: Option<Instant> = None;
     let mut full_requested = true;
+    let mut reports_made: u64 = 0;
     let mut ticker = tokio::time::interval(config.report_interval());
     // After a stall (a suspended VM, a clock jump), one catch-up report, never a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -131,6 +132,9 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                if config.reports.max_reports > 0 && reports_made >= config.reports.max_reports {
+                    continue;
+                }
                 let full = full_requested || last_full.is_none_or(|at| at.elapsed() >= full_interval);
                 let Some(mut taken) = collector.take() else { continue };
                 let (returned, inventory) = match tokio::task::spawn_blocking(move || {
@@ -159,6 +163,7 @@ pub async fn run(
                             }
                         }
                         if queued {
+                            reports_made += 1;
                             tracing::debug!(seq = report.seq, kind = report.body.kind(), parts, "report queued");
                             if full {
                                 full_requested = false;

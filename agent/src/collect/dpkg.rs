@@ -8,18 +8,31 @@
 //!
 //! A malformed stanza is skipped and reported as a [`StanzaError`] with its line number; all other
 //! stanzas are still returned.
+//!
+//! dpkg records each change in a journal file below `/var/lib/dpkg/updates/` before it rewrites the
+//! status file, so an interrupted or running dpkg leaves the newest states there, the broken ones
+//! included. The reader applies these journal entries over the status file in file-name order, as
+//! dpkg does when it loads its database.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
 
-use tidegate_protocol::{Ecosystem, InstallState, Package, Selection, Warning};
+use tidegate_protocol::{Ecosystem, InstallState, Package, PackageKey, Selection, Warning};
 
-use super::{is_blank, lossy_string, numbered_lines, read_optional, trim_blanks, RecordError};
+use super::{
+    error_chain, is_blank, lossy_string, numbered_lines, read_optional, trim_blanks, ReadError,
+    RecordError,
+};
 
 /// The warning source for this collector.
 pub const SOURCE: &str = "dpkg";
 
 /// The status database, relative to the root.
 pub const STATUS_PATH: &str = "var/lib/dpkg/status";
+
+/// The directory of journal entries not yet merged into the status file, relative to the root.
+pub const UPDATES_PATH: &str = "var/lib/dpkg/updates";
 
 /// What is wrong with a skipped stanza of the status file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,38 +57,99 @@ pub type StanzaError = RecordError<StanzaErrorKind>;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ParsedStatus {
     pub packages: Vec<Package>,
+    /// Keys of the stanzas in state `not-installed`, which are not rows. In a journal entry, such a
+    /// stanza removes the row that the status file has for its key.
+    pub not_installed: Vec<PackageKey>,
     pub errors: Vec<StanzaError>,
 }
 
-/// Reads `<root>/var/lib/dpkg/status` and appends its rows to `packages`. Returns whether the
-/// database exists; problems become warnings.
-pub(crate) fn collect(
-    root: &Path,
-    packages: &mut Vec<Package>,
-    warnings: &mut Vec<Warning>,
-) -> bool {
+/// Reads `<root>/var/lib/dpkg/status` with the journal entries in `<root>/var/lib/dpkg/updates/`
+/// and appends the rows to `packages`. Returns whether the database exists; problems become
+/// warnings.
+pub(crate) fn collect(root: &Path, packages: &mut Vec<Package>, warnings: &mut Vec<Warning>) -> bool {
     let path = root.join(STATUS_PATH);
     let bytes = match read_optional(&path) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return false,
         Err(error) => {
-            warnings.push(Warning {
-                source: SOURCE.into(),
-                message: super::error_chain(&error),
-            });
+            warnings.push(Warning { source: SOURCE.into(), message: error_chain(&error) });
             return true;
         }
     };
-
     let parsed = parse_status(&bytes);
-    packages.extend(parsed.packages);
-    for error in parsed.errors {
+    push_warnings(&path, &parsed.errors, warnings);
+
+    let journal = match journal_entries(&root.join(UPDATES_PATH)) {
+        Ok(journal) => journal,
+        Err(error) => {
+            warnings.push(Warning { source: SOURCE.into(), message: error_chain(&error) });
+            Vec::new()
+        }
+    };
+    if journal.is_empty() {
+        packages.extend(parsed.packages);
+        return true;
+    }
+
+    let mut rows: BTreeMap<PackageKey, Package> =
+        parsed.packages.into_iter().map(|package| (package.key(), package)).collect();
+    for entry_path in journal {
+        let bytes = match read_optional(&entry_path) {
+            Ok(Some(bytes)) => bytes,
+            // dpkg removed the entry after merging it, which is a normal race with a running dpkg.
+            Ok(None) => continue,
+            Err(error) => {
+                warnings.push(Warning { source: SOURCE.into(), message: error_chain(&error) });
+                continue;
+            }
+        };
+        let entry = parse_status(&bytes);
+        push_warnings(&entry_path, &entry.errors, warnings);
+        for key in entry.not_installed {
+            rows.remove(&key);
+        }
+        for package in entry.packages {
+            rows.insert(package.key(), package);
+        }
+    }
+    packages.extend(rows.into_values());
+    true
+}
+
+/// Lists the journal entries in `directory` in the order dpkg applies them. dpkg names them with
+/// digits only (`0000`, `0001`, ...); other files, such as its temporary `tmp.i`, are skipped.
+fn journal_entries(directory: &Path) -> Result<Vec<PathBuf>, ReadError> {
+    let read_error = |source| ReadError { path: directory.to_owned(), source };
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(read_error(error)),
+    };
+    let mut numbered = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(read_error)?;
+        let name = entry.file_name();
+        let Some(digits) = name.to_str().filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Compares by number, so the order holds even where the names differ in width.
+        let Ok(number) = digits.parse::<u64>() else {
+            continue;
+        };
+        numbered.push((number, entry.path()));
+    }
+    numbered.sort();
+    Ok(numbered.into_iter().map(|(_, path)| path).collect())
+}
+
+fn push_warnings(path: &Path, errors: &[StanzaError], warnings: &mut Vec<Warning>) {
+    for error in errors {
         warnings.push(Warning {
             source: SOURCE.into(),
             message: format!("{} {error}; stanza skipped", path.display()),
         });
     }
-    true
 }
 
 /// Parses the contents of a dpkg status file. Packages in state `not-installed` are not rows.
@@ -134,7 +208,7 @@ impl<'a> Stanza<'a> {
             self.set_error(number, StanzaErrorKind::InvalidLine);
             return;
         }
-        let value = trim_blanks(&line[colon + 1..]);
+        let value = &line[colon + 1..];
 
         let (slot, field) = if name.eq_ignore_ascii_case(b"Package") {
             (&mut self.package, "Package")
@@ -148,7 +222,7 @@ impl<'a> Stanza<'a> {
             if self.status.is_some() {
                 self.set_error(number, StanzaErrorKind::DuplicateField { field: "Status" });
             }
-            self.status = Some((number, value));
+            self.status = Some((number, trim_blanks(value)));
             return;
         } else if name.eq_ignore_ascii_case(b"Provides") {
             if self.has_provides {
@@ -159,13 +233,13 @@ impl<'a> Stanza<'a> {
             }
             self.has_provides = true;
             self.in_provides = true;
-            self.provides.push(value);
+            self.provides.push(trim_blanks(value));
             return;
         } else {
             return;
         };
         let duplicate = slot.is_some();
-        *slot = Some(value);
+        *slot = Some(trim_blanks(value));
         if duplicate {
             self.set_error(number, StanzaErrorKind::DuplicateField { field });
         }
@@ -191,9 +265,9 @@ impl<'a> Stanza<'a> {
 
     fn finish(&mut self, parsed: &mut ParsedStatus) {
         if self.first_line != 0 {
-            match self.to_package() {
-                Ok(Some(package)) => parsed.packages.push(package),
-                Ok(None) => {}
+            match self.to_row() {
+                Ok(Row::Package(package)) => parsed.packages.push(package),
+                Ok(Row::NotInstalled(key)) => parsed.not_installed.push(key),
                 Err(error) => parsed.errors.push(error),
             }
         }
@@ -205,7 +279,7 @@ impl<'a> Stanza<'a> {
         };
     }
 
-    fn to_package(&self) -> Result<Option<Package>, StanzaError> {
+    fn to_row(&self) -> Result<Row, StanzaError> {
         let raw_name = self.package.filter(|name| !name.is_empty());
         // The name as written may carry an `:arch` qualifier, which is never part of the row's name.
         let (name, qualifier) = match raw_name {
@@ -241,8 +315,13 @@ impl<'a> Stanza<'a> {
         let Some((selection, state)) = parse_status_field(status) else {
             return Err(invalid_status());
         };
+        let arch = self.architecture.or(qualifier).unwrap_or(b"");
         let Some(state) = state else {
-            return Ok(None);
+            return Ok(Row::NotInstalled(PackageKey {
+                ecosystem: Ecosystem::Deb,
+                name: lossy_string(name),
+                arch: lossy_string(arch),
+            }));
         };
 
         let version = match (self.version, self.config_version, state) {
@@ -260,9 +339,8 @@ impl<'a> Stanza<'a> {
                 ))
             }
         };
-        let arch = self.architecture.or(qualifier).unwrap_or(b"");
 
-        Ok(Some(Package {
+        Ok(Row::Package(Package {
             ecosystem: Ecosystem::Deb,
             name: lossy_string(name),
             arch: lossy_string(arch),
@@ -272,6 +350,11 @@ impl<'a> Stanza<'a> {
             provides: parse_provides(&self.provides),
         }))
     }
+}
+
+enum Row {
+    Package(Package),
+    NotInstalled(PackageKey),
 }
 
 /// Parses a `Status` value of three words, `want flag state`. Returns the selection and the
@@ -341,7 +424,12 @@ mod tests {
     #[test]
     fn not_installed_is_no_row() {
         let parsed = parse_status(stanza("gone", "install ok not-installed").as_bytes());
-        assert_eq!(parsed, ParsedStatus::default());
+        assert_eq!(parsed.packages, vec![]);
+        assert_eq!(parsed.errors, vec![]);
+        assert_eq!(
+            parsed.not_installed,
+            vec![PackageKey { ecosystem: Ecosystem::Deb, name: "gone".into(), arch: "amd64".into() }]
+        );
     }
 
     #[test]
@@ -536,6 +624,18 @@ mod tests {
         let parsed = parse_status(&bytes);
         assert_eq!(parsed.errors, vec![]);
         assert_eq!(parsed.packages.len(), 1);
+    }
+
+    #[test]
+    fn crlf_without_final_newline() {
+        let text = "Package: a\r\nStatus: install ok installed\r\nVersion: 1\r\n\r\nPackage: b\r\n\
+                    Status: install ok installed\r\nVersion: 2\r\nProvides: x (= 2)";
+        let parsed = parse_status(text.as_bytes());
+        assert_eq!(parsed.errors, vec![]);
+        let rows: Vec<(&str, &str)> =
+            parsed.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        assert_eq!(rows, vec![("a", "1"), ("b", "2")]);
+        assert_eq!(parsed.packages[1].provides, vec!["x"]);
     }
 
     #[test]

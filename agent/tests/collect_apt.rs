@@ -1,0 +1,147 @@
+//! Pending updates from APT's package lists end to end: a fixture status file and fixture lists in
+//! a temporary root, read through `Collector::collect`.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tempfile::TempDir;
+use tidegate_agent::collect::{apt, dpkg, Collector};
+use tidegate_protocol::{Ecosystem, PendingUpdate, Warning};
+
+const MAIN_AMD64: &str = "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages";
+const MAIN_I386: &str = "deb.debian.org_debian_dists_bookworm_main_binary-i386_Packages";
+const UPDATES: &str = "deb.debian.org_debian_dists_bookworm-updates_main_binary-amd64_Packages";
+const SECURITY: &str =
+    "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages";
+const COMPRESSED: &str = "deb.debian.org_debian_dists_bookworm_contrib_binary-amd64_Packages.lz4";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/apt").join(name)
+}
+
+fn set_mtime(path: &Path, unix_s: u64) {
+    let file = File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_s)).unwrap();
+}
+
+/// Builds a root with the fixture status file and the given fixture lists, each with its
+/// modification time in Unix seconds.
+fn root_with_lists(lists: &[(&str, u64)]) -> TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let status = root.path().join(dpkg::STATUS_PATH);
+    fs::create_dir_all(status.parent().unwrap()).unwrap();
+    fs::copy(fixture("status"), status).unwrap();
+
+    let directory = root.path().join(apt::LISTS_PATH);
+    fs::create_dir_all(directory.join("partial")).unwrap();
+    for (name, mtime) in lists {
+        let target = directory.join(name);
+        fs::copy(fixture("lists").join(name), &target).unwrap();
+        set_mtime(&target, *mtime);
+    }
+    root
+}
+
+fn update(name: &str, arch: &str, installed: &str, candidate: &str, held: bool, security: bool) -> PendingUpdate {
+    PendingUpdate {
+        ecosystem: Ecosystem::Deb,
+        name: name.into(),
+        arch: arch.into(),
+        installed_version: installed.into(),
+        candidate_version: candidate.into(),
+        held,
+        security,
+    }
+}
+
+fn apt_warnings(warnings: &[Warning]) -> Vec<&str> {
+    warnings
+        .iter()
+        .filter(|warning| warning.source == apt::SOURCE)
+        .map(|warning| warning.message.as_str())
+        .collect()
+}
+
+#[test]
+fn candidates_from_all_lists() {
+    let root = root_with_lists(&[
+        (MAIN_AMD64, 1_700_000_000),
+        (MAIN_I386, 1_699_999_000),
+        (UPDATES, 1_700_000_500),
+        (SECURITY, 1_700_001_000),
+        // Newer than every plain list, but compressed lists are not read.
+        (COMPRESSED, 1_800_000_000),
+        ("deb.debian.org_debian_dists_bookworm_non-free_binary-amd64_Packages.diff_Index", 1_800_000_000),
+        ("deb.debian.org_debian_dists_bookworm_InRelease", 1_800_000_000),
+    ]);
+
+    let inventory = Collector::new(root.path()).collect();
+
+    // bash: the list has a lower version. libssl3 i386: the list has the installed version.
+    // nginx: only arm64 is offered. oldconf: only its configuration files are installed.
+    // dnsutils: 9.99-1 has epoch 0, below the installed epoch 1.
+    let expected = vec![
+        update("curl", "amd64", "7.88.1-10+deb12u4", "7.88.1-10+deb12u8", false, true),
+        update("dnsutils", "all", "1:9.18.19-1~deb12u1", "1:9.18.28-1~deb12u2", false, false),
+        update("libssl3", "amd64", "3.0.11-1~deb12u2", "3.0.15-1~deb12u1", false, true),
+        update("tzdata", "all", "2024a-0+deb12u1", "2025a-0+deb12u1", true, false),
+    ];
+    assert_eq!(inventory.pending_updates, expected);
+    assert_eq!(inventory.package_lists_updated_unix_s, Some(1_700_001_000));
+    assert_eq!(apt_warnings(&inventory.warnings), Vec::<&str>::new());
+    assert_eq!(inventory.packages.len(), 8);
+}
+
+#[test]
+fn no_lists_directory_means_no_updates() {
+    let root = root_with_lists(&[]);
+    fs::remove_dir_all(root.path().join(apt::LISTS_PATH)).unwrap();
+
+    let inventory = Collector::new(root.path()).collect();
+
+    assert_eq!(inventory.pending_updates, vec![]);
+    assert_eq!(inventory.package_lists_updated_unix_s, None);
+    assert_eq!(apt_warnings(&inventory.warnings), Vec::<&str>::new());
+}
+
+#[test]
+fn only_compressed_lists_give_a_warning() {
+    let root = root_with_lists(&[(COMPRESSED, 1_700_000_000)]);
+
+    let inventory = Collector::new(root.path()).collect();
+
+    assert_eq!(inventory.pending_updates, vec![]);
+    assert_eq!(inventory.package_lists_updated_unix_s, None);
+    let expected = format!(
+        "{} holds only compressed package lists, which are not read; pending updates are not \
+         computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain lists)",
+        root.path().join(apt::LISTS_PATH).display()
+    );
+    assert_eq!(apt_warnings(&inventory.warnings), vec![expected.as_str()]);
+}
+
+#[test]
+fn lists_without_dpkg_are_not_read() {
+    let root = root_with_lists(&[(MAIN_AMD64, 1_700_000_000)]);
+    fs::remove_file(root.path().join(dpkg::STATUS_PATH)).unwrap();
+
+    let inventory = Collector::new(root.path()).collect();
+
+    assert_eq!(inventory.packages, vec![]);
+    assert_eq!(inventory.pending_updates, vec![]);
+    assert_eq!(inventory.package_lists_updated_unix_s, None);
+}
+
+#[test]
+fn list_directory_entries_are_skipped() {
+    let root = root_with_lists(&[(SECURITY, 1_700_000_000)]);
+    // A directory with a list's name is not a list.
+    fs::create_dir(root.path().join(apt::LISTS_PATH).join(MAIN_AMD64)).unwrap();
+
+    let inventory = Collector::new(root.path()).collect();
+
+    assert_eq!(inventory.pending_updates.len(), 2);
+    assert_eq!(inventory.package_lists_updated_unix_s, Some(1_700_000_000));
+    assert_eq!(apt_warnings(&inventory.warnings), Vec::<&str>::new());
+}

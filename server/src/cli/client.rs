@@ -1,0 +1,109 @@
+//! A blocking client for the server's HTTP API.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::CliError;
+use crate::http::{ErrorResponse, FleetResponse};
+use crate::store::{AgentDetail, AgentSummary};
+
+/// How long one request may take, from connecting to reading the whole body.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest response body read, in bytes. A fleet list of 100,000 agents is about 100 MiB of
+/// JSON, by an estimate of 1 KiB per agent.
+const MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
+
+pub struct ApiClient {
+    base_url: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    pub fn new(base_url: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .new_agent();
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            agent,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Fetches every agent's summary.
+    pub fn fleet(&self) -> Result<Vec<AgentSummary>, CliError> {
+        let response: Option<FleetResponse> = self.get("/api/v1/agents")?;
+        let url = self.url("/api/v1/agents");
+        match response {
+            Some(response) => Ok(response.agents),
+            None => Err(CliError::Api {
+                url,
+                status: 404,
+                message: "the server has no fleet API; is it a tidegate server?".to_owned(),
+            }),
+        }
+    }
+
+    /// Fetches one agent by its exact id, or `None` when the server has no such agent.
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentDetail>, CliError> {
+        self.get(&format!("/api/v1/agents/{agent_id}"))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Sends a GET request and decodes the JSON body. Returns `None` on 404.
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
+        let url = self.url(path);
+        let mut response = match self.agent.get(&url).call() {
+            Ok(response) => response,
+            Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
+                return Err(CliError::InvalidServerUrl {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+            Err(error) => {
+                return Err(CliError::Unreachable {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+        };
+
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .map_err(|error| CliError::Response {
+                url: url.clone(),
+                source: Box::new(error),
+            })?;
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ErrorResponse>(&body)
+                .map(|response| response.error)
+                .unwrap_or_else(|_| body.chars().take(200).collect());
+            return Err(CliError::Api {
+                url,
+                status,
+                message,
+            });
+        }
+        serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|source| CliError::InvalidJson { url, source })
+    }
+}

@@ -1,0 +1,246 @@
+//! Wiring of the `tidegate-server` process: store, broker, ingest and HTTP API.
+//!
+//! [`run`] opens the store (running its migrations), starts the embedded broker unless an external
+//! one is configured, starts ingest, serves the HTTP API, and stops them in reverse order when the
+//! shutdown future completes. It reads no configuration files and no environment: the binary
+//! passes everything in [`ServerConfig`].
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::broker::{self, BrokerConfig, BrokerError};
+use crate::ingest::{
+    self, BrokerUrl, IngestConfig, IngestCounters, IngestDeps, IngestError, IngestHandle, IngestStats,
+};
+use crate::store::{Store, StoreError, StoreReader};
+
+/// The default address of the HTTP API.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8740);
+
+/// How long shutdown waits for HTTP requests in progress.
+const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which MQTT broker the server uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// Run a broker inside this process.
+    Embedded {
+        /// The MQTT 3.1.1 listener.
+        listen: SocketAddr,
+        /// An optional MQTT 5 listener.
+        listen_v5: Option<SocketAddr>,
+    },
+    /// Connect to a broker that runs elsewhere.
+    External { url: BrokerUrl },
+}
+
+/// Everything the server process needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The SQLite file of the store, created when missing.
+    pub db_path: PathBuf,
+    pub http_listen: SocketAddr,
+    pub broker: BrokerChoice,
+    /// The largest MQTT packet accepted, in bytes: by the embedded broker from any client, and by
+    /// ingest from the broker.
+    pub mqtt_max_packet_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            db_path: PathBuf::from("tidegate.db"),
+            http_listen: DEFAULT_HTTP_LISTEN,
+            broker: BrokerChoice::Embedded {
+                listen: broker::DEFAULT_LISTEN,
+                listen_v5: None,
+            },
+            mqtt_max_packet_bytes: broker::DEFAULT_MAX_PACKET_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    OpenStore(StoreError),
+    #[error("failed to open the store for reading: {0}")]
+    OpenReader(StoreError),
+    #[error("the store open task failed: {0}")]
+    StoreTask(tokio::task::JoinError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("failed to listen for HTTP connections on {addr}: {source}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("the HTTP server stopped unexpectedly")]
+    HttpStopped,
+    #[error("ingest failed: {0}")]
+    Ingest(#[from] IngestError),
+}
+
+/// A started server; [`RunningServer::run_until`] serves until shutdown.
+pub struct RunningServer {
+    http_addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
+    mqtt_v5_addr: Option<SocketAddr>,
+    ingest: IngestHandle,
+    http: JoinHandle<std::io::Result<()>>,
+    stop_http: oneshot::Sender<()>,
+}
+
+/// Runs the server until `shutdown` completes or a part of it fails.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    start(config, IngestDeps::default()).await?.run_until(shutdown).await
+}
+
+/// Opens the store, starts the broker (when embedded), ingest and the HTTP server, and returns once
+/// all of them accept connections.
+pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServer, ServeError> {
+    let db_path = config.db_path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+        .await
+        .map_err(ServeError::StoreTask)?
+        .map_err(ServeError::OpenStore)?;
+    info!(db = %config.db_path.display(), "store opened");
+    let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
+
+    let (broker_url, mqtt_addr, mqtt_v5_addr) = match &config.broker {
+        BrokerChoice::Embedded { listen, listen_v5 } => {
+            let embedded = broker::start(BrokerConfig {
+                listen: *listen,
+                listen_v5: *listen_v5,
+                max_packet_bytes: config.mqtt_max_packet_bytes,
+                ..BrokerConfig::default()
+            })
+            .await?;
+            let connect = embedded.connect_addr();
+            let url = BrokerUrl {
+                host: connect.ip().to_string(),
+                port: connect.port(),
+            };
+            (url, Some(embedded.listen()), embedded.listen_v5())
+        }
+        BrokerChoice::External { url } => {
+            info!(broker = %url, "using an external MQTT broker");
+            (url.clone(), None, None)
+        }
+    };
+
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| ServeError::BindHttp {
+            addr: config.http_listen,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServeError::BindHttp {
+            addr: config.http_listen,
+            source,
+        })?;
+
+    let ingest_config = IngestConfig {
+        max_packet_bytes: config.mqtt_max_packet_bytes,
+        ..IngestConfig::new(broker_url)
+    };
+    let ingest = ingest::start(ingest_config, store, deps)?;
+
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let app = crate::http::router(reader);
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    info!(%http_addr, "HTTP API listening");
+
+    Ok(RunningServer {
+        http_addr,
+        mqtt_addr,
+        mqtt_v5_addr,
+        ingest,
+        http,
+        stop_http,
+    })
+}
+
+impl RunningServer {
+    /// The bound address of the HTTP API.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound MQTT 3.1.1 address of the embedded broker, or `None` with an external broker.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
+    /// The bound MQTT 5 address of the embedded broker, when it has one.
+    pub fn mqtt_v5_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_v5_addr
+    }
+
+    pub fn ingest_stats(&self) -> IngestStats {
+        self.ingest.stats()
+    }
+
+    /// The live ingest counters, which stay readable while [`RunningServer::run_until`] runs.
+    pub fn ingest_counters(&self) -> Arc<IngestCounters> {
+        self.ingest.counters()
+    }
+
+    /// Serves until `shutdown` completes or a part fails, then stops the HTTP server and ingest.
+    /// The embedded broker keeps running until the process exits.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let RunningServer {
+            mut ingest,
+            mut http,
+            stop_http,
+            ..
+        } = self;
+
+        let mut http_finished = false;
+        let outcome = tokio::select! {
+            _ = shutdown => {
+                info!("shutting down");
+                Ok(())
+            }
+            result = &mut http => {
+                http_finished = true;
+                match result {
+                    Ok(Ok(())) => Err(ServeError::HttpStopped),
+                    Ok(Err(error)) => Err(ServeError::Http(error)),
+                    Err(error) => Err(ServeError::Http(std::io::Error::other(error))),
+                }
+            }
+            error = ingest.failed() => Err(ServeError::Ingest(error)),
+        };
+        if let Err(error) = &outcome {
+            error!(%error, "server stopping after a failure");
+        }
+
+        let _ = stop_http.send(());
+        let ingest_result = ingest.shutdown().await;
+        if !http_finished && tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, http).await.is_err() {
+            warn!("HTTP requests still running after {HTTP_SHUTDOWN_TIMEOUT:?}; stopping anyway");
+        }
+        outcome?;
+        ingest_result?;
+        info!("server stopped");
+        Ok(())
+    }
+}

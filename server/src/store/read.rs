@@ -1,0 +1,138 @@
+//! Queries of the read side: the fleet list and one agent's detail.
+
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::{AgentDetail, AgentSummary, PackageRow, PendingUpdateRow, WarningRow};
+
+const SUMMARY_COLUMNS: &str = "
+    agent_id, hostname, os_name, os_version, kernel_version, arch, cpu_count, memory_total_bytes,
+    online, agent_version, first_seen_unix_s, last_seen_unix_s, last_report_unix_s,
+    boot_time_unix_s, package_count, broken_package_count, pending_update_count,
+    security_update_count, reboot_required, package_lists_updated_unix_s, reports_received,
+    duplicate_reports, outbox_dropped";
+
+pub(super) fn fleet(connection: &Connection) -> rusqlite::Result<Vec<AgentSummary>> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM agents ORDER BY hostname, agent_id");
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map([], summary_from_row)?;
+    rows.collect()
+}
+
+/// Reads one agent inside one read transaction, so the summary and the rows come from the same
+/// committed batch.
+pub(super) fn agent(connection: &Connection, agent_id: &str) -> rusqlite::Result<Option<AgentDetail>> {
+    let snapshot = connection.unchecked_transaction()?;
+    let detail = agent_in_snapshot(&snapshot, agent_id)?;
+    snapshot.finish()?;
+    Ok(detail)
+}
+
+fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Result<Option<AgentDetail>> {
+    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM agents WHERE agent_id = ?1");
+    let Some(summary) = connection
+        .prepare_cached(&sql)?
+        .query_row([agent_id], summary_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+
+    let packages = connection
+        .prepare_cached(
+            "SELECT ecosystem, name, arch, version, state, selection, provides FROM packages
+             WHERE agent_id = ?1 ORDER BY ecosystem, name, arch",
+        )?
+        .query_map([agent_id], |row| {
+            let provides: String = row.get(6)?;
+            let provides = serde_json::from_str(&provides).map_err(|error| {
+                rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(error))
+            })?;
+            Ok(PackageRow {
+                ecosystem: row.get(0)?,
+                name: row.get(1)?,
+                arch: row.get(2)?,
+                version: row.get(3)?,
+                state: row.get(4)?,
+                selection: row.get(5)?,
+                provides,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
+    let pending_updates = connection
+        .prepare_cached(
+            "SELECT ecosystem, name, arch, installed_version, candidate_version, held, security
+             FROM pending_updates WHERE agent_id = ?1 ORDER BY ecosystem, name, arch",
+        )?
+        .query_map([agent_id], |row| {
+            Ok(PendingUpdateRow {
+                ecosystem: row.get(0)?,
+                name: row.get(1)?,
+                arch: row.get(2)?,
+                installed_version: row.get(3)?,
+                candidate_version: row.get(4)?,
+                held: row.get(5)?,
+                security: row.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
+    let reboot_packages = connection
+        .prepare_cached("SELECT name FROM reboot_packages WHERE agent_id = ?1 ORDER BY position")?
+        .query_map([agent_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+
+    let warnings = connection
+        .prepare_cached(
+            "SELECT source, message FROM warnings WHERE agent_id = ?1 ORDER BY position",
+        )?
+        .query_map([agent_id], |row| {
+            Ok(WarningRow {
+                source: row.get(0)?,
+                message: row.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
+    Ok(Some(AgentDetail {
+        summary,
+        packages,
+        pending_updates,
+        reboot_packages,
+        warnings,
+    }))
+}
+
+fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<AgentSummary> {
+    let last_report_unix_s: Option<i64> = row.get(12)?;
+    let boot_time_unix_s: Option<i64> = row.get(13)?;
+    let uptime_seconds = match (last_report_unix_s, boot_time_unix_s) {
+        (Some(collected_at), Some(boot_time)) => Some(collected_at.saturating_sub(boot_time)),
+        _ => None,
+    };
+    Ok(AgentSummary {
+        agent_id: row.get(0)?,
+        hostname: row.get(1)?,
+        os_name: row.get(2)?,
+        os_version: row.get(3)?,
+        kernel_version: row.get(4)?,
+        arch: row.get(5)?,
+        cpu_count: row.get(6)?,
+        memory_total_bytes: row.get::<_, i64>(7)? as u64,
+        online: row.get(8)?,
+        agent_version: row.get(9)?,
+        first_seen_unix_s: row.get(10)?,
+        last_seen_unix_s: row.get(11)?,
+        last_report_unix_s,
+        uptime_seconds,
+        package_count: row.get::<_, i64>(14)? as u64,
+        broken_package_count: row.get::<_, i64>(15)? as u64,
+        pending_updates: row.get::<_, i64>(16)? as u64,
+        security_updates: row.get::<_, i64>(17)? as u64,
+        reboot_required: row.get(18)?,
+        package_lists_updated_unix_s: row.get(19)?,
+        reports_received: row.get::<_, i64>(20)? as u64,
+        duplicate_reports: row.get::<_, i64>(21)? as u64,
+        outbox_dropped: row.get::<_, i64>(22)? as u64,
+    })
+}

@@ -1,0 +1,212 @@
+//! The store's schema and its migrations.
+//!
+//! `schema_version` holds one row: the number of migrations applied. Migration `n` (1-based) turns
+//! version `n - 1` into version `n` and runs in its own transaction together with the version bump,
+//! so a crash leaves the file at one version or the next, never between. A file whose version is
+//! higher than [`MIGRATIONS`]`.len()` was written by a newer build and is rejected, because this
+//! build cannot know what the newer tables mean.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::StoreError;
+
+/// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
+const MIGRATIONS: &[&str] = &[V1_FLEET];
+
+/// The schema version this build writes and reads.
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const V1_FLEET: &str = "
+CREATE TABLE agents (
+    agent_id TEXT PRIMARY KEY NOT NULL,
+    first_seen_unix_s INTEGER NOT NULL,
+    last_seen_unix_s INTEGER NOT NULL,
+
+    -- The last applied report. A delta applies only on top of exactly this (boot id, seq).
+    applied_boot_id BLOB,
+    applied_seq INTEGER,
+    last_report_unix_s INTEGER,
+
+    hostname TEXT NOT NULL DEFAULT '',
+    os_name TEXT NOT NULL DEFAULT '',
+    os_version TEXT NOT NULL DEFAULT '',
+    kernel_version TEXT NOT NULL DEFAULT '',
+    arch TEXT NOT NULL DEFAULT '',
+    boot_time_unix_s INTEGER,
+    cpu_count INTEGER NOT NULL DEFAULT 0,
+    memory_total_bytes INTEGER NOT NULL DEFAULT 0,
+    package_lists_updated_unix_s INTEGER,
+    reboot_required INTEGER NOT NULL DEFAULT 0,
+
+    -- Kept up to date on every write, so the fleet list never counts package rows.
+    package_count INTEGER NOT NULL DEFAULT 0,
+    broken_package_count INTEGER NOT NULL DEFAULT 0,
+    pending_update_count INTEGER NOT NULL DEFAULT 0,
+    security_update_count INTEGER NOT NULL DEFAULT 0,
+
+    -- The newest status, by the agent's clock and then by arrival.
+    online INTEGER NOT NULL DEFAULT 0,
+    agent_version TEXT,
+    status_at_unix_s INTEGER,
+
+    reports_received INTEGER NOT NULL DEFAULT 0,
+    duplicate_reports INTEGER NOT NULL DEFAULT 0,
+    outbox_dropped INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE INDEX agents_by_hostname ON agents (hostname, agent_id);
+
+CREATE TABLE packages (
+    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    ecosystem TEXT NOT NULL,
+    name TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    selection TEXT NOT NULL,
+    -- A JSON array of strings.
+    provides TEXT NOT NULL,
+    PRIMARY KEY (agent_id, ecosystem, name, arch)
+) WITHOUT ROWID;
+
+CREATE TABLE pending_updates (
+    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    ecosystem TEXT NOT NULL,
+    name TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    installed_version TEXT NOT NULL,
+    candidate_version TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    security INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, ecosystem, name, arch)
+) WITHOUT ROWID;
+
+CREATE TABLE reboot_packages (
+    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (agent_id, position)
+) WITHOUT ROWID;
+
+CREATE TABLE warnings (
+    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (agent_id, position)
+) WITHOUT ROWID;
+
+-- Every report received, for de-duplication on (agent_id, boot_id, seq).
+CREATE TABLE reports_seen (
+    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    boot_id BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at_unix_s INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, boot_id, seq)
+) WITHOUT ROWID;
+";
+
+/// Sets the connection options every connection to the store uses.
+pub fn configure(connection: &Connection) -> rusqlite::Result<()> {
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+/// Reads the schema version, or `None` when the file has no `schema_version` table yet.
+pub fn read_version(connection: &Connection) -> rusqlite::Result<Option<u32>> {
+    let has_table: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    connection
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()
+}
+
+/// Rejects a store whose schema is not [`CURRENT_VERSION`]; for readers, which never migrate.
+pub fn check_current(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let version = read_version(connection).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    match version {
+        Some(version) if version == CURRENT_VERSION => Ok(()),
+        Some(version) if version > CURRENT_VERSION => Err(newer_schema(path, version)),
+        Some(version) => Err(StoreError::Schema {
+            path: path.to_owned(),
+            reason: format!(
+                "its schema version {version} is older than version {CURRENT_VERSION} of this \
+                 build; start tidegate-server on it once to migrate it"
+            ),
+        }),
+        None => Err(StoreError::Schema {
+            path: path.to_owned(),
+            reason: "it has no schema_version table; start tidegate-server on it once to create \
+                     the schema"
+                .to_owned(),
+        }),
+    }
+}
+
+/// Runs every migration the file has not had yet, each in its own transaction.
+///
+/// Each step reads the version inside an immediate (write-locked) transaction, so two processes
+/// that open the same new file at once cannot both run the same migration.
+pub fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let migrate_error = |version: u32| {
+        move |source| StoreError::Migrate {
+            path: path.to_owned(),
+            version,
+            source,
+        }
+    };
+
+    connection
+        .execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(migrate_error(1))?;
+    loop {
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migrate_error(1))?;
+        let found = read_version(&transaction)
+            .map_err(migrate_error(1))?
+            .unwrap_or(0);
+        if found > CURRENT_VERSION {
+            return Err(newer_schema(path, found));
+        }
+        if found == CURRENT_VERSION {
+            return Ok(());
+        }
+
+        let version = found + 1;
+        transaction
+            .execute_batch(MIGRATIONS[found as usize])
+            .map_err(migrate_error(version))?;
+        transaction
+            .execute("DELETE FROM schema_version", [])
+            .map_err(migrate_error(version))?;
+        transaction
+            .execute("INSERT INTO schema_version (version) VALUES (?1)", [version])
+            .map_err(migrate_error(version))?;
+        transaction.commit().map_err(migrate_error(version))?;
+        tracing::info!(path = %path.display(), version, "migrated the store schema");
+    }
+}
+
+fn newer_schema(path: &Path, version: u32) -> StoreError {
+    StoreError::Schema {
+        path: path.to_owned(),
+        reason: format!(
+            "its schema version {version} is newer than version {CURRENT_VERSION} of this build; \
+             run a tidegate-server at least as new as the one that last wrote it"
+        ),
+    }
+}

@@ -1,0 +1,508 @@
+//! Applying reports and statuses to the store, inside the caller's transaction.
+//!
+//! Every statement goes through `prepare_cached`, and a delta touches only the rows it names, so
+//! a report with a small change costs a handful of indexed statements. The per-agent counts that
+//! the fleet list shows (installed, broken, pending, security) live in the `agents` row and are
+//! adjusted here, so reading the fleet never counts package rows.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use tidegate_protocol::{
+    BootId, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
+    PendingUpdate, RebootRequired, Report, ReportBody, Status, StatusState, Warning,
+};
+
+use super::IngestOutcome;
+
+/// The last applied report of an agent and the package counts that go with it.
+struct AppliedState {
+    report: Option<(BootId, u64)>,
+    counts: PackageCounts,
+}
+
+/// Installed and broken package rows of one agent.
+#[derive(Debug, Clone, Copy, Default)]
+struct PackageCounts {
+    installed: i64,
+    broken: i64,
+}
+
+impl PackageCounts {
+    fn add(&mut self, state: InstallState) {
+        self.installed += i64::from(state.is_installed());
+        self.broken += i64::from(state.is_broken());
+    }
+
+    /// Takes back the contribution of a row in `state`, as stored in the `state` column.
+    fn remove_stored(&mut self, state: &str) {
+        if let Some(state) = InstallState::parse(state) {
+            self.installed -= i64::from(state.is_installed());
+            self.broken -= i64::from(state.is_broken());
+        }
+    }
+}
+
+/// Records one report: de-duplicates it, then applies it or decides that the agent must resync.
+pub(super) fn ingest_report(
+    transaction: &Transaction<'_>,
+    report: &Report,
+    received_at_unix_s: i64,
+) -> rusqlite::Result<IngestOutcome> {
+    let agent_id = report.agent_id.as_str();
+    let state = match read_applied_state(transaction, agent_id)? {
+        Some(state) => state,
+        None => {
+            insert_agent(transaction, agent_id, received_at_unix_s)?;
+            AppliedState {
+                report: None,
+                counts: PackageCounts::default(),
+            }
+        }
+    };
+
+    let inserted = transaction
+        .prepare_cached(
+            "INSERT INTO reports_seen (agent_id, boot_id, seq, received_at_unix_s)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            agent_id,
+            &report.boot_id.0[..],
+            report.seq as i64,
+            received_at_unix_s
+        ])?;
+    if inserted == 0 {
+        transaction
+            .prepare_cached(
+                "UPDATE agents SET duplicate_reports = duplicate_reports + 1 WHERE agent_id = ?1",
+            )?
+            .execute([agent_id])?;
+        return Ok(IngestOutcome::Duplicate);
+    }
+
+    let counts = match &report.body {
+        ReportBody::Full(inventory) => replace_inventory(transaction, agent_id, inventory)?,
+        ReportBody::Delta { base_seq, delta } => {
+            if let Some(reason) = resync_reason(state.report, report.boot_id, *base_seq) {
+                transaction
+                    .prepare_cached(
+                        "UPDATE agents SET
+                             last_seen_unix_s = max(last_seen_unix_s, ?2),
+                             reports_received = reports_received + 1,
+                             outbox_dropped = ?3
+                         WHERE agent_id = ?1",
+                    )?
+                    .execute(params![
+                        agent_id,
+                        received_at_unix_s,
+                        report.outbox_dropped as i64
+                    ])?;
+                return Ok(IngestOutcome::NeedsResync {
+                    agent_id: report.agent_id.clone(),
+                    reason,
+                });
+            }
+            apply_delta(transaction, agent_id, delta, state.counts)?
+        }
+    };
+
+    transaction
+        .prepare_cached(
+            "UPDATE agents SET
+                 last_seen_unix_s = max(last_seen_unix_s, ?2),
+                 reports_received = reports_received + 1,
+                 outbox_dropped = ?3,
+                 applied_boot_id = ?4,
+                 applied_seq = ?5,
+                 last_report_unix_s = ?6,
+                 package_count = ?7,
+                 broken_package_count = ?8
+             WHERE agent_id = ?1",
+        )?
+        .execute(params![
+            agent_id,
+            received_at_unix_s,
+            report.outbox_dropped as i64,
+            &report.boot_id.0[..],
+            report.seq as i64,
+            report.collected_at_unix_s,
+            counts.installed,
+            counts.broken,
+        ])?;
+    Ok(IngestOutcome::Stored)
+}
+
+/// Records one status unless the stored one is newer by the agent's clock. A status with the same
+/// `at_unix_s` as the stored one arrived later, so it wins. Any status, even an ignored one, moves
+/// the agent's `last_seen_unix_s` forward.
+pub(super) fn ingest_status(
+    transaction: &Transaction<'_>,
+    status: &Status,
+    received_at_unix_s: i64,
+) -> rusqlite::Result<IngestOutcome> {
+    let agent_id = status.agent_id.as_str();
+    let stored_at: Option<Option<i64>> = transaction
+        .prepare_cached("SELECT status_at_unix_s FROM agents WHERE agent_id = ?1")?
+        .query_row([agent_id], |row| row.get(0))
+        .optional()?;
+    let stored_at = match stored_at {
+        Some(stored_at) => stored_at,
+        None => {
+            insert_agent(transaction, agent_id, received_at_unix_s)?;
+            None
+        }
+    };
+
+    if stored_at.is_some_and(|stored_at| status.at_unix_s < stored_at) {
+        transaction
+            .prepare_cached(
+                "UPDATE agents SET last_seen_unix_s = max(last_seen_unix_s, ?2) WHERE agent_id = ?1",
+            )?
+            .execute(params![agent_id, received_at_unix_s])?;
+        return Ok(IngestOutcome::StatusRecorded);
+    }
+
+    transaction
+        .prepare_cached(
+            "UPDATE agents SET
+                 last_seen_unix_s = max(last_seen_unix_s, ?2),
+                 online = ?3,
+                 agent_version = ?4,
+                 status_at_unix_s = ?5
+             WHERE agent_id = ?1",
+        )?
+        .execute(params![
+            agent_id,
+            received_at_unix_s,
+            status.state == StatusState::Online,
+            status.agent_version,
+            status.at_unix_s,
+        ])?;
+    Ok(IngestOutcome::StatusRecorded)
+}
+
+fn read_applied_state(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+) -> rusqlite::Result<Option<AppliedState>> {
+    transaction
+        .prepare_cached(
+            "SELECT applied_boot_id, applied_seq, package_count, broken_package_count
+             FROM agents WHERE agent_id = ?1",
+        )?
+        .query_row([agent_id], |row| {
+            let boot_id: Option<Vec<u8>> = row.get(0)?;
+            let seq: Option<i64> = row.get(1)?;
+            let report = match (boot_id, seq) {
+                (Some(boot_id), Some(seq)) => <[u8; 16]>::try_from(boot_id.as_slice())
+                    .ok()
+                    .map(|bytes| (BootId(bytes), seq as u64)),
+                _ => None,
+            };
+            Ok(AppliedState {
+                report,
+                counts: PackageCounts {
+                    installed: row.get(2)?,
+                    broken: row.get(3)?,
+                },
+            })
+        })
+        .optional()
+}
+
+fn insert_agent(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    received_at_unix_s: i64,
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached(
+            "INSERT INTO agents (agent_id, first_seen_unix_s, last_seen_unix_s) VALUES (?1, ?2, ?2)",
+        )?
+        .execute(params![agent_id, received_at_unix_s])?;
+    Ok(())
+}
+
+/// Returns why a delta on `base_seq` of `boot_id` cannot be applied, or `None` when it can.
+fn resync_reason(applied: Option<(BootId, u64)>, boot_id: BootId, base_seq: u64) -> Option<String> {
+    match applied {
+        None => Some(format!(
+            "received a delta on report {base_seq} of boot {boot_id}, but no report of this agent \
+             has been applied yet"
+        )),
+        Some((applied_boot, _)) if applied_boot != boot_id => Some(format!(
+            "received a delta on report {base_seq} of boot {boot_id}, but the last applied report \
+             is from boot {applied_boot}"
+        )),
+        Some((_, applied_seq)) if applied_seq != base_seq => Some(format!(
+            "received a delta on report {base_seq} of boot {boot_id}, but the last applied report \
+             is {applied_seq}"
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Replaces everything the store holds from the agent's previous reports with `inventory`.
+fn replace_inventory(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    inventory: &Inventory,
+) -> rusqlite::Result<PackageCounts> {
+    transaction
+        .prepare_cached("DELETE FROM packages WHERE agent_id = ?1")?
+        .execute([agent_id])?;
+    let mut counts = PackageCounts::default();
+    for package in normalized_packages(&inventory.packages).iter() {
+        upsert_package(transaction, agent_id, package)?;
+        counts.add(package.state);
+    }
+
+    update_facts(transaction, agent_id, &inventory.facts)?;
+    replace_pending_updates(transaction, agent_id, &inventory.pending_updates)?;
+    update_package_lists_time(transaction, agent_id, inventory.package_lists_updated_unix_s)?;
+    replace_reboot(transaction, agent_id, &inventory.reboot)?;
+    replace_warnings(transaction, agent_id, &inventory.warnings)?;
+    Ok(counts)
+}
+
+/// Applies a delta the same way [`Inventory::apply`] does: removals first, then upserts, then the
+/// parts that are replaced whole when they changed.
+fn apply_delta(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    delta: &InventoryDelta,
+    mut counts: PackageCounts,
+) -> rusqlite::Result<PackageCounts> {
+    for key in &delta.removed {
+        let removed_state: Option<String> = transaction
+            .prepare_cached(
+                "DELETE FROM packages
+                 WHERE agent_id = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4
+                 RETURNING state",
+            )?
+            .query_row(
+                params![agent_id, key.ecosystem.as_str(), key.name, key.arch],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(state) = removed_state {
+            counts.remove_stored(&state);
+        }
+    }
+
+    for package in &delta.upserted {
+        let old_state: Option<String> = transaction
+            .prepare_cached(
+                "SELECT state FROM packages
+                 WHERE agent_id = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4",
+            )?
+            .query_row(
+                params![agent_id, package.ecosystem.as_str(), package.name, package.arch],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(state) = old_state {
+            counts.remove_stored(&state);
+        }
+        upsert_package(transaction, agent_id, package)?;
+        counts.add(package.state);
+    }
+
+    if let Some(facts) = &delta.facts {
+        update_facts(transaction, agent_id, facts)?;
+    }
+    if let Some(pending_updates) = &delta.pending_updates {
+        replace_pending_updates(transaction, agent_id, pending_updates)?;
+    }
+    if let Some(updated) = delta.package_lists_updated_unix_s {
+        update_package_lists_time(transaction, agent_id, updated)?;
+    }
+    if let Some(reboot) = &delta.reboot {
+        replace_reboot(transaction, agent_id, reboot)?;
+    }
+    if let Some(warnings) = &delta.warnings {
+        replace_warnings(transaction, agent_id, warnings)?;
+    }
+    Ok(counts)
+}
+
+/// Returns the packages with one row per key, the last one winning as in
+/// [`Inventory::normalize`]. An agent sends them sorted and unique, so this rarely copies.
+fn normalized_packages(packages: &[Package]) -> Cow<'_, [Package]> {
+    let sorted_and_unique = packages.windows(2).all(|pair| {
+        (pair[0].ecosystem, &pair[0].name, &pair[0].arch)
+            < (pair[1].ecosystem, &pair[1].name, &pair[1].arch)
+    });
+    if sorted_and_unique {
+        return Cow::Borrowed(packages);
+    }
+    let by_key: BTreeMap<PackageKey, &Package> =
+        packages.iter().map(|package| (package.key(), package)).collect();
+    Cow::Owned(by_key.into_values().cloned().collect())
+}
+
+fn upsert_package(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    package: &Package,
+) -> rusqlite::Result<()> {
+    let provides = if package.provides.is_empty() {
+        Cow::Borrowed("[]")
+    } else {
+        Cow::Owned(
+            serde_json::to_string(&package.provides)
+                .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?,
+        )
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO packages (agent_id, ecosystem, name, arch, version, state, selection, provides)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (agent_id, ecosystem, name, arch) DO UPDATE SET
+                 version = excluded.version,
+                 state = excluded.state,
+                 selection = excluded.selection,
+                 provides = excluded.provides",
+        )?
+        .execute(params![
+            agent_id,
+            package.ecosystem.as_str(),
+            package.name,
+            package.arch,
+            package.version,
+            package.state.as_str(),
+            package.selection.as_str(),
+            provides,
+        ])?;
+    Ok(())
+}
+
+fn update_facts(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    facts: &HostFacts,
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached(
+            "UPDATE agents SET
+                 hostname = ?2,
+                 os_name = ?3,
+                 os_version = ?4,
+                 kernel_version = ?5,
+                 arch = ?6,
+                 boot_time_unix_s = ?7,
+                 cpu_count = ?8,
+                 memory_total_bytes = ?9
+             WHERE agent_id = ?1",
+        )?
+        .execute(params![
+            agent_id,
+            facts.hostname,
+            facts.os_name,
+            facts.os_version,
+            facts.kernel_version,
+            facts.arch,
+            facts.boot_time_unix_s,
+            facts.cpu_count,
+            facts.memory_total_bytes as i64,
+        ])?;
+    Ok(())
+}
+
+/// Replaces the agent's pending updates. Updates with the same key keep the last one, the same
+/// way packages do.
+fn replace_pending_updates(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    pending_updates: &[PendingUpdate],
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached("DELETE FROM pending_updates WHERE agent_id = ?1")?
+        .execute([agent_id])?;
+    let by_key: BTreeMap<(&str, &str, &str), &PendingUpdate> = pending_updates
+        .iter()
+        .map(|update| {
+            let key = (update.ecosystem.as_str(), update.name.as_str(), update.arch.as_str());
+            (key, update)
+        })
+        .collect();
+    let mut security_count: i64 = 0;
+    for update in by_key.values() {
+        transaction
+            .prepare_cached(
+                "INSERT INTO pending_updates
+                     (agent_id, ecosystem, name, arch, installed_version, candidate_version, held, security)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                agent_id,
+                update.ecosystem.as_str(),
+                update.name,
+                update.arch,
+                update.installed_version,
+                update.candidate_version,
+                update.held,
+                update.security,
+            ])?;
+        security_count += i64::from(update.security);
+    }
+    transaction
+        .prepare_cached(
+            "UPDATE agents SET pending_update_count = ?2, security_update_count = ?3
+             WHERE agent_id = ?1",
+        )?
+        .execute(params![agent_id, by_key.len() as i64, security_count])?;
+    Ok(())
+}
+
+fn update_package_lists_time(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    updated_unix_s: Option<i64>,
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached("UPDATE agents SET package_lists_updated_unix_s = ?2 WHERE agent_id = ?1")?
+        .execute(params![agent_id, updated_unix_s])?;
+    Ok(())
+}
+
+fn replace_reboot(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    reboot: &RebootRequired,
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached("UPDATE agents SET reboot_required = ?2 WHERE agent_id = ?1")?
+        .execute(params![agent_id, reboot.required])?;
+    transaction
+        .prepare_cached("DELETE FROM reboot_packages WHERE agent_id = ?1")?
+        .execute([agent_id])?;
+    for (position, name) in reboot.packages.iter().enumerate() {
+        transaction
+            .prepare_cached(
+                "INSERT INTO reboot_packages (agent_id, position, name) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![agent_id, position as i64, name])?;
+    }
+    Ok(())
+}
+
+fn replace_warnings(
+    transaction: &Transaction<'_>,
+    agent_id: &str,
+    warnings: &[Warning],
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached("DELETE FROM warnings WHERE agent_id = ?1")?
+        .execute([agent_id])?;
+    for (position, warning) in warnings.iter().enumerate() {
+        transaction
+            .prepare_cached(
+                "INSERT INTO warnings (agent_id, position, source, message) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![agent_id, position as i64, warning.source, warning.message])?;
+    }
+    Ok(())
+}
