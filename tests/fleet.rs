@@ -18,7 +18,9 @@ fn fleet_list_shows_agent_via_embedded_broker() {
     let _agent = AgentSettings::new(root.path(), &state_dir, server.broker_url()).start();
 
     let agent = wait_for("the agent's first report", Duration::from_secs(30), || {
-        server.agent(&agent_id).filter(|agent| !agent["last_report_unix_s"].is_null())
+        server
+            .agent(&agent_id)
+            .filter(|agent| !agent["last_report_unix_s"].is_null())
     });
     assert_eq!(agent["package_count"], 40, "{agent}");
     assert_eq!(agent["pending_updates"], 3, "{agent}");
@@ -70,7 +72,9 @@ fn large_report_is_split_and_rebuilt() {
     let _agent = settings.start();
 
     let agent = wait_for("the agent's first report", Duration::from_secs(30), || {
-        server.agent(&agent_id).filter(|agent| !agent["last_report_unix_s"].is_null())
+        server
+            .agent(&agent_id)
+            .filter(|agent| !agent["last_report_unix_s"].is_null())
     });
     assert_eq!(agent["package_count"], 600, "{agent}");
     let detail = server

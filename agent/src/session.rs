@@ -133,10 +133,46 @@ async fn run_connection(
     // Whatever was sent on an earlier connection and not acknowledged by the server goes again.
     links.outbox.lock().expect("outbox lock").resend_all();
 
-    let mut connected_at: Option<Instant> = None;
+    // rumqttc's poll is not cancel-safe while it connects: dropping it between the TCP connect and
+    // the CONNACK drops the connection, and the next poll opens another one under the same client
+    // id. So the connection is awaited on its own, with only shutdown able to interrupt it.
+    let session_present = tokio::select! {
+        event = eventloop.poll() => match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => ack.session_present,
+            Ok(other) => {
+                tracing::warn!(event = ?other, "unexpected first event from the broker connection");
+                return None;
+            }
+            Err(error) => {
+                log_connection_error(&error, false);
+                return None;
+            }
+        },
+        _ = links.shutdown.changed() => return None,
+    };
+    let connected_at = Some(Instant::now());
+    tracing::info!(session_present, host = %settings.host, port = settings.port, "connected to the broker");
+    if !session_present {
+        if let Err(error) = client.try_subscribe(settings.order_topic.clone(), QoS::AtLeastOnce) {
+            tracing::warn!(%error, "cannot subscribe to the order topic");
+        }
+    }
+
     let mut in_flight: Option<u64> = None;
     let mut requested: VecDeque<Sent> = VecDeque::new();
     let mut by_packet_id: HashMap<u16, Sent> = HashMap::new();
+    let payload = status_payload(StatusKind::Online, session_present);
+    if client
+        .try_publish(
+            settings.status_topic.clone(),
+            QoS::AtLeastOnce,
+            true,
+            payload,
+        )
+        .is_ok()
+    {
+        requested.push_back(Sent::Status);
+    }
     let mut ack_check = tokio::time::interval(
         settings
             .ack_timeout
@@ -146,7 +182,7 @@ async fn run_connection(
     ack_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     loop {
-        if connected_at.is_some() && in_flight.is_none() {
+        if in_flight.is_none() {
             let next = links.outbox.lock().expect("outbox lock").next_unsent();
             if let Some((id, message)) = next {
                 match client.try_publish(message.topic, QoS::AtLeastOnce, false, message.payload) {
@@ -163,19 +199,6 @@ async fn run_connection(
 
         tokio::select! {
             event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    connected_at = Some(Instant::now());
-                    tracing::info!(session_present = ack.session_present, host = %settings.host, port = settings.port, "connected to the broker");
-                    if !ack.session_present {
-                        if let Err(error) = client.try_subscribe(settings.order_topic.clone(), QoS::AtLeastOnce) {
-                            tracing::warn!(%error, "cannot subscribe to the order topic");
-                        }
-                    }
-                    let payload = status_payload(StatusKind::Online, ack.session_present);
-                    if client.try_publish(settings.status_topic.clone(), QoS::AtLeastOnce, true, payload).is_ok() {
-                        requested.push_back(Sent::Status);
-                    }
-                }
                 Ok(Event::Outgoing(Outgoing::Publish(packet_id))) => {
                     if let Some(sent) = requested.pop_front() {
                         by_packet_id.insert(packet_id, sent);
@@ -194,11 +217,11 @@ async fn run_connection(
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    log_connection_error(&error, connected_at.is_some());
+                    log_connection_error(&error, true);
                     return connected_at;
                 }
             },
-            _ = links.outbox_ready.notified(), if connected_at.is_some() && in_flight.is_none() => {}
+            _ = links.outbox_ready.notified(), if in_flight.is_none() => {}
             _ = ack_check.tick() => {
                 let mut outbox = links.outbox.lock().expect("outbox lock");
                 if in_flight.is_none() && outbox.oldest_sent_at().is_some_and(|at| at.elapsed() >= settings.ack_timeout) {
@@ -207,19 +230,17 @@ async fn run_connection(
                 }
             }
             _ = links.shutdown.changed() => {
-                if connected_at.is_some() {
-                    let payload = status_payload(StatusKind::Offline, false);
-                    let _ = client.try_publish(settings.status_topic.clone(), QoS::AtLeastOnce, true, payload);
-                    let _ = client.try_disconnect();
-                    let flush = async {
-                        while let Ok(event) = eventloop.poll().await {
-                            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-                                break;
-                            }
+                let payload = status_payload(StatusKind::Offline, false);
+                let _ = client.try_publish(settings.status_topic.clone(), QoS::AtLeastOnce, true, payload);
+                let _ = client.try_disconnect();
+                let flush = async {
+                    while let Ok(event) = eventloop.poll().await {
+                        if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                            break;
                         }
-                    };
-                    let _ = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, flush).await;
-                }
+                    }
+                };
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, flush).await;
                 return connected_at;
             }
         }

@@ -17,12 +17,15 @@ const SECURITY: &str =
 const COMPRESSED: &str = "deb.debian.org_debian_dists_bookworm_contrib_binary-amd64_Packages.lz4";
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/apt").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/apt")
+        .join(name)
 }
 
 fn set_mtime(path: &Path, unix_s: u64) {
     let file = File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_s)).unwrap();
+    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(unix_s))
+        .unwrap();
 }
 
 /// Builds a root with the fixture status file and the given fixture lists, each with its
@@ -43,7 +46,14 @@ fn root_with_lists(lists: &[(&str, u64)]) -> TempDir {
     root
 }
 
-fn update(name: &str, arch: &str, installed: &str, candidate: &str, held: bool, security: bool) -> PendingUpdate {
+fn update(
+    name: &str,
+    arch: &str,
+    installed: &str,
+    candidate: &str,
+    held: bool,
+    security: bool,
+) -> PendingUpdate {
     PendingUpdate {
         ecosystem: Ecosystem::Deb,
         name: name.into(),
@@ -72,8 +82,14 @@ fn candidates_from_all_lists() {
         (SECURITY, 1_700_001_000),
         // Newer than every plain list, but compressed lists are not read.
         (COMPRESSED, 1_800_000_000),
-        ("deb.debian.org_debian_dists_bookworm_non-free_binary-amd64_Packages.diff_Index", 1_800_000_000),
-        ("deb.debian.org_debian_dists_bookworm_InRelease", 1_800_000_000),
+        (
+            "deb.debian.org_debian_dists_bookworm_non-free_binary-amd64_Packages.diff_Index",
+            1_800_000_000,
+        ),
+        (
+            "deb.debian.org_debian_dists_bookworm_InRelease",
+            1_800_000_000,
+        ),
     ]);
 
     let inventory = Collector::new(root.path()).collect();
@@ -82,10 +98,38 @@ fn candidates_from_all_lists() {
     // nginx: only arm64 is offered. oldconf: only its configuration files are installed.
     // dnsutils: 9.99-1 has epoch 0, below the installed epoch 1.
     let expected = vec![
-        update("curl", "amd64", "7.88.1-10+deb12u4", "7.88.1-10+deb12u8", false, true),
-        update("dnsutils", "all", "1:9.18.19-1~deb12u1", "1:9.18.28-1~deb12u2", false, false),
-        update("libssl3", "amd64", "3.0.11-1~deb12u2", "3.0.15-1~deb12u1", false, true),
-        update("tzdata", "all", "2024a-0+deb12u1", "2025a-0+deb12u1", true, false),
+        update(
+            "curl",
+            "amd64",
+            "7.88.1-10+deb12u4",
+            "7.88.1-10+deb12u8",
+            false,
+            true,
+        ),
+        update(
+            "dnsutils",
+            "all",
+            "1:9.18.19-1~deb12u1",
+            "1:9.18.28-1~deb12u2",
+            false,
+            false,
+        ),
+        update(
+            "libssl3",
+            "amd64",
+            "3.0.11-1~deb12u2",
+            "3.0.15-1~deb12u1",
+            false,
+            true,
+        ),
+        update(
+            "tzdata",
+            "all",
+            "2024a-0+deb12u1",
+            "2025a-0+deb12u1",
+            true,
+            false,
+        ),
     ];
     assert_eq!(inventory.pending_updates, expected);
     assert_eq!(inventory.package_lists_updated_unix_s, Some(1_700_001_000));

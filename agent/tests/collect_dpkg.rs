@@ -13,7 +13,9 @@ use tidegate_agent::collect::Collector;
 use tidegate_protocol::{Ecosystem, InstallState, Inventory, Package, Selection, Warning};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dpkg").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/dpkg")
+        .join(name)
 }
 
 /// Builds a root whose dpkg status file is a copy of the fixture `name`.
@@ -29,7 +31,13 @@ fn collect(root: &Path) -> Inventory {
     Collector::new(root).collect()
 }
 
-fn deb(name: &str, arch: &str, version: &str, state: InstallState, selection: Selection) -> Package {
+fn deb(
+    name: &str,
+    arch: &str,
+    version: &str,
+    state: InstallState,
+    selection: Selection,
+) -> Package {
     Package {
         ecosystem: Ecosystem::Deb,
         name: name.into(),
@@ -42,11 +50,21 @@ fn deb(name: &str, arch: &str, version: &str, state: InstallState, selection: Se
 }
 
 fn installed(name: &str, arch: &str, version: &str) -> Package {
-    deb(name, arch, version, InstallState::Installed, Selection::Install)
+    deb(
+        name,
+        arch,
+        version,
+        InstallState::Installed,
+        Selection::Install,
+    )
 }
 
 fn dpkg_warnings(inventory: &Inventory) -> Vec<&Warning> {
-    inventory.warnings.iter().filter(|warning| warning.source == dpkg::SOURCE).collect()
+    inventory
+        .warnings
+        .iter()
+        .filter(|warning| warning.source == dpkg::SOURCE)
+        .collect()
 }
 
 #[test]
@@ -75,16 +93,61 @@ fn status_words_give_state_and_selection() {
     let inventory = collect(root.path());
 
     let mut exim = installed("exim4-daemon-light", "amd64", "4.96-15+deb12u4");
-    exim.provides = vec!["mail-transport-agent".into(), "exim4-localscanapi-6.0".into()];
+    exim.provides = vec![
+        "mail-transport-agent".into(),
+        "exim4-localscanapi-6.0".into(),
+    ];
     let expected = vec![
         exim,
-        deb("halfconf", "amd64", "3.3-1", InstallState::HalfConfigured, Selection::Install),
-        deb("halfinst", "amd64", "4.4-1", InstallState::HalfInstalled, Selection::Install),
-        deb("leaving", "amd64", "1.0-1", InstallState::Installed, Selection::Deinstall),
-        deb("oldconf", "amd64", "2.1-4", InstallState::ConfigFiles, Selection::Deinstall),
-        deb("pinned", "all", "2024a-0+deb12u1", InstallState::Installed, Selection::Hold),
-        deb("purging", "amd64", "1.0-2", InstallState::Installed, Selection::Purge),
-        deb("trig", "amd64", "252.22-1~deb12u1", InstallState::TriggersPending, Selection::Install),
+        deb(
+            "halfconf",
+            "amd64",
+            "3.3-1",
+            InstallState::HalfConfigured,
+            Selection::Install,
+        ),
+        deb(
+            "halfinst",
+            "amd64",
+            "4.4-1",
+            InstallState::HalfInstalled,
+            Selection::Install,
+        ),
+        deb(
+            "leaving",
+            "amd64",
+            "1.0-1",
+            InstallState::Installed,
+            Selection::Deinstall,
+        ),
+        deb(
+            "oldconf",
+            "amd64",
+            "2.1-4",
+            InstallState::ConfigFiles,
+            Selection::Deinstall,
+        ),
+        deb(
+            "pinned",
+            "all",
+            "2024a-0+deb12u1",
+            InstallState::Installed,
+            Selection::Hold,
+        ),
+        deb(
+            "purging",
+            "amd64",
+            "1.0-2",
+            InstallState::Installed,
+            Selection::Purge,
+        ),
+        deb(
+            "trig",
+            "amd64",
+            "252.22-1~deb12u1",
+            InstallState::TriggersPending,
+            Selection::Install,
+        ),
     ];
     assert_eq!(inventory.packages, expected);
     assert_eq!(dpkg_warnings(&inventory), Vec::<&Warning>::new());
@@ -95,7 +158,10 @@ fn status_words_give_state_and_selection() {
         .filter(|package| package.state.is_installed())
         .map(|package| package.name.as_str())
         .collect();
-    assert_eq!(installed, vec!["exim4-daemon-light", "leaving", "pinned", "purging", "trig"]);
+    assert_eq!(
+        installed,
+        vec!["exim4-daemon-light", "leaving", "pinned", "purging", "trig"]
+    );
     let broken: Vec<&str> = inventory
         .packages
         .iter()
@@ -108,15 +174,24 @@ fn status_words_give_state_and_selection() {
 #[test]
 fn crlf_status_without_final_newline() {
     let bytes = fs::read(fixture("crlf.status")).unwrap();
-    assert!(bytes.windows(2).any(|pair| pair == b"\r\n"), "fixture lost its CRLF endings");
-    assert!(bytes.ends_with(b"wget-ssl\r\n"), "fixture must end without a blank line");
+    assert!(
+        bytes.windows(2).any(|pair| pair == b"\r\n"),
+        "fixture lost its CRLF endings"
+    );
+    assert!(
+        bytes.ends_with(b"wget-ssl\r\n"),
+        "fixture must end without a blank line"
+    );
     let root = root_with_status("crlf.status");
 
     let inventory = collect(root.path());
 
     let mut wget = installed("wget", "amd64", "1.21.3-1+b2");
     wget.provides = vec!["wget-ssl".into()];
-    assert_eq!(inventory.packages, vec![installed("curl", "amd64", "7.88.1-10+deb12u5"), wget]);
+    assert_eq!(
+        inventory.packages,
+        vec![installed("curl", "amd64", "7.88.1-10+deb12u5"), wget]
+    );
     assert_eq!(dpkg_warnings(&inventory), Vec::<&Warning>::new());
 }
 
@@ -129,10 +204,15 @@ fn malformed_stanzas_become_warnings() {
 
     assert_eq!(
         inventory.packages,
-        vec![installed("good-one", "amd64", "1.0-1"), installed("good-two", "arm64", "5.0-1")]
+        vec![
+            installed("good-one", "amd64", "1.0-1"),
+            installed("good-two", "arm64", "5.0-1")
+        ]
     );
-    let messages: Vec<&str> =
-        dpkg_warnings(&inventory).iter().map(|warning| warning.message.as_str()).collect();
+    let messages: Vec<&str> = dpkg_warnings(&inventory)
+        .iter()
+        .map(|warning| warning.message.as_str())
+        .collect();
     let expected = [
         format!("{path} line 6: no Package field; stanza skipped"),
         format!(
@@ -179,7 +259,11 @@ fn journal_entries_override_status() {
         "Package: libfoo\nStatus: purge ok not-installed\nArchitecture: amd64\n",
     )
     .unwrap();
-    fs::write(dpkg_dir.join("updates/tmp.i"), "Package: bar\nStatus: garbage\n").unwrap();
+    fs::write(
+        dpkg_dir.join("updates/tmp.i"),
+        "Package: bar\nStatus: garbage\n",
+    )
+    .unwrap();
 
     let inventory = collect(root.path());
 
@@ -187,7 +271,13 @@ fn journal_entries_override_status() {
         inventory.packages,
         vec![
             installed("bar", "all", "1"),
-            deb("curl", "amd64", "7.88.1-11", InstallState::HalfConfigured, Selection::Install),
+            deb(
+                "curl",
+                "amd64",
+                "7.88.1-11",
+                InstallState::HalfConfigured,
+                Selection::Install
+            ),
         ]
     );
     assert_eq!(dpkg_warnings(&inventory), Vec::<&Warning>::new());
@@ -216,16 +306,34 @@ fn unreadable_status_is_a_warning() {
     assert_eq!(inventory.packages, vec![]);
     let warnings = dpkg_warnings(&inventory);
     assert_eq!(warnings.len(), 1);
-    let prefix = format!("failed to read {}: ", root.path().join(dpkg::STATUS_PATH).display());
-    assert!(warnings[0].message.starts_with(&prefix), "{}", warnings[0].message);
+    let prefix = format!(
+        "failed to read {}: ",
+        root.path().join(dpkg::STATUS_PATH).display()
+    );
+    assert!(
+        warnings[0].message.starts_with(&prefix),
+        "{}",
+        warnings[0].message
+    );
 }
 
 /// Counts the packages that dpkg itself reports in a state other than `not-installed`.
 fn dpkg_query_row_count() -> Option<usize> {
-    let output = Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}\n"]).output().ok()?;
-    assert!(output.status.success(), "dpkg-query failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}\n"])
+        .output()
+        .ok()?;
+    assert!(
+        output.status.success(),
+        "dpkg-query failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
-    Some(text.lines().filter(|state| *state != "not-installed").count())
+    Some(
+        text.lines()
+            .filter(|state| *state != "not-installed")
+            .count(),
+    )
 }
 
 #[test]
@@ -240,13 +348,34 @@ fn host_status_matches_dpkg_query() {
     };
 
     // Only reads below `/`: the collectors never write.
-    let inventory = Collector::new("/").collect();
+    let mut collector = Collector::new("/");
+    let started = Instant::now();
+    let inventory = collector.collect();
+    let first = started.elapsed();
+    let started = Instant::now();
+    collector.collect();
+    eprintln!(
+        "collected this host's inventory in {first:?}, then again in {:?}",
+        started.elapsed()
+    );
 
-    let deb_rows = inventory.packages.iter().filter(|package| package.ecosystem == Ecosystem::Deb).count();
+    let deb_rows = inventory
+        .packages
+        .iter()
+        .filter(|package| package.ecosystem == Ecosystem::Deb)
+        .count();
     assert_eq!(deb_rows, expected);
     assert_eq!(dpkg_warnings(&inventory), Vec::<&Warning>::new());
 
-    let parsed = parse_status(&fs::read("/var/lib/dpkg/status").unwrap());
+    let bytes = fs::read("/var/lib/dpkg/status").unwrap();
+    let started = Instant::now();
+    let parsed = parse_status(&bytes);
+    eprintln!(
+        "parsed this host's status file ({} bytes, {} rows) in {:?}",
+        bytes.len(),
+        parsed.packages.len(),
+        started.elapsed()
+    );
     assert_eq!(parsed.errors, vec![]);
 }
 
@@ -304,10 +433,16 @@ fn generated_status_of_2000_packages() {
     assert_eq!(parsed.packages.len(), 2000);
     assert_eq!(parsed.packages[10].arch, "all");
     assert_eq!(parsed.packages[1999].version, "1:1999.2.3-4+deb12u1");
-    assert_eq!(parsed.packages[7].provides, vec!["virtual-7", "libvirtual7"]);
+    assert_eq!(
+        parsed.packages[7].provides,
+        vec!["virtual-7", "libvirtual7"]
+    );
     eprintln!("parsed {} bytes, 2000 packages, in {fastest:?}", text.len());
     // The budget holds for optimized code only; debug builds are several times slower.
     if !cfg!(debug_assertions) {
-        assert!(fastest < Duration::from_millis(20), "parse took {fastest:?}");
+        assert!(
+            fastest < Duration::from_millis(20),
+            "parse took {fastest:?}"
+        );
     }
 }

@@ -10,7 +10,9 @@ use tidegate_agent::collect::Collector;
 use tidegate_protocol::HostFacts;
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/os-release").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/os-release")
+        .join(name)
 }
 
 fn facts_with_os_release(relative: &str, fixture_name: &str) -> HostFacts {
@@ -51,7 +53,9 @@ fn etc_os_release_wins_over_usr_lib() {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
+    fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_owned())
 }
 
 #[test]
@@ -70,9 +74,20 @@ fn running_host_facts() {
     if let Ok(output) = Command::new("uname").arg("-m").output() {
         assert_eq!(facts.arch, String::from_utf8_lossy(&output.stdout).trim());
     }
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!(facts.boot_time_unix_s > 1_000_000_000, "boot time {}", facts.boot_time_unix_s);
-    assert!(facts.boot_time_unix_s <= now, "boot time {} is after now {now}", facts.boot_time_unix_s);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        facts.boot_time_unix_s > 1_000_000_000,
+        "boot time {}",
+        facts.boot_time_unix_s
+    );
+    assert!(
+        facts.boot_time_unix_s <= now,
+        "boot time {} is after now {now}",
+        facts.boot_time_unix_s
+    );
     assert!(facts.cpu_count >= 1);
     assert!(facts.memory_total_bytes > 0);
     // Without an os-release file in the root, the running system's name is reported.

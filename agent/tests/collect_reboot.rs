@@ -28,8 +28,16 @@ fn no_flag_means_no_reboot() {
 #[test]
 fn flag_in_var_run_with_packages() {
     let root = tempfile::tempdir().unwrap();
-    write(root.path(), "var/run/reboot-required", "*** System restart required ***\n");
-    write(root.path(), "var/run/reboot-required.pkgs", "linux-image-6.1.0-18-amd64\nlibc6\nlinux-image-6.1.0-18-amd64\n");
+    write(
+        root.path(),
+        "var/run/reboot-required",
+        "*** System restart required ***\n",
+    );
+    write(
+        root.path(),
+        "var/run/reboot-required.pkgs",
+        "linux-image-6.1.0-18-amd64\nlibc6\nlinux-image-6.1.0-18-amd64\n",
+    );
 
     assert_eq!(
         reboot_of(root.path()),
@@ -45,7 +53,13 @@ fn flag_in_run_without_package_list() {
     let root = tempfile::tempdir().unwrap();
     write(root.path(), "run/reboot-required", "");
 
-    assert_eq!(reboot_of(root.path()), RebootRequired { required: true, packages: vec![] });
+    assert_eq!(
+        reboot_of(root.path()),
+        RebootRequired {
+            required: true,
+            packages: vec![]
+        }
+    );
 }
 
 #[test]
@@ -54,11 +68,18 @@ fn both_directories_merge_packages() {
     write(root.path(), "var/run/reboot-required", "");
     write(root.path(), "var/run/reboot-required.pkgs", "dbus\nlibc6\n");
     write(root.path(), "run/reboot-required", "");
-    write(root.path(), "run/reboot-required.pkgs", "libc6\r\nsystemd\r\n");
+    write(
+        root.path(),
+        "run/reboot-required.pkgs",
+        "libc6\r\nsystemd\r\n",
+    );
 
     assert_eq!(
         reboot_of(root.path()),
-        RebootRequired { required: true, packages: vec!["dbus".into(), "libc6".into(), "systemd".into()] }
+        RebootRequired {
+            required: true,
+            packages: vec!["dbus".into(), "libc6".into(), "systemd".into()]
+        }
     );
 }
 
@@ -66,12 +87,19 @@ fn both_directories_merge_packages() {
 fn var_run_linked_to_run_counts_once() {
     let root = tempfile::tempdir().unwrap();
     write(root.path(), "run/reboot-required", "");
-    write(root.path(), "run/reboot-required.pkgs", "linux-image-amd64\n");
+    write(
+        root.path(),
+        "run/reboot-required.pkgs",
+        "linux-image-amd64\n",
+    );
     fs::create_dir_all(root.path().join("var")).unwrap();
     std::os::unix::fs::symlink("../run", root.path().join("var/run")).unwrap();
 
     assert_eq!(
         reboot_of(root.path()),
-        RebootRequired { required: true, packages: vec!["linux-image-amd64".into()] }
+        RebootRequired {
+            required: true,
+            packages: vec!["linux-image-amd64".into()]
+        }
     );
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use tidegate_agent::collect::rpm::{self, QUERY_FORMAT};
-use tidegate_agent::collect::{CommandOutput, CommandRunner, Collector};
+use tidegate_agent::collect::{Collector, CommandOutput, CommandRunner};
 use tidegate_protocol::{Ecosystem, InstallState, Package, Selection};
 
 /// Returns fixed output and records every command it was asked to run.
@@ -19,8 +19,15 @@ struct CannedRunner {
 
 impl CommandRunner for CannedRunner {
     fn run(&self, program: &str, args: &[OsString]) -> io::Result<CommandOutput> {
-        self.calls.lock().unwrap().push((program.to_owned(), args.to_vec()));
-        Ok(CommandOutput { success: true, stdout: self.stdout.as_bytes().to_vec(), stderr: vec![] })
+        self.calls
+            .lock()
+            .unwrap()
+            .push((program.to_owned(), args.to_vec()));
+        Ok(CommandOutput {
+            success: true,
+            stdout: self.stdout.as_bytes().to_vec(),
+            stderr: vec![],
+        })
     }
 }
 
@@ -48,9 +55,14 @@ fn rpm_row(name: &str, version: &str, provides: &[&str]) -> Package {
 fn canned_query_gives_rows() {
     let root = tempfile::tempdir().unwrap();
     fs::create_dir_all(root.path().join("var/lib/rpm")).unwrap();
-    let runner = CannedRunner { stdout: OUTPUT, calls: Arc::default() };
+    let runner = CannedRunner {
+        stdout: OUTPUT,
+        calls: Arc::default(),
+    };
 
-    let inventory = Collector::new(root.path()).with_command_runner(runner.clone()).collect();
+    let inventory = Collector::new(root.path())
+        .with_command_runner(runner.clone())
+        .collect();
 
     assert_eq!(
         inventory.packages,
@@ -87,19 +99,32 @@ fn canned_query_gives_rows() {
 fn sysimage_database_is_found() {
     let root = tempfile::tempdir().unwrap();
     fs::create_dir_all(root.path().join("usr/lib/sysimage/rpm")).unwrap();
-    let runner = CannedRunner { stdout: "(none)\tbash\t5.2.26\t3.fc40\tx86_64\n", calls: Arc::default() };
+    let runner = CannedRunner {
+        stdout: "(none)\tbash\t5.2.26\t3.fc40\tx86_64\n",
+        calls: Arc::default(),
+    };
 
-    let inventory = Collector::new(root.path()).with_command_runner(runner).collect();
+    let inventory = Collector::new(root.path())
+        .with_command_runner(runner)
+        .collect();
 
-    assert_eq!(inventory.packages, vec![rpm_row("bash", "5.2.26-3.fc40", &[])]);
+    assert_eq!(
+        inventory.packages,
+        vec![rpm_row("bash", "5.2.26-3.fc40", &[])]
+    );
 }
 
 #[test]
 fn no_database_runs_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let runner = CannedRunner { stdout: OUTPUT, calls: Arc::default() };
+    let runner = CannedRunner {
+        stdout: OUTPUT,
+        calls: Arc::default(),
+    };
 
-    let inventory = Collector::new(root.path()).with_command_runner(runner.clone()).collect();
+    let inventory = Collector::new(root.path())
+        .with_command_runner(runner.clone())
+        .collect();
 
     assert_eq!(inventory.packages, vec![]);
     assert!(runner.calls.lock().unwrap().is_empty());

@@ -23,6 +23,28 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// Returns a free port below Linux's default ephemeral range (32768-60999), for brokers that a
+/// test restarts on the same port. [`free_port`] and outgoing connections of parallel tests draw
+/// from the ephemeral range, so they cannot take such a port while its broker is down.
+pub fn free_port_for_restarts() -> u16 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut state = seed.max(1);
+    for _ in 0..100 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let port = 20_000 + (state % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found between 20000 and 32000");
+}
+
 /// Polls `condition` every 100 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -131,7 +153,7 @@ impl Mosquitto {
         // Tests run in parallel processes, so a port that was free can be taken before Mosquitto
         // binds it; Mosquitto then exits at once and the test would talk to another test's broker.
         for _ in 0..5 {
-            broker.port = free_port();
+            broker.port = free_port_for_restarts();
             broker.spawn();
             if broker.process.as_mut().is_some_and(Process::is_running) {
                 return broker;
@@ -147,7 +169,12 @@ impl Mosquitto {
         writeln!(file, "allow_anonymous true").unwrap();
         writeln!(file, "persistence false").unwrap();
         writeln!(file, "log_dest stderr").unwrap();
-        writeln!(file, "log_type error").unwrap();
+        writeln!(
+            file,
+            "log_type {}",
+            std::env::var("TIDEGATE_TEST_MOSQUITTO_LOG").unwrap_or_else(|_| "error".into())
+        )
+        .unwrap();
         let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|path| Path::new(path).exists())
@@ -169,6 +196,11 @@ impl Mosquitto {
             process.kill();
         }
         self.spawn();
+        assert!(
+            self.process.as_mut().is_some_and(Process::is_running),
+            "mosquitto did not start again on port {}: another process took the port",
+            self.port
+        );
     }
 }
 

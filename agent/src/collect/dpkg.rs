@@ -66,13 +66,20 @@ pub struct ParsedStatus {
 /// Reads `<root>/var/lib/dpkg/status` with the journal entries in `<root>/var/lib/dpkg/updates/`
 /// and appends the rows to `packages`. Returns whether the database exists; problems become
 /// warnings.
-pub(crate) fn collect(root: &Path, packages: &mut Vec<Package>, warnings: &mut Vec<Warning>) -> bool {
+pub(crate) fn collect(
+    root: &Path,
+    packages: &mut Vec<Package>,
+    warnings: &mut Vec<Warning>,
+) -> bool {
     let path = root.join(STATUS_PATH);
     let bytes = match read_optional(&path) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return false,
         Err(error) => {
-            warnings.push(Warning { source: SOURCE.into(), message: error_chain(&error) });
+            warnings.push(Warning {
+                source: SOURCE.into(),
+                message: error_chain(&error),
+            });
             return true;
         }
     };
@@ -82,7 +89,10 @@ pub(crate) fn collect(root: &Path, packages: &mut Vec<Package>, warnings: &mut V
     let journal = match journal_entries(&root.join(UPDATES_PATH)) {
         Ok(journal) => journal,
         Err(error) => {
-            warnings.push(Warning { source: SOURCE.into(), message: error_chain(&error) });
+            warnings.push(Warning {
+                source: SOURCE.into(),
+                message: error_chain(&error),
+            });
             Vec::new()
         }
     };
@@ -91,15 +101,21 @@ pub(crate) fn collect(root: &Path, packages: &mut Vec<Package>, warnings: &mut V
         return true;
     }
 
-    let mut rows: BTreeMap<PackageKey, Package> =
-        parsed.packages.into_iter().map(|package| (package.key(), package)).collect();
+    let mut rows: BTreeMap<PackageKey, Package> = parsed
+        .packages
+        .into_iter()
+        .map(|package| (package.key(), package))
+        .collect();
     for entry_path in journal {
         let bytes = match read_optional(&entry_path) {
             Ok(Some(bytes)) => bytes,
             // dpkg removed the entry after merging it, which is a normal race with a running dpkg.
             Ok(None) => continue,
             Err(error) => {
-                warnings.push(Warning { source: SOURCE.into(), message: error_chain(&error) });
+                warnings.push(Warning {
+                    source: SOURCE.into(),
+                    message: error_chain(&error),
+                });
                 continue;
             }
         };
@@ -119,7 +135,10 @@ pub(crate) fn collect(root: &Path, packages: &mut Vec<Package>, warnings: &mut V
 /// Lists the journal entries in `directory` in the order dpkg applies them. dpkg names them with
 /// digits only (`0000`, `0001`, ...); other files, such as its temporary `tmp.i`, are skipped.
 fn journal_entries(directory: &Path) -> Result<Vec<PathBuf>, ReadError> {
-    let read_error = |source| ReadError { path: directory.to_owned(), source };
+    let read_error = |source| ReadError {
+        path: directory.to_owned(),
+        source,
+    };
     let entries = match std::fs::read_dir(directory) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -129,7 +148,9 @@ fn journal_entries(directory: &Path) -> Result<Vec<PathBuf>, ReadError> {
     for entry in entries {
         let entry = entry.map_err(read_error)?;
         let name = entry.file_name();
-        let Some(digits) = name.to_str().filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
+        let Some(digits) = name
+            .to_str()
+            .filter(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()))
         else {
             continue;
         };
@@ -428,7 +449,11 @@ mod tests {
         assert_eq!(parsed.errors, vec![]);
         assert_eq!(
             parsed.not_installed,
-            vec![PackageKey { ecosystem: Ecosystem::Deb, name: "gone".into(), arch: "amd64".into() }]
+            vec![PackageKey {
+                ecosystem: Ecosystem::Deb,
+                name: "gone".into(),
+                arch: "amd64".into()
+            }]
         );
     }
 
@@ -632,8 +657,11 @@ mod tests {
                     Status: install ok installed\r\nVersion: 2\r\nProvides: x (= 2)";
         let parsed = parse_status(text.as_bytes());
         assert_eq!(parsed.errors, vec![]);
-        let rows: Vec<(&str, &str)> =
-            parsed.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        let rows: Vec<(&str, &str)> = parsed
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .collect();
         assert_eq!(rows, vec![("a", "1"), ("b", "2")]);
         assert_eq!(parsed.packages[1].provides, vec!["x"]);
     }

@@ -181,7 +181,10 @@ pub(crate) fn error_chain(error: &dyn Error) -> String {
 /// final line ending is accepted.
 pub(crate) fn numbered_lines(bytes: &[u8]) -> NumberedLines<'_> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    NumberedLines { rest: Some(body), number: 0 }
+    NumberedLines {
+        rest: Some(body),
+        number: 0,
+    }
 }
 
 pub(crate) struct NumberedLines<'a> {
@@ -231,7 +234,11 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         }
         offset += 8;
     }
-    chunks.remainder().iter().position(|byte| *byte == b'\n').map(|index| offset + index)
+    chunks
+        .remainder()
+        .iter()
+        .position(|byte| *byte == b'\n')
+        .map(|index| offset + index)
 }
 
 pub(crate) fn strip_carriage_return(line: &[u8]) -> &[u8] {
@@ -302,7 +309,10 @@ mod tests {
             assert_eq!(find_newline(&text[start..]), expected, "from {start}");
         }
         // Bytes next to `\n` in value (0x0b, 0x09, 0x8a) must not match.
-        assert_eq!(find_newline(b"\x0b\x09\x8a\x0b\x09\x8a\x0b\x09\x8a\n"), Some(9));
+        assert_eq!(
+            find_newline(b"\x0b\x09\x8a\x0b\x09\x8a\x0b\x09\x8a\n"),
+            Some(9)
+        );
         assert_eq!(find_newline(b"\x0b\x09\x8a"), None);
     }
 
