@@ -188,18 +188,27 @@ fn reports_survive_network_cut_and_broker_restart() {
         let target = started + Duration::from_secs(seconds);
         std::thread::sleep(target.saturating_duration_since(Instant::now()));
     };
-    sleep_until(20);
-    proxy.cut();
-    sleep_until(50);
-    proxy.restore();
-    sleep_until(70);
-    broker.restart();
-
     let received = |server: &Server| {
         server
             .agent(&agent_id)
             .and_then(|agent| agent["reports_received"].as_u64())
     };
+    sleep_until(20);
+    proxy.cut();
+    // The agent notices the cut within 1.5 keep-alive intervals (7.5 s); from then on nothing
+    // may arrive until the link is back.
+    sleep_until(30);
+    let after_cut_noticed = received(&server).unwrap_or(0);
+    sleep_until(50);
+    let at_end_of_cut = received(&server).unwrap_or(0);
+    assert!(
+        at_end_of_cut <= after_cut_noticed + 1,
+        "reports kept arriving through the cut: {after_cut_noticed} at 30 s, {at_end_of_cut} at 50 s"
+    );
+    proxy.restore();
+    sleep_until(70);
+    broker.restart();
+
     wait_for(
         "120 reports in the server",
         Duration::from_secs(150),

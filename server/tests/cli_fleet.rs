@@ -137,7 +137,11 @@ fn fleet_show_prints_text() {
 
     let output = tidegate(&["--server", &base, "fleet", "show", "historian", "--packages"]);
     let text = stdout(&output);
-    assert!(text.contains("deb        libssl3    i386   3.0.11-1~deb12u2  installed"), "{text}");
+    // The VERSION column is as wide as curl's 17-character version.
+    assert!(
+        text.contains("deb        libssl3    i386   3.0.11-1~deb12u2   installed        install\n"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -340,6 +340,8 @@ fn new_boot_full_report_replaces() {
     rebooted.facts.kernel_version = "6.1.0-21-amd64".into();
     rebooted.facts.boot_time_unix_s = COLLECTED_AT + 3_600;
     rebooted.packages.retain(|package| package.name != "exim4" && package.name != "bsd-mailx");
+    rebooted.packages[0].version = "7.88.1-10+deb12u6".into();
+    assert_eq!(rebooted.packages[0].name, "curl");
     rebooted.pending_updates.clear();
     rebooted.reboot = Default::default();
     rebooted.warnings.clear();
@@ -354,6 +356,15 @@ fn new_boot_full_report_replaces() {
     assert_eq!(detail.summary.kernel_version, "6.1.0-21-amd64");
     assert_eq!(detail.packages.len(), 4);
     assert_eq!(version_of(&detail, "exim4", "amd64"), None);
+    assert_eq!(version_of(&detail, "bsd-mailx", "amd64"), None);
+    assert_eq!(
+        version_of(&detail, "curl", "amd64").as_deref(),
+        Some("7.88.1-10+deb12u6")
+    );
+    assert_eq!(
+        version_of(&detail, "libssl3", "i386").as_deref(),
+        Some("3.0.11-1~deb12u2")
+    );
     assert_eq!(detail.summary.package_count, 4);
     assert_eq!(detail.summary.broken_package_count, 0);
     assert_eq!(detail.summary.pending_updates, 0);

@@ -93,6 +93,11 @@ pub struct Store {
     connection: Connection,
 }
 
+/// The writer's page cache, as SQLite's `cache_size` pragma reads it: a negative number is KiB,
+/// so this is 64 MiB. Deltas of many agents touch pages all over the package table, and SQLite's
+/// default of 2 MiB would send most of them to the file and back within one batch.
+const WRITER_CACHE_SIZE: i64 = -64 * 1024;
+
 impl Store {
     /// Opens or creates the store at `path`, switches it to WAL mode and migrates its schema to
     /// the version this build knows. A store from a newer build is rejected.
@@ -106,6 +111,9 @@ impl Store {
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
         schema::configure(&connection).map_err(open_error)?;
+        connection
+            .pragma_update(None, "cache_size", WRITER_CACHE_SIZE)
+            .map_err(open_error)?;
         schema::migrate(&mut connection, path)?;
         Ok(Store {
             path: path.to_owned(),

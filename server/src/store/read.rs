@@ -28,10 +28,13 @@ pub(super) fn agent(connection: &Connection, agent_id: &str) -> rusqlite::Result
 }
 
 fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Result<Option<AgentDetail>> {
-    let sql = format!("SELECT {SUMMARY_COLUMNS} FROM agents WHERE agent_id = ?1");
-    let Some(summary) = connection
+    let sql = format!("SELECT agent_key, {SUMMARY_COLUMNS} FROM agents WHERE agent_id = ?1");
+    let Some((agent_key, summary)) = connection
         .prepare_cached(&sql)?
-        .query_row([agent_id], summary_from_row)
+        .query_row([agent_id], |row| {
+            let agent_key: i64 = row.get(0)?;
+            Ok((agent_key, summary_from_row_at(row, 1)?))
+        })
         .optional()?
     else {
         return Ok(None);
@@ -40,9 +43,9 @@ fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Resul
     let packages = connection
         .prepare_cached(
             "SELECT ecosystem, name, arch, version, state, selection, provides FROM packages
-             WHERE agent_id = ?1 ORDER BY ecosystem, name, arch",
+             WHERE agent_key = ?1 ORDER BY ecosystem, name, arch",
         )?
-        .query_map([agent_id], |row| {
+        .query_map([agent_key], |row| {
             let provides: String = row.get(6)?;
             let provides = serde_json::from_str(&provides).map_err(|error| {
                 rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(error))
@@ -62,9 +65,9 @@ fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Resul
     let pending_updates = connection
         .prepare_cached(
             "SELECT ecosystem, name, arch, installed_version, candidate_version, held, security
-             FROM pending_updates WHERE agent_id = ?1 ORDER BY ecosystem, name, arch",
+             FROM pending_updates WHERE agent_key = ?1 ORDER BY ecosystem, name, arch",
         )?
-        .query_map([agent_id], |row| {
+        .query_map([agent_key], |row| {
             Ok(PendingUpdateRow {
                 ecosystem: row.get(0)?,
                 name: row.get(1)?,
@@ -78,15 +81,15 @@ fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Resul
         .collect::<rusqlite::Result<Vec<_>>>()?;
 
     let reboot_packages = connection
-        .prepare_cached("SELECT name FROM reboot_packages WHERE agent_id = ?1 ORDER BY position")?
-        .query_map([agent_id], |row| row.get(0))?
+        .prepare_cached("SELECT name FROM reboot_packages WHERE agent_key = ?1 ORDER BY position")?
+        .query_map([agent_key], |row| row.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
 
     let warnings = connection
         .prepare_cached(
-            "SELECT source, message FROM warnings WHERE agent_id = ?1 ORDER BY position",
+            "SELECT source, message FROM warnings WHERE agent_key = ?1 ORDER BY position",
         )?
-        .query_map([agent_id], |row| {
+        .query_map([agent_key], |row| {
             Ok(WarningRow {
                 source: row.get(0)?,
                 message: row.get(1)?,
@@ -104,35 +107,41 @@ fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Resul
 }
 
 fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<AgentSummary> {
-    let last_report_unix_s: Option<i64> = row.get(12)?;
-    let boot_time_unix_s: Option<i64> = row.get(13)?;
+    summary_from_row_at(row, 0)
+}
+
+/// Reads the [`SUMMARY_COLUMNS`] of a row in which they start at column `first`.
+fn summary_from_row_at(row: &Row<'_>, first: usize) -> rusqlite::Result<AgentSummary> {
+    let column = |index: usize| first + index;
+    let last_report_unix_s: Option<i64> = row.get(column(12))?;
+    let boot_time_unix_s: Option<i64> = row.get(column(13))?;
     let uptime_seconds = match (last_report_unix_s, boot_time_unix_s) {
         (Some(collected_at), Some(boot_time)) => Some(collected_at.saturating_sub(boot_time)),
         _ => None,
     };
     Ok(AgentSummary {
-        agent_id: row.get(0)?,
-        hostname: row.get(1)?,
-        os_name: row.get(2)?,
-        os_version: row.get(3)?,
-        kernel_version: row.get(4)?,
-        arch: row.get(5)?,
-        cpu_count: row.get(6)?,
-        memory_total_bytes: row.get::<_, i64>(7)? as u64,
-        online: row.get(8)?,
-        agent_version: row.get(9)?,
-        first_seen_unix_s: row.get(10)?,
-        last_seen_unix_s: row.get(11)?,
+        agent_id: row.get(column(0))?,
+        hostname: row.get(column(1))?,
+        os_name: row.get(column(2))?,
+        os_version: row.get(column(3))?,
+        kernel_version: row.get(column(4))?,
+        arch: row.get(column(5))?,
+        cpu_count: row.get(column(6))?,
+        memory_total_bytes: row.get::<_, i64>(column(7))? as u64,
+        online: row.get(column(8))?,
+        agent_version: row.get(column(9))?,
+        first_seen_unix_s: row.get(column(10))?,
+        last_seen_unix_s: row.get(column(11))?,
         last_report_unix_s,
         uptime_seconds,
-        package_count: row.get::<_, i64>(14)? as u64,
-        broken_package_count: row.get::<_, i64>(15)? as u64,
-        pending_updates: row.get::<_, i64>(16)? as u64,
-        security_updates: row.get::<_, i64>(17)? as u64,
-        reboot_required: row.get(18)?,
-        package_lists_updated_unix_s: row.get(19)?,
-        reports_received: row.get::<_, i64>(20)? as u64,
-        duplicate_reports: row.get::<_, i64>(21)? as u64,
-        outbox_dropped: row.get::<_, i64>(22)? as u64,
+        package_count: row.get::<_, i64>(column(14))? as u64,
+        broken_package_count: row.get::<_, i64>(column(15))? as u64,
+        pending_updates: row.get::<_, i64>(column(16))? as u64,
+        security_updates: row.get::<_, i64>(column(17))? as u64,
+        reboot_required: row.get(column(18))?,
+        package_lists_updated_unix_s: row.get(column(19))?,
+        reports_received: row.get::<_, i64>(column(20))? as u64,
+        duplicate_reports: row.get::<_, i64>(column(21))? as u64,
+        outbox_dropped: row.get::<_, i64>(column(22))? as u64,
     })
 }

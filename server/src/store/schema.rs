@@ -19,8 +19,11 @@ const MIGRATIONS: &[&str] = &[V1_FLEET];
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
 
 const V1_FLEET: &str = "
+-- Child tables refer to an agent by its integer agent_key rather than its text agent id, which
+-- keeps their keys short: an agent has hundreds to thousands of package rows.
 CREATE TABLE agents (
-    agent_id TEXT PRIMARY KEY NOT NULL,
+    agent_key INTEGER PRIMARY KEY,
+    agent_id TEXT NOT NULL UNIQUE,
     first_seen_unix_s INTEGER NOT NULL,
     last_seen_unix_s INTEGER NOT NULL,
 
@@ -59,7 +62,7 @@ CREATE TABLE agents (
 CREATE INDEX agents_by_hostname ON agents (hostname, agent_id);
 
 CREATE TABLE packages (
-    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key) ON DELETE CASCADE,
     ecosystem TEXT NOT NULL,
     name TEXT NOT NULL,
     arch TEXT NOT NULL,
@@ -68,11 +71,11 @@ CREATE TABLE packages (
     selection TEXT NOT NULL,
     -- A JSON array of strings.
     provides TEXT NOT NULL,
-    PRIMARY KEY (agent_id, ecosystem, name, arch)
+    PRIMARY KEY (agent_key, ecosystem, name, arch)
 ) WITHOUT ROWID;
 
 CREATE TABLE pending_updates (
-    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key) ON DELETE CASCADE,
     ecosystem TEXT NOT NULL,
     name TEXT NOT NULL,
     arch TEXT NOT NULL,
@@ -80,31 +83,31 @@ CREATE TABLE pending_updates (
     candidate_version TEXT NOT NULL,
     held INTEGER NOT NULL,
     security INTEGER NOT NULL,
-    PRIMARY KEY (agent_id, ecosystem, name, arch)
+    PRIMARY KEY (agent_key, ecosystem, name, arch)
 ) WITHOUT ROWID;
 
 CREATE TABLE reboot_packages (
-    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key) ON DELETE CASCADE,
     position INTEGER NOT NULL,
     name TEXT NOT NULL,
-    PRIMARY KEY (agent_id, position)
+    PRIMARY KEY (agent_key, position)
 ) WITHOUT ROWID;
 
 CREATE TABLE warnings (
-    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key) ON DELETE CASCADE,
     position INTEGER NOT NULL,
     source TEXT NOT NULL,
     message TEXT NOT NULL,
-    PRIMARY KEY (agent_id, position)
+    PRIMARY KEY (agent_key, position)
 ) WITHOUT ROWID;
 
 -- Every report received, for de-duplication on (agent_id, boot_id, seq).
 CREATE TABLE reports_seen (
-    agent_id TEXT NOT NULL REFERENCES agents (agent_id) ON DELETE CASCADE,
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key) ON DELETE CASCADE,
     boot_id BLOB NOT NULL,
     seq INTEGER NOT NULL,
     received_at_unix_s INTEGER NOT NULL,
-    PRIMARY KEY (agent_id, boot_id, seq)
+    PRIMARY KEY (agent_key, boot_id, seq)
 ) WITHOUT ROWID;
 ";
 

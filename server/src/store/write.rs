@@ -16,8 +16,9 @@ use tidegate_protocol::{
 
 use super::IngestOutcome;
 
-/// The last applied report of an agent and the package counts that go with it.
+/// An agent's row key, its last applied report and the package counts that go with it.
 struct AppliedState {
+    agent_key: i64,
     report: Option<(BootId, u64)>,
     counts: PackageCounts,
 }
@@ -50,25 +51,26 @@ pub(super) fn ingest_report(
     report: &Report,
     received_at_unix_s: i64,
 ) -> rusqlite::Result<IngestOutcome> {
-    let agent_id = report.agent_id.as_str();
-    let state = match read_applied_state(transaction, agent_id)? {
+    let state = match read_applied_state(transaction, report.agent_id.as_str())? {
         Some(state) => state,
         None => {
-            insert_agent(transaction, agent_id, received_at_unix_s)?;
+            let agent_key = insert_agent(transaction, report.agent_id.as_str(), received_at_unix_s)?;
             AppliedState {
+                agent_key,
                 report: None,
                 counts: PackageCounts::default(),
             }
         }
     };
 
+    let agent_key = state.agent_key;
     let inserted = transaction
         .prepare_cached(
-            "INSERT INTO reports_seen (agent_id, boot_id, seq, received_at_unix_s)
+            "INSERT INTO reports_seen (agent_key, boot_id, seq, received_at_unix_s)
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
-            agent_id,
+            agent_key,
             &report.boot_id.0[..],
             report.seq as i64,
             received_at_unix_s
@@ -76,14 +78,14 @@ pub(super) fn ingest_report(
     if inserted == 0 {
         transaction
             .prepare_cached(
-                "UPDATE agents SET duplicate_reports = duplicate_reports + 1 WHERE agent_id = ?1",
+                "UPDATE agents SET duplicate_reports = duplicate_reports + 1 WHERE agent_key = ?1",
             )?
-            .execute([agent_id])?;
+            .execute([agent_key])?;
         return Ok(IngestOutcome::Duplicate);
     }
 
     let counts = match &report.body {
-        ReportBody::Full(inventory) => replace_inventory(transaction, agent_id, inventory)?,
+        ReportBody::Full(inventory) => replace_inventory(transaction, agent_key, inventory)?,
         ReportBody::Delta { base_seq, delta } => {
             if let Some(reason) = resync_reason(state.report, report.boot_id, *base_seq) {
                 transaction
@@ -92,10 +94,10 @@ pub(super) fn ingest_report(
                              last_seen_unix_s = max(last_seen_unix_s, ?2),
                              reports_received = reports_received + 1,
                              outbox_dropped = ?3
-                         WHERE agent_id = ?1",
+                         WHERE agent_key = ?1",
                     )?
                     .execute(params![
-                        agent_id,
+                        agent_key,
                         received_at_unix_s,
                         report.outbox_dropped as i64
                     ])?;
@@ -104,7 +106,7 @@ pub(super) fn ingest_report(
                     reason,
                 });
             }
-            apply_delta(transaction, agent_id, delta, state.counts)?
+            apply_delta(transaction, agent_key, delta, state.counts)?
         }
     };
 
@@ -119,10 +121,10 @@ pub(super) fn ingest_report(
                  last_report_unix_s = ?6,
                  package_count = ?7,
                  broken_package_count = ?8
-             WHERE agent_id = ?1",
+             WHERE agent_key = ?1",
         )?
         .execute(params![
-            agent_id,
+            agent_key,
             received_at_unix_s,
             report.outbox_dropped as i64,
             &report.boot_id.0[..],
@@ -143,24 +145,21 @@ pub(super) fn ingest_status(
     received_at_unix_s: i64,
 ) -> rusqlite::Result<IngestOutcome> {
     let agent_id = status.agent_id.as_str();
-    let stored_at: Option<Option<i64>> = transaction
-        .prepare_cached("SELECT status_at_unix_s FROM agents WHERE agent_id = ?1")?
-        .query_row([agent_id], |row| row.get(0))
+    let stored: Option<(i64, Option<i64>)> = transaction
+        .prepare_cached("SELECT agent_key, status_at_unix_s FROM agents WHERE agent_id = ?1")?
+        .query_row([agent_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    let stored_at = match stored_at {
-        Some(stored_at) => stored_at,
-        None => {
-            insert_agent(transaction, agent_id, received_at_unix_s)?;
-            None
-        }
+    let (agent_key, stored_at) = match stored {
+        Some(stored) => stored,
+        None => (insert_agent(transaction, agent_id, received_at_unix_s)?, None),
     };
 
     if stored_at.is_some_and(|stored_at| status.at_unix_s < stored_at) {
         transaction
             .prepare_cached(
-                "UPDATE agents SET last_seen_unix_s = max(last_seen_unix_s, ?2) WHERE agent_id = ?1",
+                "UPDATE agents SET last_seen_unix_s = max(last_seen_unix_s, ?2) WHERE agent_key = ?1",
             )?
-            .execute(params![agent_id, received_at_unix_s])?;
+            .execute(params![agent_key, received_at_unix_s])?;
         return Ok(IngestOutcome::StatusRecorded);
     }
 
@@ -171,10 +170,10 @@ pub(super) fn ingest_status(
                  online = ?3,
                  agent_version = ?4,
                  status_at_unix_s = ?5
-             WHERE agent_id = ?1",
+             WHERE agent_key = ?1",
         )?
         .execute(params![
-            agent_id,
+            agent_key,
             received_at_unix_s,
             status.state == StatusState::Online,
             status.agent_version,
@@ -189,12 +188,12 @@ fn read_applied_state(
 ) -> rusqlite::Result<Option<AppliedState>> {
     transaction
         .prepare_cached(
-            "SELECT applied_boot_id, applied_seq, package_count, broken_package_count
+            "SELECT agent_key, applied_boot_id, applied_seq, package_count, broken_package_count
              FROM agents WHERE agent_id = ?1",
         )?
         .query_row([agent_id], |row| {
-            let boot_id: Option<Vec<u8>> = row.get(0)?;
-            let seq: Option<i64> = row.get(1)?;
+            let boot_id: Option<Vec<u8>> = row.get(1)?;
+            let seq: Option<i64> = row.get(2)?;
             let report = match (boot_id, seq) {
                 (Some(boot_id), Some(seq)) => <[u8; 16]>::try_from(boot_id.as_slice())
                     .ok()
@@ -202,27 +201,29 @@ fn read_applied_state(
                 _ => None,
             };
             Ok(AppliedState {
+                agent_key: row.get(0)?,
                 report,
                 counts: PackageCounts {
-                    installed: row.get(2)?,
-                    broken: row.get(3)?,
+                    installed: row.get(3)?,
+                    broken: row.get(4)?,
                 },
             })
         })
         .optional()
 }
 
+/// Inserts a new agent row and returns its `agent_key`.
 fn insert_agent(
     transaction: &Transaction<'_>,
     agent_id: &str,
     received_at_unix_s: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<i64> {
     transaction
         .prepare_cached(
             "INSERT INTO agents (agent_id, first_seen_unix_s, last_seen_unix_s) VALUES (?1, ?2, ?2)",
         )?
         .execute(params![agent_id, received_at_unix_s])?;
-    Ok(())
+    Ok(transaction.last_insert_rowid())
 }
 
 /// Returns why a delta on `base_seq` of `boot_id` cannot be applied, or `None` when it can.
@@ -244,26 +245,82 @@ fn resync_reason(applied: Option<(BootId, u64)>, boot_id: BootId, base_seq: u64)
     }
 }
 
-/// Replaces everything the store holds from the agent's previous reports with `inventory`.
+/// A package row as stored: everything but the key, with `provides` as its JSON text.
+#[derive(PartialEq)]
+struct StoredPackage {
+    version: String,
+    state: String,
+    selection: String,
+    provides: String,
+}
+
+impl StoredPackage {
+    fn from_package(package: &Package) -> rusqlite::Result<Self> {
+        Ok(Self {
+            version: package.version.clone(),
+            state: package.state.as_str().to_owned(),
+            selection: package.selection.as_str().to_owned(),
+            provides: provides_json(&package.provides)?,
+        })
+    }
+}
+
+/// Replaces everything the store has from the agent's earlier reports with `inventory`.
+///
+/// Package rows are compared with the stored ones and only the differences are written, because
+/// a full report after a restart or a resync usually matches the stored rows almost entirely.
 fn replace_inventory(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     inventory: &Inventory,
 ) -> rusqlite::Result<PackageCounts> {
-    transaction
-        .prepare_cached("DELETE FROM packages WHERE agent_id = ?1")?
-        .execute([agent_id])?;
+    let mut stored: BTreeMap<(String, String, String), StoredPackage> = transaction
+        .prepare_cached(
+            "SELECT ecosystem, name, arch, version, state, selection, provides
+             FROM packages WHERE agent_key = ?1",
+        )?
+        .query_map([agent_key], |row| {
+            let key = (row.get(0)?, row.get(1)?, row.get(2)?);
+            let package = StoredPackage {
+                version: row.get(3)?,
+                state: row.get(4)?,
+                selection: row.get(5)?,
+                provides: row.get(6)?,
+            };
+            Ok((key, package))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+
     let mut counts = PackageCounts::default();
     for package in normalized_packages(&inventory.packages).iter() {
-        upsert_package(transaction, agent_id, package)?;
         counts.add(package.state);
+        let key = (
+            package.ecosystem.as_str().to_owned(),
+            package.name.clone(),
+            package.arch.clone(),
+        );
+        let unchanged = match stored.remove(&key) {
+            Some(old) => old == StoredPackage::from_package(package)?,
+            None => false,
+        };
+        if !unchanged {
+            upsert_package(transaction, agent_key, package)?;
+        }
+    }
+    for (ecosystem, name, arch) in stored.keys() {
+        transaction
+            .prepare_cached(
+                "DELETE FROM packages
+                 WHERE agent_key = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4",
+            )?
+            .execute(params![agent_key, ecosystem, name, arch])?;
     }
 
-    update_facts(transaction, agent_id, &inventory.facts)?;
-    replace_pending_updates(transaction, agent_id, &inventory.pending_updates)?;
-    update_package_lists_time(transaction, agent_id, inventory.package_lists_updated_unix_s)?;
-    replace_reboot(transaction, agent_id, &inventory.reboot)?;
-    replace_warnings(transaction, agent_id, &inventory.warnings)?;
+    update_facts(transaction, agent_key, &inventory.facts)?;
+    replace_pending_updates(transaction, agent_key, &inventory.pending_updates)?;
+    update_package_lists_time(transaction, agent_key, inventory.package_lists_updated_unix_s)?;
+    replace_reboot(transaction, agent_key, &inventory.reboot)?;
+    replace_warnings(transaction, agent_key, &inventory.warnings)?;
     Ok(counts)
 }
 
@@ -271,7 +328,7 @@ fn replace_inventory(
 /// parts that are replaced whole when they changed.
 fn apply_delta(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     delta: &InventoryDelta,
     mut counts: PackageCounts,
 ) -> rusqlite::Result<PackageCounts> {
@@ -279,11 +336,11 @@ fn apply_delta(
         let removed_state: Option<String> = transaction
             .prepare_cached(
                 "DELETE FROM packages
-                 WHERE agent_id = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4
+                 WHERE agent_key = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4
                  RETURNING state",
             )?
             .query_row(
-                params![agent_id, key.ecosystem.as_str(), key.name, key.arch],
+                params![agent_key, key.ecosystem.as_str(), key.name, key.arch],
                 |row| row.get(0),
             )
             .optional()?;
@@ -296,34 +353,34 @@ fn apply_delta(
         let old_state: Option<String> = transaction
             .prepare_cached(
                 "SELECT state FROM packages
-                 WHERE agent_id = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4",
+                 WHERE agent_key = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4",
             )?
             .query_row(
-                params![agent_id, package.ecosystem.as_str(), package.name, package.arch],
+                params![agent_key, package.ecosystem.as_str(), package.name, package.arch],
                 |row| row.get(0),
             )
             .optional()?;
         if let Some(state) = old_state {
             counts.remove_stored(&state);
         }
-        upsert_package(transaction, agent_id, package)?;
+        upsert_package(transaction, agent_key, package)?;
         counts.add(package.state);
     }
 
     if let Some(facts) = &delta.facts {
-        update_facts(transaction, agent_id, facts)?;
+        update_facts(transaction, agent_key, facts)?;
     }
     if let Some(pending_updates) = &delta.pending_updates {
-        replace_pending_updates(transaction, agent_id, pending_updates)?;
+        replace_pending_updates(transaction, agent_key, pending_updates)?;
     }
     if let Some(updated) = delta.package_lists_updated_unix_s {
-        update_package_lists_time(transaction, agent_id, updated)?;
+        update_package_lists_time(transaction, agent_key, updated)?;
     }
     if let Some(reboot) = &delta.reboot {
-        replace_reboot(transaction, agent_id, reboot)?;
+        replace_reboot(transaction, agent_key, reboot)?;
     }
     if let Some(warnings) = &delta.warnings {
-        replace_warnings(transaction, agent_id, warnings)?;
+        replace_warnings(transaction, agent_key, warnings)?;
     }
     Ok(counts)
 }
@@ -343,45 +400,46 @@ fn normalized_packages(packages: &[Package]) -> Cow<'_, [Package]> {
     Cow::Owned(by_key.into_values().cloned().collect())
 }
 
+/// Encodes `provides` as the JSON array the `provides` column stores.
+fn provides_json(provides: &[String]) -> rusqlite::Result<String> {
+    if provides.is_empty() {
+        return Ok("[]".to_owned());
+    }
+    serde_json::to_string(provides)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+}
+
 fn upsert_package(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     package: &Package,
 ) -> rusqlite::Result<()> {
-    let provides = if package.provides.is_empty() {
-        Cow::Borrowed("[]")
-    } else {
-        Cow::Owned(
-            serde_json::to_string(&package.provides)
-                .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?,
-        )
-    };
     transaction
         .prepare_cached(
-            "INSERT INTO packages (agent_id, ecosystem, name, arch, version, state, selection, provides)
+            "INSERT INTO packages (agent_key, ecosystem, name, arch, version, state, selection, provides)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (agent_id, ecosystem, name, arch) DO UPDATE SET
+             ON CONFLICT (agent_key, ecosystem, name, arch) DO UPDATE SET
                  version = excluded.version,
                  state = excluded.state,
                  selection = excluded.selection,
                  provides = excluded.provides",
         )?
         .execute(params![
-            agent_id,
+            agent_key,
             package.ecosystem.as_str(),
             package.name,
             package.arch,
             package.version,
             package.state.as_str(),
             package.selection.as_str(),
-            provides,
+            provides_json(&package.provides)?,
         ])?;
     Ok(())
 }
 
 fn update_facts(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     facts: &HostFacts,
 ) -> rusqlite::Result<()> {
     transaction
@@ -395,10 +453,10 @@ fn update_facts(
                  boot_time_unix_s = ?7,
                  cpu_count = ?8,
                  memory_total_bytes = ?9
-             WHERE agent_id = ?1",
+             WHERE agent_key = ?1",
         )?
         .execute(params![
-            agent_id,
+            agent_key,
             facts.hostname,
             facts.os_name,
             facts.os_version,
@@ -415,12 +473,12 @@ fn update_facts(
 /// way packages do.
 fn replace_pending_updates(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     pending_updates: &[PendingUpdate],
 ) -> rusqlite::Result<()> {
     transaction
-        .prepare_cached("DELETE FROM pending_updates WHERE agent_id = ?1")?
-        .execute([agent_id])?;
+        .prepare_cached("DELETE FROM pending_updates WHERE agent_key = ?1")?
+        .execute([agent_key])?;
     let by_key: BTreeMap<(&str, &str, &str), &PendingUpdate> = pending_updates
         .iter()
         .map(|update| {
@@ -433,11 +491,11 @@ fn replace_pending_updates(
         transaction
             .prepare_cached(
                 "INSERT INTO pending_updates
-                     (agent_id, ecosystem, name, arch, installed_version, candidate_version, held, security)
+                     (agent_key, ecosystem, name, arch, installed_version, candidate_version, held, security)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
-                agent_id,
+                agent_key,
                 update.ecosystem.as_str(),
                 update.name,
                 update.arch,
@@ -451,58 +509,58 @@ fn replace_pending_updates(
     transaction
         .prepare_cached(
             "UPDATE agents SET pending_update_count = ?2, security_update_count = ?3
-             WHERE agent_id = ?1",
+             WHERE agent_key = ?1",
         )?
-        .execute(params![agent_id, by_key.len() as i64, security_count])?;
+        .execute(params![agent_key, by_key.len() as i64, security_count])?;
     Ok(())
 }
 
 fn update_package_lists_time(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     updated_unix_s: Option<i64>,
 ) -> rusqlite::Result<()> {
     transaction
-        .prepare_cached("UPDATE agents SET package_lists_updated_unix_s = ?2 WHERE agent_id = ?1")?
-        .execute(params![agent_id, updated_unix_s])?;
+        .prepare_cached("UPDATE agents SET package_lists_updated_unix_s = ?2 WHERE agent_key = ?1")?
+        .execute(params![agent_key, updated_unix_s])?;
     Ok(())
 }
 
 fn replace_reboot(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     reboot: &RebootRequired,
 ) -> rusqlite::Result<()> {
     transaction
-        .prepare_cached("UPDATE agents SET reboot_required = ?2 WHERE agent_id = ?1")?
-        .execute(params![agent_id, reboot.required])?;
+        .prepare_cached("UPDATE agents SET reboot_required = ?2 WHERE agent_key = ?1")?
+        .execute(params![agent_key, reboot.required])?;
     transaction
-        .prepare_cached("DELETE FROM reboot_packages WHERE agent_id = ?1")?
-        .execute([agent_id])?;
+        .prepare_cached("DELETE FROM reboot_packages WHERE agent_key = ?1")?
+        .execute([agent_key])?;
     for (position, name) in reboot.packages.iter().enumerate() {
         transaction
             .prepare_cached(
-                "INSERT INTO reboot_packages (agent_id, position, name) VALUES (?1, ?2, ?3)",
+                "INSERT INTO reboot_packages (agent_key, position, name) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![agent_id, position as i64, name])?;
+            .execute(params![agent_key, position as i64, name])?;
     }
     Ok(())
 }
 
 fn replace_warnings(
     transaction: &Transaction<'_>,
-    agent_id: &str,
+    agent_key: i64,
     warnings: &[Warning],
 ) -> rusqlite::Result<()> {
     transaction
-        .prepare_cached("DELETE FROM warnings WHERE agent_id = ?1")?
-        .execute([agent_id])?;
+        .prepare_cached("DELETE FROM warnings WHERE agent_key = ?1")?
+        .execute([agent_key])?;
     for (position, warning) in warnings.iter().enumerate() {
         transaction
             .prepare_cached(
-                "INSERT INTO warnings (agent_id, position, source, message) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO warnings (agent_key, position, source, message) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![agent_id, position as i64, warning.source, warning.message])?;
+            .execute(params![agent_key, position as i64, warning.source, warning.message])?;
     }
     Ok(())
 }
