@@ -194,6 +194,7 @@ def status_stanza(rng, row, all_names):
     if rng.random() < 0.8:
         fields.append(("Source", re.sub(r"(-dev|-bin|-common|-data|-doc|-utils)$", "", name)))
     fields.append(("Version", installed_version))
+
     if rng.random() < 0.28:
         fields.append(("Replaces", relations(rng, all_names, 1, 2)))
     if rng.random() < 0.14:
@@ -209,12 +210,14 @@ def status_stanza(rng, row, all_names):
         fields.append(("Breaks", relations(rng, all_names, 1, 2)))
     if rng.random() < 0.11:
         fields.append(("Conflicts", relations(rng, all_names, 1, 2)))
+
     lines = [f"{key}: {value}" for key, value in fields]
     if rng.random() < 0.1:
         lines.append("Conffiles:")
         for index in range(rng.randint(1, 4)):
             digest = "%032x" % rng.getrandbits(128)
             lines.append(f" /etc/{name}/{name}-{index}.conf {digest}")
+
     lines.append(f"Description: {sentence(rng, 3, 8)}")
     for paragraph in range(rng.randint(1, 3)):
         if paragraph:
@@ -239,12 +242,14 @@ def list_stanza(rng, name, arch, list_version, all_names):
     ]
     if rng.random() < 0.36:
         fields.append(("Multi-Arch", rng.choice(["same", "foreign", "allowed"])))
+
     optional_relations = [("Replaces", 0.09), ("Provides", 0.15), ("Depends", 0.88),
                           ("Recommends", 0.16), ("Suggests", 0.18), ("Breaks", 0.08),
                           ("Conflicts", 0.05)]
     for field, frequency in optional_relations:
         if rng.random() < frequency:
             fields.append((field, relations(rng, all_names, 1, 5 if field == "Depends" else 2)))
+
     fields.append(("Description", sentence(rng, 3, 8)))
     if rng.random() < 0.93:
         fields.append(("Homepage", f"https://www.example.org/{name}"))

@@ -11,7 +11,8 @@
 #   BENCH_RUN_SECONDS   how long the agent reports before its memory is read (default: 12)
 #
 # Progress goes to stderr and the table to stdout. A figure whose agent subcommand is missing or
-# fails is printed as n/a with the reason. Every command runs under a timeout.
+# fails is printed as n/a with the reason. Builds and agent runs have time limits, so the script
+# ends by itself.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -185,7 +186,7 @@ EOF
     "$mosquitto" -c "$work_dir/mosquitto.conf" >"$work_dir/mosquitto.log" 2>&1 &
     broker_pid=$!
     if ! wait_for_port "$port"; then
-        log "mosquitto did not listen on 127.0.0.1:$port; its log:"
+        log "mosquitto did not listen on 127.0.0.1:$port. Its log:"
         sed 's/^/  /' "$work_dir/mosquitto.log" >&2
         add_row "$label" "n/a (mosquitto did not start)" "≤ 8 MiB"
         return 0
@@ -209,7 +210,7 @@ EOF
         status=0
         wait "$agent_pid" || status=$?
         agent_pid=""
-        log "agent run exited early with status $status; its output:"
+        log "agent run exited early with status $status. Its output:"
         head -n 20 "$work_dir/agent.log" | sed 's/^/  /' >&2
         add_row "$label" "n/a (run exited with status $status)" "≤ 8 MiB"
         stop_process "$broker_pid"
@@ -217,12 +218,16 @@ EOF
         return 0
     fi
 
-    rss_kib=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$agent_pid/status")
-    peak_kib=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$agent_pid/status")
+    rss_kib=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$agent_pid/status" 2>/dev/null || true)
+    peak_kib=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$agent_pid/status" 2>/dev/null || true)
     stop_process "$agent_pid"
     agent_pid=""
     stop_process "$broker_pid"
     broker_pid=""
+    if [[ -z $rss_kib || -z $peak_kib ]]; then
+        add_row "$label" "n/a (the agent exited before its memory was read)" "≤ 8 MiB"
+        return 0
+    fi
 
     # Mosquitto logs every PUBLISH it receives at log_type debug, with the topic in quotes.
     reports=$(grep -c "Received PUBLISH from .*'tidegate/v1/agent/[^']*/report'" "$work_dir/mosquitto.log" || true)

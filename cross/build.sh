@@ -11,8 +11,8 @@
 #
 # C code in dependencies (ring) is compiled with clang for the target and archived with llvm-ar.
 # Linking uses rust-lld from the Rust toolchain, or ld.lld from Debian's lld package when the
-# toolchain has no rust-lld. Only rustup targets are installed by this script; missing Debian
-# packages are named and the script exits with status 1.
+# toolchain has no rust-lld. The script installs only missing rustup targets. For missing Debian
+# packages it prints their names and exits with status 1.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,7 +45,8 @@ find_llvm_ar() {
     return 1
 }
 
-# Finds the linker: the toolchain's rust-lld first, then Debian's ld.lld.
+# Finds the linker: the toolchain's rust-lld first, then Debian's ld.lld. rustc looks up rust-lld
+# in its own sysroot, so the bare name is enough.
 find_linker() {
     local host sysroot
     host=$(rustc -vV | sed -n 's/^host: //p')
@@ -81,14 +82,24 @@ else
     echo "warning: rustup not found, so the standard libraries of ${targets[*]} must already be installed" >&2
 fi
 
-# Prints the size of a binary and fails unless readelf shows no program interpreter and no
-# shared-library dependencies.
+# Prints the size of a binary and fails unless its ELF machine matches the target and readelf shows
+# no program interpreter and no shared-library dependencies.
 check_binary() {
-    local target=$1 binary=$2 size
+    local target=$1 binary=$2 size machine expected_machine=""
     size=$(stat -c %s "$binary")
     echo "$target: $binary"
     echo "  size: $size bytes ($(awk -v bytes="$size" 'BEGIN { printf "%.2f", bytes / 1048576 }') MiB)"
     echo "  file: $(file -b "$binary")"
+
+    machine=$(readelf -hW "$binary" | sed -n 's/^ *Machine: *//p')
+    case $target in
+        x86_64-*) expected_machine="Advanced Micro Devices X86-64" ;;
+        aarch64-*) expected_machine="AArch64" ;;
+    esac
+    if [[ -n $expected_machine && $machine != "$expected_machine" ]]; then
+        echo "error: $binary is built for machine '$machine', expected '$expected_machine'" >&2
+        return 1
+    fi
 
     if readelf -lW "$binary" | grep -q 'INTERP'; then
         echo "error: $binary has a program interpreter (INTERP), so it is dynamically linked" >&2

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the aarch64 build of tidegate-agent under qemu-user emulation and checks that it starts and
-# reads the package inventory of cross/fixture-root the same way a native build does.
+# reads the package inventory of cross/fixture-root correctly.
 #
 # Usage: cross/smoke.sh  (after cross/build.sh has built aarch64-unknown-linux-musl)
 #
 # Environment:
 #   CROSS_TARGET_DIR  cargo target directory of cross/build.sh (default: target/cross)
 #
-# The fixture root holds a dpkg status with four packages (a multiarch pair of libssl3, a package
+# The fixture root contains a dpkg status with four packages (a multiarch pair of libssl3, a package
 # with an epoch, one with a newer version in the apt list), one apt list, a pending reboot and an
 # os-release. var/run is a symlink to ../run, as on Debian.
 set -euo pipefail
@@ -43,7 +43,12 @@ run_emulated() {
 }
 
 echo "smoke: $binary --version"
-version_output=$(run_emulated --version)
+status=0
+version_output=$(run_emulated --version 2>&1) || status=$?
+if [[ $status -ne 0 ]]; then
+    echo "error: --version exited with status $status. Its output: $version_output" >&2
+    exit 1
+fi
 echo "  $version_output"
 if [[ $version_output != "tidegate-agent "* ]]; then
     echo "error: --version printed '$version_output', expected it to start with 'tidegate-agent '" >&2
@@ -54,7 +59,7 @@ echo "smoke: $binary inventory --root $FIXTURE_ROOT"
 status=0
 run_emulated inventory --root "$FIXTURE_ROOT" >"$work_dir/inventory.json" 2>"$work_dir/inventory.err" || status=$?
 if [[ $status -ne 0 ]]; then
-    echo "error: inventory exited with status $status; its stderr:" >&2
+    echo "error: inventory exited with status $status. Its stderr:" >&2
     sed 's/^/  /' "$work_dir/inventory.err" >&2
     exit 1
 fi

@@ -158,8 +158,9 @@ fn only_compressed_lists_give_a_warning() {
     assert_eq!(inventory.pending_updates, vec![]);
     assert_eq!(inventory.package_lists_updated_unix_s, None);
     let expected = format!(
-        "{} holds only compressed package lists, which are not read; pending updates are not \
-         computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain lists)",
+        "{} contains only compressed package lists, which are not read; pending updates are \
+         not computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain \
+         lists)",
         root.path().join(apt::LISTS_PATH).display()
     );
     assert_eq!(apt_warnings(&inventory.warnings), vec![expected.as_str()]);
@@ -188,4 +189,46 @@ fn list_directory_entries_are_skipped() {
     assert_eq!(inventory.pending_updates.len(), 2);
     assert_eq!(inventory.package_lists_updated_unix_s, Some(1_700_000_000));
     assert_eq!(apt_warnings(&inventory.warnings), Vec::<&str>::new());
+}
+
+#[test]
+fn repeated_collection_sees_changes() {
+    let root = root_with_lists(&[(MAIN_AMD64, 1_700_000_000), (SECURITY, 1_700_001_000)]);
+    let lists = root.path().join(apt::LISTS_PATH);
+    let mut collector = Collector::new(root.path());
+    let curl = |inventory: &tidegate_protocol::Inventory| {
+        inventory
+            .pending_updates
+            .iter()
+            .find(|update| update.name == "curl")
+            .map(|update| update.candidate_version.clone())
+    };
+
+    let first = collector.collect();
+    assert_eq!(curl(&first), Some("7.88.1-10+deb12u8".to_owned()));
+    assert_eq!(collector.collect(), first);
+
+    // APT replaces a list by renaming a new file over it; this one has the same modification time.
+    let replacement = lists.join("partial/new_Packages");
+    fs::write(
+        &replacement,
+        "Package: curl\nArchitecture: amd64\nVersion: 7.88.1-10+deb12u9\n",
+    )
+    .unwrap();
+    set_mtime(&replacement, 1_700_001_000);
+    fs::rename(&replacement, lists.join(SECURITY)).unwrap();
+    let second = collector.collect();
+    assert_eq!(curl(&second), Some("7.88.1-10+deb12u9".to_owned()));
+    assert_eq!(second.package_lists_updated_unix_s, Some(1_700_001_000));
+
+    // Upgrading curl to the candidate removes its pending update.
+    let status_path = root.path().join(dpkg::STATUS_PATH);
+    let status = fs::read_to_string(&status_path).unwrap();
+    fs::write(
+        &status_path,
+        status.replace("Version: 7.88.1-10+deb12u4", "Version: 7.88.1-10+deb12u9"),
+    )
+    .unwrap();
+    let third = collector.collect();
+    assert_eq!(curl(&third), None);
 }

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod inventory;
 pub mod message;
 pub mod topics;
+pub mod trust;
 pub mod version;
 
 pub use envelope::{decode, encode, DecodeError, EncodeError};

@@ -39,9 +39,9 @@ use tracing::{debug, info};
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1884);
 
 /// The default limit on one MQTT packet, in bytes. A report too large for one packet travels as
-/// report chunks of at most the agent's packet limit (128 KiB by default), so 1 MiB leaves room for
-/// agents configured with a larger limit while keeping a misbehaving client from making the broker
-/// buffer arbitrarily large packets.
+/// report chunks of at most the agent's packet limit (128 KiB by default). 1 MiB leaves room for
+/// agents configured with a larger limit, and still stops a misbehaving client from making the
+/// broker buffer arbitrarily large packets.
 pub const DEFAULT_MAX_PACKET_BYTES: usize = 1024 * 1024;
 
 /// The default limit on concurrent client connections: one server machine serves a fleet of
@@ -50,7 +50,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 101_000;
 
 /// The size of one segment of a subscription's in-memory message log. rumqttd appends every publish
 /// to the log of each matching subscription filter and keeps [`SEGMENT_COUNT`] full segments besides
-/// the one being written, so one busy filter holds at most about 80 MiB. This is also how far a
+/// the one being written, so one busy filter keeps at most about 80 MiB in memory. This is also how far a
 /// disconnected persistent session can fall behind before it misses messages.
 pub const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -100,7 +100,9 @@ pub enum BrokerError {
     },
     #[error("failed to start the broker thread: {0}")]
     Spawn(std::io::Error),
-    #[error("the embedded broker stopped during start-up; run with RUST_LOG=rumqttd=debug to see why")]
+    #[error(
+        "the embedded broker stopped during start-up; run with RUST_LOG=rumqttd=debug to see why"
+    )]
     Stopped,
     #[error("the embedded broker did not accept an MQTT connection on {addr} within {timeout:?}")]
     NotReady { addr: SocketAddr, timeout: Duration },
@@ -217,7 +219,8 @@ fn rumqttd_config(
             "tidegate-v4".to_owned(),
             server("mqtt-v4", listen),
         )])),
-        v5: listen_v5.map(|addr| HashMap::from([("tidegate-v5".to_owned(), server("mqtt-v5", addr))])),
+        v5: listen_v5
+            .map(|addr| HashMap::from([("tidegate-v5".to_owned(), server("mqtt-v5", addr))])),
         ..Config::default()
     }
 }

@@ -17,7 +17,8 @@ use tracing::{error, info, warn};
 
 use crate::broker::{self, BrokerConfig, BrokerError};
 use crate::ingest::{
-    self, BrokerUrl, IngestConfig, IngestCounters, IngestDeps, IngestError, IngestHandle, IngestStats,
+    self, BrokerUrl, IngestConfig, IngestCounters, IngestDeps, IngestError, IngestHandle,
+    IngestStats,
 };
 use crate::store::{Store, StoreError, StoreReader};
 
@@ -27,7 +28,7 @@ pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 /// How long shutdown waits for HTTP requests in progress.
 const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Which MQTT broker the server uses.
+/// The MQTT broker the server uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerChoice {
     /// Run a broker inside this process.
@@ -101,8 +102,14 @@ pub struct RunningServer {
 }
 
 /// Runs the server until `shutdown` completes or a part of it fails.
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    start(config, IngestDeps::default()).await?.run_until(shutdown).await
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    start(config, IngestDeps::default())
+        .await?
+        .run_until(shutdown)
+        .await
 }
 
 /// Opens the store, starts the broker (when embedded), ingest and the HTTP server, and returns once
@@ -235,7 +242,11 @@ impl RunningServer {
 
         let _ = stop_http.send(());
         let ingest_result = ingest.shutdown().await;
-        if !http_finished && tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, http).await.is_err() {
+        if !http_finished
+            && tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, http)
+                .await
+                .is_err()
+        {
             warn!("HTTP requests still running after {HTTP_SHUTDOWN_TIMEOUT:?}; stopping anyway");
         }
         outcome?;

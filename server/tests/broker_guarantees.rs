@@ -66,7 +66,10 @@ impl TestClient {
     }
 
     async fn subscribe(&mut self, filter: &str) {
-        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
         let deadline = Instant::now() + WAIT;
         loop {
             match self.next_event(deadline).await {
@@ -202,13 +205,19 @@ async fn retained_delivery_stops_at_100_per_subscription() {
     let mut publisher = TestClient::connect(options(&broker, "fleet")).await;
     for n in 0..150 {
         publisher
-            .publish(&status_topic(&format!("agent-{n}")), true, b"online".to_vec())
+            .publish(
+                &status_topic(&format!("agent-{n}")),
+                true,
+                b"online".to_vec(),
+            )
             .await;
         publisher.expect_puback().await;
     }
 
     let mut viewer = TestClient::connect(options(&broker, "viewer")).await;
-    viewer.subscribe(&TopicKind::Status.all_agents_filter()).await;
+    viewer
+        .subscribe(&TopicKind::Status.all_agents_filter())
+        .await;
     let mut received = 0;
     while viewer.next_publish(Instant::now() + QUIET).await.is_some() {
         received += 1;
@@ -243,7 +252,11 @@ async fn last_will_marks_killed_client_offline() {
     let mut late = TestClient::connect(options(&broker, "late")).await;
     late.subscribe(&status).await;
     let seen = late.next_publish(Instant::now() + WAIT).await.unwrap();
-    assert_eq!(&seen.payload[..], b"offline", "new subscriber sees the will");
+    assert_eq!(
+        &seen.payload[..],
+        b"offline",
+        "new subscriber sees the will"
+    );
     assert!(seen.retain);
 }
 

@@ -44,7 +44,9 @@ async fn three_chunks_reassemble_into_report() {
         agent.send(TopicKind::Report, &chunk).await;
     }
 
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 50);
     assert_eq!(server.stats().reports_stored, 1);
     assert_eq!(server.stats().messages_dropped, 0);
@@ -64,7 +66,9 @@ async fn chunks_out_of_order_reassemble() {
         agent.send(TopicKind::Report, &parts[index]).await;
     }
 
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 50);
     server.stop().await;
 }

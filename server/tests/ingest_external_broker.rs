@@ -52,7 +52,10 @@ impl Mosquitto {
             .expect("mosquitto starts");
         let deadline = std::time::Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "mosquitto did not listen on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Mosquitto { child, port, dir }
@@ -99,7 +102,9 @@ async fn report_reaches_store_through_mosquitto() {
     let mut agent = TestAgent::connect(mosquitto.addr(), "agent-1").await;
     let full = full_report(&agent.id, boot(1), 1, &["bash", "coreutils", "curl"]);
     agent.send(TopicKind::Report, &Message::Report(full)).await;
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 3);
     server.stop().await;
 }
@@ -118,13 +123,15 @@ async fn ingest_subscribes_again_after_broker_restart() {
     let mut agent = TestAgent::connect(mosquitto.addr(), "agent-1").await;
     let full = full_report(&agent.id, boot(1), 1, &["bash", "curl"]);
     agent.send(TopicKind::Report, &Message::Report(full)).await;
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 2);
     server.stop().await;
 }
 
 #[tokio::test]
-async fn report_sent_while_server_is_down_is_ingested_after_restart() {
+async fn report_sent_while_server_down_arrives() {
     let mosquitto = Mosquitto::start();
     let server = TestServer::start(external(&mosquitto), IngestDeps::default()).await;
     server.wait_subscribed(1).await;
@@ -136,7 +143,9 @@ async fn report_sent_while_server_is_down_is_ingested_after_restart() {
     agent.send(TopicKind::Report, &Message::Report(full)).await;
 
     let server = TestServer::start_in(dir, external(&mosquitto), IngestDeps::default()).await;
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 4);
     assert_eq!(
         server.stats().subscriptions_granted,
@@ -171,7 +180,9 @@ async fn report_is_not_acknowledged_until_stored() {
 
     // The broker sends the unacknowledged report again to the restarted server.
     let server = TestServer::start_in(dir, external(&mosquitto), IngestDeps::default()).await;
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 2);
     server.stop().await;
 }
@@ -200,7 +211,7 @@ fn http_addr_from_log(stderr: std::process::ChildStderr) -> SocketAddr {
 }
 
 #[tokio::test]
-async fn server_binary_uses_external_broker_and_stops_on_sigterm() {
+async fn server_binary_with_broker_flag() {
     let mosquitto = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let db: PathBuf = dir.path().join("tidegate.db");
@@ -216,7 +227,12 @@ async fn server_binary_uses_external_broker_and_stops_on_sigterm() {
     let http = http_addr_from_log(child.stderr.take().unwrap());
 
     let mut agent = TestAgent::connect(mosquitto.addr(), "agent-1").await;
-    let full = Message::Report(full_report(&agent.id, boot(1), 1, &["bash", "coreutils", "curl"]));
+    let full = Message::Report(full_report(
+        &agent.id,
+        boot(1),
+        1,
+        &["bash", "coreutils", "curl"],
+    ));
     // The server may not have subscribed yet; send until the report shows up.
     let url = format!("http://{http}/api/v1/agents");
     let deadline = Instant::now() + WAIT;
@@ -224,14 +240,22 @@ async fn server_binary_uses_external_broker_and_stops_on_sigterm() {
         agent.send(TopicKind::Report, &full).await;
         let url = url.clone();
         let body: serde_json::Value = tokio::task::spawn_blocking(move || {
-            ureq::get(&url).call().unwrap().body_mut().read_json().unwrap()
+            ureq::get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap()
         })
         .await
         .unwrap();
         if let Some(count) = body["agents"][0]["package_count"].as_u64() {
             break count;
         }
-        assert!(Instant::now() < deadline, "report not stored; last response {body}");
+        assert!(
+            Instant::now() < deadline,
+            "report not stored; last response {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(package_count, 3);
@@ -246,7 +270,10 @@ async fn server_binary_uses_external_broker_and_stops_on_sigterm() {
         if let Some(exit) = child.try_wait().unwrap() {
             break exit;
         }
-        assert!(std::time::Instant::now() < deadline, "server still running after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server still running after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exit.success(), "server exit status {exit}");

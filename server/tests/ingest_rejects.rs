@@ -15,7 +15,13 @@ async fn invalid_payloads_are_dropped() {
     let other = AgentId::parse("agent-2").unwrap();
 
     // An unknown format byte.
-    let mut unknown_format = encode(&Message::Report(full_report(&agent.id, boot(1), 1, &["bash"]))).unwrap();
+    let mut unknown_format = encode(&Message::Report(full_report(
+        &agent.id,
+        boot(1),
+        1,
+        &["bash"],
+    )))
+    .unwrap();
     unknown_format[0] = 9;
     agent.send_raw(&report_topic, unknown_format).await;
     // Format 1 with a message kind that does not exist.
@@ -59,7 +65,9 @@ async fn invalid_payloads_are_dropped() {
     // The server still ingests a valid report.
     let valid = Message::Report(full_report(&agent.id, boot(1), 1, &["bash", "curl"]));
     agent.send(TopicKind::Report, &valid).await;
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 2);
     assert_eq!(server.agents().await.len(), 1);
     server.stop().await;

@@ -15,7 +15,9 @@ async fn full_report_then_delta_updates_inventory() {
 
     let full = full_report(&agent.id, boot(1), 1, &["bash", "coreutils", "curl"]);
     agent.send(TopicKind::Report, &Message::Report(full)).await;
-    let stored = server.wait_for_agent("agent-1", |a| a.reports_received == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
     assert_eq!(stored.package_count, 3);
     assert_eq!(stored.hostname, "host-agent-1");
     assert_eq!(stored.last_report_unix_s, Some(COLLECTED_AT_UNIX_S + 1));
@@ -23,7 +25,9 @@ async fn full_report_then_delta_updates_inventory() {
     // Removes curl and adds git and vim: bash, coreutils, git, vim.
     let delta = delta_report(&agent.id, boot(1), 2, 1, &["git", "vim"], &["curl"]);
     agent.send(TopicKind::Report, &Message::Report(delta)).await;
-    let updated = server.wait_for_agent("agent-1", |a| a.reports_received == 2).await;
+    let updated = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 2)
+        .await;
     assert_eq!(updated.package_count, 4);
     assert_eq!(updated.duplicate_reports, 0);
     assert_eq!(updated.last_report_unix_s, Some(COLLECTED_AT_UNIX_S + 2));
@@ -43,7 +47,9 @@ async fn repeated_report_is_stored_once() {
     agent.send(TopicKind::Report, &report).await;
     agent.send(TopicKind::Report, &report).await;
 
-    let stored = server.wait_for_agent("agent-1", |a| a.duplicate_reports == 1).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.duplicate_reports == 1)
+        .await;
     assert_eq!(stored.reports_received, 1);
     assert_eq!(stored.package_count, 2);
     assert_eq!(server.stats().reports_stored, 1);
@@ -100,9 +106,19 @@ async fn status_and_last_will_set_online_state() {
     let status_topic = tidegate_protocol::topics::topic(&agent_id, TopicKind::Status);
 
     // The agent's last will is its offline status, retained, as the agent sets it up.
-    let offline = encode(&status(&agent_id, StatusState::Offline, COLLECTED_AT_UNIX_S)).unwrap();
+    let offline = encode(&status(
+        &agent_id,
+        StatusState::Offline,
+        COLLECTED_AT_UNIX_S,
+    ))
+    .unwrap();
     let mut options = MqttOptions::new("agent-1", broker.ip().to_string(), broker.port());
-    options.set_last_will(LastWill::new(&status_topic, offline, QoS::AtLeastOnce, true));
+    options.set_last_will(LastWill::new(
+        &status_topic,
+        offline,
+        QoS::AtLeastOnce,
+        true,
+    ));
     let (client, mut eventloop) = AsyncClient::new(options, 10);
     let online = encode(&status(&agent_id, StatusState::Online, COLLECTED_AT_UNIX_S)).unwrap();
     client

@@ -1,6 +1,6 @@
-//! After storing reports the server acknowledges them to the agent, and a delta the store cannot
-//! apply makes it order the agent to resync: on the agent's order topic, not retained, at most once
-//! a minute until a full report of the agent is stored.
+//! After storing reports the server acknowledges them to the agent. A delta the store cannot apply
+//! makes it order the agent to resync, at most once a minute until a full report of the agent is
+//! stored. Both orders travel on the agent's order topic and are not retained.
 
 mod ingest_support;
 
@@ -43,7 +43,12 @@ async fn expect_resync(agent: &mut TestAgent, expected_id: OrderId) {
     }
 }
 
-async fn expect_report_ack(agent: &mut TestAgent, expected_id: OrderId, boot_id: BootId, seqs: &[u64]) {
+async fn expect_report_ack(
+    agent: &mut TestAgent,
+    expected_id: OrderId,
+    boot_id: BootId,
+    seqs: &[u64],
+) {
     let order = next_order(agent).await;
     assert_eq!(order.order_id, expected_id);
     assert_eq!(

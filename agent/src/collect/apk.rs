@@ -18,7 +18,7 @@ pub const SOURCE: &str = "apk";
 /// The installed database, relative to the root.
 pub const INSTALLED_PATH: &str = "lib/apk/db/installed";
 
-/// What is wrong with a skipped stanza of the installed database.
+/// The problem that made a stanza of the installed database be skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StanzaErrorKind {
     #[error("no P: (package name) line")]

@@ -7,14 +7,16 @@
 //! Only plain `*_Packages` files are read. Compressed lists (`*_Packages.lz4`, `.gz`, `.xz`, which
 //! APT keeps when `Acquire::GzipIndexes` is set, as in Debian's container images) and
 //! `*.diff_Index` files are skipped; when compressed lists are found and no plain list is, one
-//! warning says that pending updates could not be computed.
+//! warning reports that pending updates could not be computed.
 //!
 //! Lists can be larger than 50 MB on Ubuntu, so each is streamed line by line, only the
 //! `Package`, `Architecture` and `Version` fields are looked at, and a version is kept only for a
-//! name that is installed.
+//! name that is installed. The result is cached and the lists are read again only when a list file
+//! or an installed package changes.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -22,7 +24,7 @@ use std::time::UNIX_EPOCH;
 use tidegate_protocol::version::deb;
 use tidegate_protocol::{Ecosystem, Package, PendingUpdate, Selection, Warning};
 
-use super::{error_chain, is_blank, strip_carriage_return, trim_blanks, ReadError};
+use super::{error_chain, is_blank, strip_carriage_return, trim_blanks, FileStamp, ReadError};
 
 /// The warning source for this collector.
 pub const SOURCE: &str = "apt-lists";
@@ -35,10 +37,14 @@ pub const LISTS_PATH: &str = "var/lib/apt/lists";
 pub struct ListsResult {
     pub pending_updates: Vec<PendingUpdate>,
     /// The newest modification time among the plain lists, or `None` when there is none.
+    ///
+    /// NOTE: APT gives a downloaded list the archive's `Last-Modified` time, not the time of the
+    /// download, so this is when the newest list was published. It can be older than the last
+    /// `apt update` that found nothing new.
     pub updated_unix_s: Option<i64>,
 }
 
-/// Whether a list file comes from a security archive, by APT's file naming: the suite
+/// Returns whether a list file comes from a security archive, by APT's file naming: the suite
 /// (`bookworm-security`, `jammy-security`) or the archive (`debian-security`) is part of the name.
 pub fn is_security_list(file_name: &str) -> bool {
     file_name.contains("-security_") || file_name.contains("_security_")
@@ -78,7 +84,7 @@ impl<'a> UpdateFinder<'a> {
         Self { by_name }
     }
 
-    /// Reads one `Packages` list. `security` says whether the list comes from a security archive.
+    /// Reads one `Packages` list. `security` marks a list from a security archive.
     /// Stanzas without a name or version, and lines that are not fields, are skipped.
     pub fn scan_list(&mut self, mut reader: impl BufRead, security: bool) -> io::Result<()> {
         let mut line = Vec::new();
@@ -225,35 +231,75 @@ fn find_lists(directory: &Path) -> Result<(Vec<PathBuf>, bool), ReadError> {
     Ok((lists, compressed_found))
 }
 
-/// Reads the lists below `root` and finds the pending updates of the deb rows in `packages`.
+/// The result of the last scan of the lists, reused while neither the lists nor the installed
+/// packages change, because a scan of Ubuntu's lists reads more than 50 MB.
+#[derive(Default)]
+pub(crate) struct ListsCache {
+    scan: Option<CachedScan>,
+}
+
+struct CachedScan {
+    lists: Vec<FileStamp>,
+    installed: u64,
+    result: ListsResult,
+    warnings: Vec<Warning>,
+}
+
+/// Hashes what the candidates depend on: each installed deb package's name, architecture,
+/// version and hold.
+fn installed_fingerprint(packages: &[Package]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for package in packages {
+        if package.ecosystem == Ecosystem::Deb && package.state.is_installed() {
+            (&package.name, &package.arch, &package.version).hash(&mut hasher);
+            (package.selection == Selection::Hold).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// Reads the lists below `root` and finds the pending updates of the deb rows in `packages`, or
+/// reuses the result in `cache` when nothing it depends on changed.
 pub(crate) fn collect(
     root: &Path,
     packages: &[Package],
+    cache: &mut ListsCache,
     warnings: &mut Vec<Warning>,
 ) -> ListsResult {
     let directory = root.join(LISTS_PATH);
-    let mut warn = |message: String| {
-        warnings.push(Warning {
-            source: SOURCE.into(),
-            message,
-        })
+    let warning = |message: String| Warning {
+        source: SOURCE.into(),
+        message,
     };
 
     let (lists, compressed_found) = match find_lists(&directory) {
         Ok(found) => found,
         Err(error) => {
-            warn(error_chain(&error));
+            warnings.push(warning(error_chain(&error)));
             return ListsResult::default();
         }
     };
     if lists.is_empty() && compressed_found {
-        warn(format!(
-            "{} holds only compressed package lists, which are not read; pending updates are not \
-             computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain lists)",
+        warnings.push(warning(format!(
+            "{} contains only compressed package lists, which are not read; pending updates are \
+             not computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain \
+             lists)",
             directory.display()
-        ));
+        )));
     }
 
+    // APT replaces a list by renaming a new file over it, so the inode in the stamp tells a
+    // replaced list apart even where its size and modification time are equal.
+    let stamps: Vec<FileStamp> = lists.iter().map(|path| FileStamp::of(path)).collect();
+    let installed = installed_fingerprint(packages);
+    if let Some(scan) = &cache.scan {
+        if scan.lists == stamps && scan.installed == installed {
+            warnings.extend(scan.warnings.iter().cloned());
+            return scan.result.clone();
+        }
+    }
+
+    let mut scan_warnings = Vec::new();
     let mut finder = UpdateFinder::new(packages);
     let mut updated_unix_s = None;
     for path in lists {
@@ -275,14 +321,22 @@ pub(crate) fn collect(
                 };
                 updated_unix_s = updated_unix_s.max(Some(seconds));
             }
-            Err(source) => warn(error_chain(&ReadError { path, source })),
+            Err(source) => scan_warnings.push(warning(error_chain(&ReadError { path, source }))),
         }
     }
 
-    ListsResult {
+    let result = ListsResult {
         pending_updates: finder.into_pending_updates(),
         updated_unix_s,
-    }
+    };
+    warnings.extend(scan_warnings.iter().cloned());
+    cache.scan = Some(CachedScan {
+        lists: stamps,
+        installed,
+        result: result.clone(),
+        warnings: scan_warnings,
+    });
+    result
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! dpkg's status database (`/var/lib/dpkg/status`): one row per installed or partly installed
 //! package, keyed by name and architecture.
 //!
-//! The file is a series of deb822 stanzas. Only the fields an inventory needs are looked at
-//! (`Package`, `Status`, `Architecture`, `Version`, `Config-Version`, `Provides`); every other field
-//! is skipped without being copied, so parsing allocates little beyond the rows it returns. The
-//! file is parsed as bytes because descriptions of old packages are not always valid UTF-8.
+//! The file is a series of deb822 stanzas. Only the fields an inventory needs are read: `Package`,
+//! `Status`, `Architecture`, `Version`, `Config-Version` and `Provides`. Every other field is
+//! skipped without being copied, so parsing allocates little beyond the rows it returns. The file
+//! is parsed as bytes because descriptions of old packages are not always valid UTF-8.
 //!
-//! A malformed stanza is skipped and reported as a [`StanzaError`] with its line number; all other
-//! stanzas are still returned.
+//! A malformed stanza is skipped and reported as a [`StanzaError`] with its line number, and all
+//! other stanzas are still returned.
 //!
 //! dpkg records each change in a journal file below `/var/lib/dpkg/updates/` before it rewrites the
 //! status file, so an interrupted or running dpkg leaves the newest states there, the broken ones
@@ -34,7 +34,7 @@ pub const STATUS_PATH: &str = "var/lib/dpkg/status";
 /// The directory of journal entries not yet merged into the status file, relative to the root.
 pub const UPDATES_PATH: &str = "var/lib/dpkg/updates";
 
-/// What is wrong with a skipped stanza of the status file.
+/// The problem that made a stanza of the status file be skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StanzaErrorKind {
     #[error("no Package field")]
@@ -154,7 +154,7 @@ fn journal_entries(directory: &Path) -> Result<Vec<PathBuf>, ReadError> {
         else {
             continue;
         };
-        // Compares by number, so the order holds even where the names differ in width.
+        // Sorted by number, so the order stays right even where the names differ in width.
         let Ok(number) = digits.parse::<u64>() else {
             continue;
         };

@@ -28,7 +28,7 @@ pub struct OsRelease {
 }
 
 impl OsRelease {
-    /// The OS name: `NAME`, else `PRETTY_NAME`, else `Linux`, the default os-release(5) gives for
+    /// Returns the OS name: `NAME`, else `PRETTY_NAME`, else `Linux`, the default os-release(5) gives for
     /// `NAME`.
     pub fn os_name(&self) -> String {
         self.name
@@ -37,7 +37,7 @@ impl OsRelease {
             .unwrap_or_else(|| "Linux".into())
     }
 
-    /// The OS version: `VERSION_ID`, else `VERSION`, else empty (rolling releases such as Debian
+    /// Returns the OS version: `VERSION_ID`, else `VERSION`, else empty (rolling releases such as Debian
     /// testing set neither).
     pub fn os_version(&self) -> String {
         self.version_id

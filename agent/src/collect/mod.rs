@@ -1,15 +1,19 @@
 //! Collectors: read the host's package databases and facts below a root directory.
 //!
 //! [`Collector`] owns the root directory (`/` on a real host, a temporary directory in tests) and
-//! reads everything below it: dpkg's status database and APT's package lists, APK's installed
+//! reads everything below it. That is dpkg's status database, APT's package lists, APK's installed
 //! database, the RPM database through the `rpm` command, the reboot-required flag and
 //! `/etc/os-release`. Facts about the running kernel and hardware (hostname, kernel, CPU count,
 //! memory, boot time) always come from the running host through `sysinfo`, whatever the root.
 //!
-//! The collectors only read: they never write below the root, never take a package manager's lock
-//! and never use the network. Collection never fails as a whole. A missing database means that
-//! ecosystem is absent from the host, and a malformed record or an unreadable file becomes a
-//! [`Warning`] in the inventory while everything else is still reported.
+//! The collectors only read. They never take a package manager's lock and never use the network.
+//! Nothing below the root is written, with one exception: an `rpm` query on a SQLite database
+//! creates SQLite's `-shm` and `-wal` files next to it when they are missing, as every rpm query
+//! does.
+//!
+//! Collection never fails as a whole. A missing database means that ecosystem is absent from the
+//! host, and a malformed record or an unreadable file becomes a [`Warning`] in the inventory while
+//! everything else is still reported.
 //!
 //! Each submodule has a parser over bytes or text that tests call directly, and a thin reader over
 //! `root.join(...)`.
@@ -24,7 +28,9 @@ pub mod rpm;
 use std::error::Error;
 use std::fmt;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use sysinfo::System;
 use tidegate_protocol::{Inventory, Warning};
@@ -33,12 +39,15 @@ pub use rpm::{CommandOutput, CommandRunner, SystemCommandRunner};
 
 /// Collects the host's inventory below a root directory.
 ///
-/// Keep one `Collector` for the life of the agent: it keeps a `sysinfo::System` between calls, so
-/// repeated collection does not set it up again.
+/// Keep one `Collector` for the life of the agent. It keeps a `sysinfo::System`, the result of the
+/// last scan of APT's lists and the last RPM query between calls, so repeated collection does not
+/// redo that work while nothing changed.
 pub struct Collector {
     root: PathBuf,
     system: Option<System>,
     command_runner: Box<dyn CommandRunner>,
+    apt_cache: apt::ListsCache,
+    rpm_cache: rpm::QueryCache,
     /// The warnings of the previous collection, so that a warning is logged once when it appears
     /// and not again every minute while it persists.
     previous_warnings: Vec<Warning>,
@@ -51,6 +60,8 @@ impl Collector {
             root: root.into(),
             system: None,
             command_runner: Box::new(SystemCommandRunner::default()),
+            apt_cache: apt::ListsCache::default(),
+            rpm_cache: rpm::QueryCache::default(),
             previous_warnings: Vec::new(),
         }
     }
@@ -61,14 +72,14 @@ impl Collector {
         self
     }
 
-    /// The directory everything is read below.
+    /// Returns the directory everything is read below.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Collects the whole inventory. Never fails as a whole: a missing database means that
-    /// ecosystem is absent; a malformed part becomes a Warning in the inventory and everything else
-    /// is still reported. Result is normalized.
+    /// Collects the whole inventory, normalized. It never fails as a whole. A missing database
+    /// means that ecosystem is absent, and a malformed part becomes a [`Warning`] in the inventory
+    /// while everything else is still reported.
     pub fn collect(&mut self) -> Inventory {
         let _span = tracing::debug_span!("collect", root = %self.root.display()).entered();
         let mut inventory = Inventory::default();
@@ -87,7 +98,12 @@ impl Collector {
 
         let dpkg_found = dpkg::collect(&self.root, &mut inventory.packages, warnings);
         if dpkg_found {
-            let lists = apt::collect(&self.root, &inventory.packages, warnings);
+            let lists = apt::collect(
+                &self.root,
+                &inventory.packages,
+                &mut self.apt_cache,
+                warnings,
+            );
             inventory.pending_updates = lists.pending_updates;
             inventory.package_lists_updated_unix_s = lists.updated_unix_s;
         }
@@ -95,6 +111,7 @@ impl Collector {
         rpm::collect(
             &self.root,
             self.command_runner.as_ref(),
+            &mut self.rpm_cache,
             &mut inventory.packages,
             warnings,
         );
@@ -128,6 +145,30 @@ pub struct ReadError {
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
+}
+
+/// The identity of one version of a file, to tell whether it changed since a cached result: its
+/// modification time, size and inode, or `None` when it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    path: PathBuf,
+    metadata: Option<(SystemTime, u64, u64)>,
+}
+
+impl FileStamp {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn of(path: &Path) -> Self {
+        let metadata = std::fs::metadata(path)
+            .and_then(|metadata| Ok((metadata.modified()?, metadata.len(), metadata.ino())))
+            .ok();
+        Self {
+            path: path.to_owned(),
+            metadata,
+        }
+    }
 }
 
 /// Reads a whole file, or returns `Ok(None)` when it does not exist.
@@ -225,8 +266,8 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
     for chunk in &mut chunks {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
-        // Bytes equal to `\n` become zero. The lowest set high bit of `found` marks the first zero
-        // byte; bits above a zero byte can be set falsely, so only the lowest one is used.
+        // Bytes equal to `\n` become zero, and the lowest set high bit of `found` marks the first
+        // zero byte. Bits above a zero byte can be set falsely, so only the lowest one is used.
         let word = u64::from_le_bytes(word) ^ NEWLINES;
         let found = word.wrapping_sub(ONES) & !word & HIGH_BITS;
         if found != 0 {

@@ -1,10 +1,16 @@
 //! The RPM database, read through the `rpm` command, because its on-disk format (SQLite, Berkeley
 //! DB or NDB, depending on the distribution) is private to librpm.
 //!
-//! The database is queried only when `<root>/var/lib/rpm` or `<root>/usr/lib/sysimage/rpm` exists,
-//! and only if `rpm` is on `PATH`. The command runs through a [`CommandRunner`], so tests feed
-//! canned output. Versions are written as `[epoch:]version-release`, with the epoch only when the
-//! database records one: `%{EPOCH}` prints `(none)` for an unset epoch, and then none is added.
+//! The database is queried only when `<root>/var/lib/rpm` or `<root>/usr/lib/sysimage/rpm`
+//! contains a database file (`rpmdb.sqlite`, `Packages` or `Packages.db`), and only if `rpm` is on
+//! `PATH`. An empty directory is not queried, because `rpm -qa` would create an empty SQLite
+//! database in it. The query passes the directory it found as `--dbpath`, so it reads that
+//! database whatever default the installed `rpm` is configured with (Debian's `rpm` package, for
+//! one, defaults to `~/.rpmdb`). The command runs through a [`CommandRunner`], so tests feed
+//! canned output.
+//!
+//! Versions are written as `[epoch:]version-release`, with the epoch only when the database
+//! records one. `%{EPOCH}` prints `(none)` for an unset epoch, and then no epoch is added.
 //!
 //! Limits of the rows:
 //! - Provides omit the package's own name and every capability with parentheses (sonames such as
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 use tidegate_protocol::version::rpm as rpm_version;
 use tidegate_protocol::{Ecosystem, InstallState, Package, Selection, Warning};
 
-use super::{error_chain, RecordError};
+use super::{error_chain, FileStamp, RecordError};
 
 /// The warning source for this collector.
 pub const SOURCE: &str = "rpm";
@@ -34,12 +40,15 @@ pub const SOURCE: &str = "rpm";
 /// openSUSE releases.
 pub const DATABASE_PATHS: [&str; 2] = ["var/lib/rpm", "usr/lib/sysimage/rpm"];
 
+/// The files of rpm's database backends: SQLite (rpm 4.16 and later), Berkeley DB and NDB.
+pub const DATABASE_FILES: [&str; 3] = ["rpmdb.sqlite", "Packages", "Packages.db"];
+
 /// One line per package: epoch, name, version, release, arch, then each provided name, all
 /// separated by tabs.
 pub const QUERY_FORMAT: &str =
     "%{EPOCH}\\t%{NAME}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}[\\t%{PROVIDENAME}]\\n";
 
-/// What a finished command returned.
+/// The exit status and output of a finished command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandOutput {
     /// Whether the command exited with status 0.
@@ -63,8 +72,9 @@ pub struct SystemCommandRunner {
 }
 
 impl Default for SystemCommandRunner {
-    /// A 60-second timeout: it only bounds a query that hangs (on a locked or damaged database),
-    /// because a query of a few thousand packages normally returns within seconds.
+    /// A 60-second timeout. It only bounds a query that hangs on a locked or damaged database,
+    /// because a query of a few thousand packages is expected to take seconds at most (an
+    /// estimate, not a measurement).
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(60),
@@ -129,7 +139,7 @@ fn drain_on_thread(
     })
 }
 
-/// Why the RPM database could not be queried.
+/// An error that stopped the query of the RPM database.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("failed to run rpm --root {root}")]
@@ -142,7 +152,7 @@ pub enum QueryError {
     Failed { root: String, stderr: String },
 }
 
-/// What is wrong with a skipped line of the query output.
+/// The problem that made a line of the query output be skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineErrorKind {
     #[error("expected at least 5 tab-separated fields (epoch, name, version, release, arch), found {found}")]
@@ -156,7 +166,7 @@ pub enum LineErrorKind {
 pub type LineError = RecordError<LineErrorKind>;
 
 /// The result of parsing the query output: the package rows and the lines that were skipped.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParsedQuery {
     pub packages: Vec<Package>,
     pub errors: Vec<LineError>,
@@ -265,19 +275,37 @@ fn keep_highest_versions(packages: &mut Vec<Package>) {
     *packages = kept;
 }
 
+/// Returns the database directory below `root`, relative to it, or `None` when there is none.
+fn find_database(root: &Path) -> Option<&'static str> {
+    DATABASE_PATHS.into_iter().find(|relative| {
+        let directory = root.join(relative);
+        DATABASE_FILES
+            .iter()
+            .any(|file| directory.join(file).is_file())
+    })
+}
+
 /// Queries the RPM database below `root` with `runner`. Returns `Ok(None)` when there is no
 /// database or `rpm` is not installed.
 pub fn query(root: &Path, runner: &dyn CommandRunner) -> Result<Option<ParsedQuery>, QueryError> {
-    if !DATABASE_PATHS
-        .iter()
-        .any(|relative| root.join(relative).is_dir())
-    {
-        return Ok(None);
+    match find_database(root) {
+        Some(database) => run_query(root, database, runner),
+        None => Ok(None),
     }
+}
+
+fn run_query(
+    root: &Path,
+    database: &str,
+    runner: &dyn CommandRunner,
+) -> Result<Option<ParsedQuery>, QueryError> {
     let root_text = root.display().to_string();
+    // rpm resolves `--dbpath` below `--root`.
     let args: Vec<OsString> = vec![
         "--root".into(),
         root.as_os_str().to_owned(),
+        "--dbpath".into(),
+        format!("/{database}").into(),
         "-qa".into(),
         "--queryformat".into(),
         QUERY_FORMAT.into(),
@@ -293,7 +321,10 @@ pub fn query(root: &Path, runner: &dyn CommandRunner) -> Result<Option<ParsedQue
         }
     };
     if !output.success {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if stderr.is_empty() {
+            stderr = "no error output".to_owned();
+        }
         return Err(QueryError::Failed {
             root: root_text,
             stderr,
@@ -304,29 +335,75 @@ pub fn query(root: &Path, runner: &dyn CommandRunner) -> Result<Option<ParsedQue
     ))))
 }
 
-/// Queries the RPM database below `root` and appends its rows to `packages`; problems become
-/// warnings.
+/// The result of the last query, reused while no file of the database changes, because each query
+/// starts `rpm` and reads the whole database.
+#[derive(Default)]
+pub(crate) struct QueryCache {
+    last: Option<(Vec<FileStamp>, ParsedQuery)>,
+}
+
+/// Stamps the files of a database directory, or returns `None` when it cannot be listed. Files
+/// that a reading `rpm` changes are left out: SQLite's `-shm` index and Berkeley DB's `__db.*`
+/// environment files.
+fn stamp_database(directory: &Path) -> Option<Vec<FileStamp>> {
+    let mut stamps = Vec::new();
+    for entry in std::fs::read_dir(directory).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with("-shm") || name.starts_with("__db.") {
+            continue;
+        }
+        stamps.push(FileStamp::of(&entry.path()));
+    }
+    stamps.sort_by(|a, b| a.path().cmp(b.path()));
+    Some(stamps)
+}
+
+/// Queries the RPM database below `root`, or reuses the result in `cache` when the database did
+/// not change, and appends its rows to `packages`. Problems become warnings.
 pub(crate) fn collect(
     root: &Path,
     runner: &dyn CommandRunner,
+    cache: &mut QueryCache,
     packages: &mut Vec<Package>,
     warnings: &mut Vec<Warning>,
 ) {
-    match query(root, runner) {
+    let Some(database) = find_database(root) else {
+        cache.last = None;
+        return;
+    };
+    let stamps = stamp_database(&root.join(database));
+    if let (Some(stamps), Some((cached_stamps, cached))) = (&stamps, &cache.last) {
+        if stamps == cached_stamps {
+            add_rows(cached.clone(), packages, warnings);
+            return;
+        }
+    }
+
+    cache.last = None;
+    match run_query(root, database, runner) {
         Ok(Some(parsed)) => {
-            packages.extend(parsed.packages);
-            for error in parsed.errors {
-                warnings.push(Warning {
-                    source: SOURCE.into(),
-                    message: format!("rpm query output {error}; line skipped"),
-                });
+            if let Some(stamps) = stamps {
+                cache.last = Some((stamps, parsed.clone()));
             }
+            add_rows(parsed, packages, warnings);
         }
         Ok(None) => {}
         Err(error) => warnings.push(Warning {
             source: SOURCE.into(),
             message: error_chain(&error),
         }),
+    }
+}
+
+fn add_rows(parsed: ParsedQuery, packages: &mut Vec<Package>, warnings: &mut Vec<Warning>) {
+    packages.extend(parsed.packages);
+    for error in parsed.errors {
+        warnings.push(Warning {
+            source: SOURCE.into(),
+            message: format!("rpm query output {error}; line skipped"),
+        });
     }
 }
 
@@ -417,9 +494,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_database_directory_does_not_run() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("var/lib/rpm")).unwrap();
+        std::fs::create_dir_all(root.path().join("usr/lib/sysimage/rpm")).unwrap();
+        let runner = CannedRunner(Err(io::Error::other("must not run")));
+        assert!(query(root.path(), &runner).unwrap().is_none());
+    }
+
+    #[test]
     fn query_without_rpm_is_absent() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("var/lib/rpm")).unwrap();
+        std::fs::write(root.path().join("var/lib/rpm/rpmdb.sqlite"), b"").unwrap();
         let runner = CannedRunner(Err(io::Error::from(io::ErrorKind::NotFound)));
         assert!(query(root.path(), &runner).unwrap().is_none());
     }
@@ -428,6 +515,7 @@ mod tests {
     fn failed_query_names_root_and_stderr() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("usr/lib/sysimage/rpm")).unwrap();
+        std::fs::write(root.path().join("usr/lib/sysimage/rpm/Packages.db"), b"").unwrap();
         let runner = CannedRunner(Ok(CommandOutput {
             success: false,
             stdout: vec![],
@@ -472,5 +560,19 @@ mod tests {
         let error = runner.run("sleep", &["5".into()]).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_output_never_panics(text in "\\PC*") {
+            let _ = parse_query_output(&text);
+        }
+
+        #[test]
+        fn field_like_lines_never_panic(
+            lines in proptest::collection::vec("(\\(none\\)|[0-9]{0,3}|x)(\t[a-z0-9.()]{0,4}){0,7}", 0..20)
+        ) {
+            let _ = parse_query_output(&lines.join("\n"));
+        }
     }
 }

@@ -21,8 +21,7 @@ pub fn list(
 ) -> Result<(), CliError> {
     let agents = client.fleet()?;
     if args.json {
-        let response = FleetResponse { agents };
-        writeln!(out, "{}", to_pretty_json(&response))?;
+        write_json(out, &FleetResponse { agents })?;
         return Ok(());
     }
     if agents.is_empty() {
@@ -41,7 +40,7 @@ pub fn show(
 ) -> Result<(), CliError> {
     let detail = find_agent(client, &args.agent)?;
     if args.json {
-        writeln!(out, "{}", to_pretty_json(&detail))?;
+        write_json(out, &detail)?;
         return Ok(());
     }
     out.write_all(agent_text(&detail, args.packages, context.now_unix_s).as_bytes())?;
@@ -239,9 +238,10 @@ fn or_dash(text: &str) -> &str {
     }
 }
 
-fn to_pretty_json<T: serde::Serialize>(value: &T) -> String {
-    // Serializing plain structs of strings, numbers and vectors cannot fail.
-    serde_json::to_string_pretty(value).unwrap_or_default()
+fn write_json<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> Result<(), CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 #[cfg(test)]

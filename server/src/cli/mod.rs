@@ -116,7 +116,7 @@ pub enum CliError {
     Output(#[from] io::Error),
 }
 
-/// What a command reads from its surroundings, passed in so tests can fix it.
+/// The environment and clock a command reads, passed in so tests can fix them.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// The value of `TIDEGATE_SERVER`, if set.

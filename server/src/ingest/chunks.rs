@@ -1,7 +1,7 @@
 //! Reassembly of reports that agents split into [`ReportChunk`]s.
 //!
 //! Parts are kept in memory, keyed by `(agent_id, boot_id, seq)`, until all `count` parts of a
-//! report are in; then their bytes are joined and decoded as an envelope that must hold a
+//! report are in. Then their bytes are joined and decoded as an envelope, which must contain a
 //! [`Message::Report`] with the same ids. Every resource is bounded, because parts come from the
 //! network: see the `MAX_*` constants and [`PENDING_TTL`]. A part whose report is evicted or expires
 //! is lost, and the agent has to send the report again.
@@ -12,18 +12,18 @@ use std::time::Duration;
 use tidegate_protocol::{decode, AgentId, BootId, DecodeError, Message, Report, ReportChunk};
 use tracing::warn;
 
-/// The most parts one report may have.
+/// The maximum number of parts of one report.
 pub const MAX_PARTS: u32 = 1024;
 
-/// The most bytes the parts of one report may add up to. This is also the largest decompressed
+/// The maximum total size of the parts of one report, in bytes. This is also the largest decompressed
 /// body the envelope decoder accepts, so a larger report could not be decoded anyway.
 pub const MAX_REPORT_BYTES: usize = tidegate_protocol::envelope::MAX_DECODED_BYTES;
 
-/// The most reports that may be incomplete at once. When a part of another report arrives, the
-/// incomplete report whose first part arrived earliest is dropped.
+/// The maximum number of incomplete reports. When a part of another report arrives, the incomplete
+/// report whose first part arrived earliest is dropped.
 pub const MAX_PENDING_REPORTS: usize = 1000;
 
-/// The most bytes all incomplete reports may hold together; beyond it the earliest are dropped.
+/// The maximum total size of all incomplete reports, in bytes. Beyond it the earliest are dropped.
 pub const MAX_PENDING_BYTES: usize = 128 * 1024 * 1024;
 
 /// How long an incomplete report is kept after its first part arrived.
@@ -40,7 +40,7 @@ pub struct ReportKey {
     pub seq: u64,
 }
 
-/// What adding one part did.
+/// The result of adding one part.
 #[derive(Debug)]
 pub enum ChunkOutcome {
     /// The part is kept; the report still misses parts.
@@ -229,7 +229,11 @@ impl ChunkAssembler {
     fn enforce_byte_limit(&mut self, keep: &ReportKey) {
         while self.pending_bytes > MAX_PENDING_BYTES && self.pending.len() > 1 {
             let now = self.pending[keep].first_part_at;
-            self.evict_earliest(Some(keep), "incomplete chunked reports use too much memory", now);
+            self.evict_earliest(
+                Some(keep),
+                "incomplete chunked reports use too much memory",
+                now,
+            );
         }
     }
 
@@ -354,9 +358,18 @@ mod tests {
     fn repeated_part_is_ignored() {
         let parts = split(&report(7), 2);
         let mut assembler = ChunkAssembler::new();
-        assert!(matches!(assembler.add(parts[0].clone(), T0), ChunkOutcome::Incomplete));
-        assert!(matches!(assembler.add(parts[0].clone(), T0), ChunkOutcome::DuplicatePart));
-        assert!(matches!(assembler.add(parts[1].clone(), T0), ChunkOutcome::Complete(_)));
+        assert!(matches!(
+            assembler.add(parts[0].clone(), T0),
+            ChunkOutcome::Incomplete
+        ));
+        assert!(matches!(
+            assembler.add(parts[0].clone(), T0),
+            ChunkOutcome::DuplicatePart
+        ));
+        assert!(matches!(
+            assembler.add(parts[1].clone(), T0),
+            ChunkOutcome::Complete(_)
+        ));
     }
 
     #[test]
@@ -376,11 +389,17 @@ mod tests {
     #[test]
     fn changed_count_drops_the_report() {
         let mut assembler = ChunkAssembler::new();
-        assert!(matches!(assembler.add(chunk(1, 0, 3, vec![1]), T0), ChunkOutcome::Incomplete));
+        assert!(matches!(
+            assembler.add(chunk(1, 0, 3, vec![1]), T0),
+            ChunkOutcome::Incomplete
+        ));
         let outcome = assembler.add(chunk(1, 1, 4, vec![2]), T0);
         assert!(matches!(
             outcome,
-            ChunkOutcome::Rejected(ChunkError::CountChanged { kept: 3, received: 4 })
+            ChunkOutcome::Rejected(ChunkError::CountChanged {
+                kept: 3,
+                received: 4
+            })
         ));
         assert_eq!(assembler.pending_reports(), 0);
     }
@@ -398,14 +417,20 @@ mod tests {
             ChunkOutcome::Incomplete
         ));
         let outcome = assembler.add(chunk(1, 2, 3, vec![0; 1]), T0);
-        assert!(matches!(outcome, ChunkOutcome::Rejected(ChunkError::TooLarge)));
+        assert!(matches!(
+            outcome,
+            ChunkOutcome::Rejected(ChunkError::TooLarge)
+        ));
         assert_eq!(assembler.pending_bytes(), 0);
     }
 
     #[test]
     fn garbage_parts_are_rejected_when_complete() {
         let mut assembler = ChunkAssembler::new();
-        assert!(matches!(assembler.add(chunk(1, 0, 2, vec![9]), T0), ChunkOutcome::Incomplete));
+        assert!(matches!(
+            assembler.add(chunk(1, 0, 2, vec![9]), T0),
+            ChunkOutcome::Incomplete
+        ));
         let outcome = assembler.add(chunk(1, 1, 2, vec![0]), T0);
         assert!(matches!(
             outcome,
@@ -424,7 +449,10 @@ mod tests {
             })
             .collect();
         let mut assembler = ChunkAssembler::new();
-        assert!(matches!(assembler.add(parts[0].clone(), T0), ChunkOutcome::Incomplete));
+        assert!(matches!(
+            assembler.add(parts[0].clone(), T0),
+            ChunkOutcome::Incomplete
+        ));
         let outcome = assembler.add(parts[1].clone(), T0);
         assert!(
             matches!(
@@ -438,17 +466,27 @@ mod tests {
     #[test]
     fn incomplete_report_expires_after_ttl() {
         let mut assembler = ChunkAssembler::new();
-        assert!(matches!(assembler.add(chunk(1, 0, 2, vec![1]), T0), ChunkOutcome::Incomplete));
+        assert!(matches!(
+            assembler.add(chunk(1, 0, 2, vec![1]), T0),
+            ChunkOutcome::Incomplete
+        ));
 
         // Just before the TTL the report is kept; at the TTL it is dropped.
         let before = T0 + PENDING_TTL - Duration::from_secs(1);
-        assert!(matches!(assembler.add(chunk(2, 0, 2, vec![1]), before), ChunkOutcome::Incomplete));
+        assert!(matches!(
+            assembler.add(chunk(2, 0, 2, vec![1]), before),
+            ChunkOutcome::Incomplete
+        ));
         assert_eq!(assembler.pending_reports(), 2);
         assert!(matches!(
             assembler.add(chunk(3, 0, 2, vec![1]), T0 + PENDING_TTL),
             ChunkOutcome::Incomplete
         ));
-        assert_eq!(assembler.pending_reports(), 2, "report 1 expired, 2 and 3 kept");
+        assert_eq!(
+            assembler.pending_reports(),
+            2,
+            "report 1 expired, 2 and 3 kept"
+        );
 
         // The second part of report 1 now starts a new report instead of completing the old one.
         assert!(matches!(
@@ -462,7 +500,10 @@ mod tests {
         let mut assembler = ChunkAssembler::new();
         for seq in 0..MAX_PENDING_REPORTS as u64 {
             let at = T0 + Duration::from_millis(seq);
-            assert!(matches!(assembler.add(chunk(seq, 0, 2, vec![1]), at), ChunkOutcome::Incomplete));
+            assert!(matches!(
+                assembler.add(chunk(seq, 0, 2, vec![1]), at),
+                ChunkOutcome::Incomplete
+            ));
         }
         assert_eq!(assembler.pending_reports(), MAX_PENDING_REPORTS);
 
@@ -473,7 +514,10 @@ mod tests {
 
         // Report 1 is kept: its second part completes it (and the one-byte parts do not decode).
         let outcome = assembler.add(chunk(1, 1, 2, vec![1]), later);
-        assert!(matches!(outcome, ChunkOutcome::Rejected(ChunkError::Decode(_))), "{outcome:?}");
+        assert!(
+            matches!(outcome, ChunkOutcome::Rejected(ChunkError::Decode(_))),
+            "{outcome:?}"
+        );
         // Report 0 was the earliest and is gone: its second part starts a new report.
         let outcome = assembler.add(chunk(0, 1, 2, vec![1]), later);
         assert!(matches!(outcome, ChunkOutcome::Incomplete), "{outcome:?}");

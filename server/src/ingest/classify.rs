@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use super::chunks::{ChunkAssembler, ChunkOutcome};
 use crate::store::Incoming;
 
-/// What to do with one publish.
+/// The decision for one publish.
 #[derive(Debug)]
 pub enum Classified {
     /// Store this message.
@@ -153,7 +153,8 @@ impl Classifier {
                 received_at_unix_s: now_unix_s,
             }),
             Message::ReportChunk(chunk) => {
-                let (boot_id, seq, index, count) = (chunk.boot_id, chunk.seq, chunk.index, chunk.count);
+                let (boot_id, seq, index, count) =
+                    (chunk.boot_id, chunk.seq, chunk.index, chunk.count);
                 match self.assembler.add(chunk, now) {
                     ChunkOutcome::Incomplete | ChunkOutcome::DuplicatePart => Classified::ChunkKept,
                     ChunkOutcome::Complete(report) => Classified::Store(Incoming::Report {
@@ -264,7 +265,10 @@ mod tests {
             &topic(&agent("a1"), TopicKind::Status),
             &Message::Status(status("a1")),
         );
-        assert!(matches!(outcome, Classified::Store(Incoming::Status { .. })), "{outcome:?}");
+        assert!(
+            matches!(outcome, Classified::Store(Incoming::Status { .. })),
+            "{outcome:?}"
+        );
     }
 
     #[test]
@@ -285,9 +289,18 @@ mod tests {
             order_id: OrderId([0; 16]),
             body: OrderBody::Resync { reason: "x".into() },
         });
-        assert!(matches!(classify(&status_topic, &Message::Report(report("a1"))), Classified::Dropped));
-        assert!(matches!(classify(&report_topic, &Message::Status(status("a1"))), Classified::Dropped));
-        assert!(matches!(classify(&report_topic, &order), Classified::Dropped));
+        assert!(matches!(
+            classify(&status_topic, &Message::Report(report("a1"))),
+            Classified::Dropped
+        ));
+        assert!(matches!(
+            classify(&report_topic, &Message::Status(status("a1"))),
+            Classified::Dropped
+        ));
+        assert!(matches!(
+            classify(&report_topic, &order),
+            Classified::Dropped
+        ));
     }
 
     #[test]
@@ -303,7 +316,10 @@ mod tests {
         ];
         for (topic, payload) in cases {
             let outcome = classifier.classify(topic, payload, NOW, NOW_UNIX_S);
-            assert!(matches!(outcome, Classified::Dropped), "{topic} {payload:?}: {outcome:?}");
+            assert!(
+                matches!(outcome, Classified::Dropped),
+                "{topic} {payload:?}: {outcome:?}"
+            );
         }
     }
 
@@ -335,11 +351,19 @@ mod tests {
         };
         let report_topic = topic(&agent("a1"), TopicKind::Report);
         let mut classifier = Classifier::new();
-        let outcome =
-            classifier.classify(&report_topic, &encode(&chunk(0, first)).unwrap(), NOW, NOW_UNIX_S);
+        let outcome = classifier.classify(
+            &report_topic,
+            &encode(&chunk(0, first)).unwrap(),
+            NOW,
+            NOW_UNIX_S,
+        );
         assert!(matches!(outcome, Classified::ChunkKept), "{outcome:?}");
-        let outcome =
-            classifier.classify(&report_topic, &encode(&chunk(1, second)).unwrap(), NOW, NOW_UNIX_S);
+        let outcome = classifier.classify(
+            &report_topic,
+            &encode(&chunk(1, second)).unwrap(),
+            NOW,
+            NOW_UNIX_S,
+        );
         match outcome {
             Classified::Store(Incoming::Report { report, .. }) => assert_eq!(report, expected),
             other => panic!("{other:?}"),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Time as ingest sees it.
+/// The source of time for ingest.
 pub trait Clock: Send + Sync {
     /// Wall-clock time in seconds since the Unix epoch, stored as the time a message was received.
     fn now_unix_s(&self) -> i64;

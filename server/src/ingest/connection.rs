@@ -3,8 +3,8 @@
 //! Every connection attempt gets a fresh rumqttc client and event loop, so nothing queued for an
 //! earlier connection (acknowledgements with that connection's packet ids, in-flight publishes) is
 //! replayed on a later one. Each acknowledgement carries the client of the connection its publish
-//! arrived on; once that connection is gone, the acknowledgement fails harmlessly and the broker
-//! sends the publish again to the persistent session.
+//! arrived on. Once that connection is gone, sending the acknowledgement fails harmlessly, and the
+//! broker sends the publish again to the persistent session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,7 @@ pub struct Session {
     pub counters: Arc<IngestCounters>,
 }
 
-/// How one connection ended.
+/// The reason one connection ended.
 enum Ended {
     Stop,
     WriterGone,
@@ -80,6 +80,12 @@ impl Session {
                 return self.finish(None).await;
             }
             let (client, mut eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
+            // Acknowledgements are small packets sent while the broker waits for them before it
+            // sends more. With Nagle's algorithm each batch of them would wait for the broker's
+            // delayed TCP acknowledgement (about 40 ms on Linux).
+            let mut network_options = rumqttc::NetworkOptions::new();
+            network_options.set_tcp_nodelay(true);
+            eventloop.set_network_options(network_options);
             let mut connected_at = None;
 
             let ended = loop {
@@ -120,6 +126,9 @@ impl Session {
             self.current_client.send_replace(None);
 
             match ended {
+                // rumqttc's poll is not cancel-safe while it connects: polling again after a
+                // cancelled connection attempt would open a second connection.
+                Ended::Stop if connected_at.is_none() => return self.finish(None).await,
                 Ended::Stop => return self.finish(Some((client, eventloop))).await,
                 Ended::WriterGone => {
                     error!("the store thread stopped; ingest stops");
@@ -127,13 +136,20 @@ impl Session {
                 }
                 Ended::Failed(error) => {
                     drop(eventloop);
-                    let stayed_up = connected_at
-                        .is_some_and(|at| self.clock.monotonic().saturating_sub(at) >= backoff::STABLE_AFTER);
+                    let stayed_up = connected_at.is_some_and(|at| {
+                        self.clock.monotonic().saturating_sub(at) >= backoff::STABLE_AFTER
+                    });
                     if stayed_up {
                         backoff.reset();
                     }
                     let delay = backoff.next_delay(self.random.next_u64());
-                    log_connection_error(&error, &broker_host, broker_port, backoff.attempt(), delay);
+                    log_connection_error(
+                        &error,
+                        &broker_host,
+                        broker_port,
+                        backoff.attempt(),
+                        delay,
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.stop.changed() => {}
@@ -143,12 +159,17 @@ impl Session {
         }
     }
 
-    /// Whether the handle asked to stop, or was dropped.
+    /// Returns whether the handle requested a stop or was dropped.
     fn stop_requested(&self) -> bool {
         *self.stop.borrow() || self.stop.has_changed().is_err()
     }
 
-    fn receive(&mut self, classifier: &mut Classifier, client: &AsyncClient, publish: Publish) -> Item<AckToken> {
+    fn receive(
+        &mut self,
+        classifier: &mut Classifier,
+        client: &AsyncClient,
+        publish: Publish,
+    ) -> Item<AckToken> {
         IngestCounters::add(&self.counters.publishes_received, 1);
         let ack = match publish.qos {
             QoS::AtMostOnce => None,
@@ -177,7 +198,10 @@ impl Session {
 
     /// Lets the store thread finish, keeps the connection up until the acknowledgements of what it
     /// stored went out, and disconnects.
-    async fn finish(self, connection: Option<(AsyncClient, rumqttc::EventLoop)>) -> Result<(), IngestError> {
+    async fn finish(
+        self,
+        connection: Option<(AsyncClient, rumqttc::EventLoop)>,
+    ) -> Result<(), IngestError> {
         let Session {
             items,
             mut acknowledger,
@@ -221,7 +245,8 @@ fn subscribe(client: &AsyncClient) {
     let filters = SUBSCRIBED
         .iter()
         .map(|kind| SubscribeFilter::new(kind.all_agents_filter(), QoS::AtLeastOnce));
-    // The client is new, so its request channel is empty and this cannot fail for lack of room.
+    // Nothing has used this client yet (the acknowledgement task gets it only after this call),
+    // so its request channel is empty and has room for this request.
     if let Err(error) = client.try_subscribe_many(filters) {
         error!(%error, "failed to queue the subscription request");
     }
@@ -247,7 +272,13 @@ fn check_suback(return_codes: &[SubscribeReasonCode]) -> bool {
     granted
 }
 
-fn log_connection_error(error: &ConnectionError, host: &str, port: u16, attempt: u32, delay: Duration) {
+fn log_connection_error(
+    error: &ConnectionError,
+    host: &str,
+    port: u16,
+    attempt: u32,
+    delay: Duration,
+) {
     let broker = format!("{host}:{port}");
     if let ConnectionError::MqttState(StateError::Deserialization(
         rumqttc::Error::PayloadSizeLimitExceeded(size),
@@ -301,8 +332,8 @@ async fn publish_order(
         OrderBody::ReportAck { .. } => ("report acknowledgement", &counters.report_acks_sent),
     };
     let Some(client) = client else {
-        // The agent keeps unacknowledged reports and sends them again, and the next gap asks for
-        // a resync again, so a lost order costs a repetition, not data.
+        // The agent keeps unacknowledged reports and sends them again, and the next gap triggers
+        // another resync order, so a lost order costs a repetition, not data.
         debug!(agent.id = %agent_id, order.id = %order_id, kind, "not connected to the broker; dropped an order");
         IngestCounters::add(&counters.orders_not_sent, 1);
         return;
@@ -316,7 +347,10 @@ async fn publish_order(
     };
     // Orders are never retained: an agent must not act on an old order when it subscribes.
     let order_topic = topic(agent_id, TopicKind::Order);
-    match client.publish(order_topic, QoS::AtLeastOnce, false, payload).await {
+    match client
+        .publish(order_topic, QoS::AtLeastOnce, false, payload)
+        .await
+    {
         Ok(()) => IngestCounters::add(counter, 1),
         Err(error) => {
             IngestCounters::add(&counters.orders_not_sent, 1);

@@ -14,17 +14,18 @@
 //! 2. It goes in arrival order through a bounded channel to the store thread ([`writer`]), which
 //!    stores up to 1000 messages per transaction.
 //! 3. Only after the transaction committed does the acknowledgement task send its PUBACK, so a crash
-//!    never loses an acknowledged message, and the broker sends unacknowledged ones again to the
-//!    persistent session. Dropped messages, report parts and events are acknowledged in the same
-//!    order, because rumqttd disconnects a client that acknowledges out of order.
+//!    loses no acknowledged report or status (report parts are the exception, see below). The
+//!    broker sends unacknowledged messages again to the persistent session. Dropped messages,
+//!    report parts and events are acknowledged in the same order, because rumqttd disconnects a
+//!    client that acknowledges out of order.
 //! 4. After the commit, each agent whose reports were in the batch gets a `ReportAck` order naming
 //!    them, so it can remove them from its outbox. For a delta the store could not apply, the agent
 //!    also gets a resync order, at most once per agent per minute until a full report of it is
 //!    stored.
 //!
 //! Orders are published at QoS 1 and never retained. An order that cannot be sent (ingest is
-//! between connections) is dropped: the agent sends unacknowledged reports again, and the next
-//! delta it cannot apply asks for a resync again.
+//! between connections) is dropped, because the agent sends unacknowledged reports again and the
+//! next delta the store cannot apply triggers another resync order.
 //!
 //! Limits:
 //!
@@ -32,7 +33,9 @@
 //!   before the report is complete, its parts are lost; the agent sends the report again because
 //!   no `ReportAck` named it.
 //! - The embedded broker keeps at most 100 QoS 1 messages in flight to ingest, so with it one
-//!   transaction holds at most about 100 messages.
+//!   transaction contains at most about 100 messages.
+//! - A message the store rejects on its own while the rest of its batch is stored is dropped with
+//!   an error and acknowledged, so that it cannot stop ingest (see [`writer`]).
 //! - An external broker that forwards a packet larger than `max_packet_bytes` makes every
 //!   connection fail at that packet: set the broker's own size limit to at most this one.
 
@@ -122,13 +125,16 @@ impl FromStr for BrokerUrl {
             let (host, after) = bracketed
                 .split_once(']')
                 .ok_or_else(|| BrokerUrlError::MissingHost { url: owned() })?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':').ok_or_else(|| BrokerUrlError::InvalidPort {
-                    url: owned(),
-                    port: after.to_owned(),
-                })?),
-            };
+            let port =
+                match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                        BrokerUrlError::InvalidPort {
+                            url: owned(),
+                            port: after.to_owned(),
+                        }
+                    })?),
+                };
             (host, port)
         } else {
             match authority.split_once(':') {
@@ -306,7 +312,11 @@ pub struct IngestHandle {
 
 /// Starts ingest in the current tokio runtime: the store thread, the acknowledgement task and the
 /// MQTT session, which connects in the background and reconnects until stopped.
-pub fn start(config: IngestConfig, store: Store, deps: IngestDeps) -> Result<IngestHandle, IngestError> {
+pub fn start(
+    config: IngestConfig,
+    store: Store,
+    deps: IngestDeps,
+) -> Result<IngestHandle, IngestError> {
     let counters = Arc::new(IngestCounters::default());
     let stopping = Arc::new(AtomicBool::new(false));
     let (items_tx, items_rx) = mpsc::channel(ITEM_CAPACITY);
@@ -424,14 +434,23 @@ mod tests {
 
     #[test]
     fn broker_url_accepts_host_and_port() {
-        assert_eq!(parse("mqtt://127.0.0.1:1884"), Ok(broker("127.0.0.1", 1884)));
-        assert_eq!(parse("MQTT://broker.example:8883/"), Ok(broker("broker.example", 8883)));
+        assert_eq!(
+            parse("mqtt://127.0.0.1:1884"),
+            Ok(broker("127.0.0.1", 1884))
+        );
+        assert_eq!(
+            parse("MQTT://broker.example:8883/"),
+            Ok(broker("broker.example", 8883))
+        );
         assert_eq!(parse("mqtt://[::1]:1884"), Ok(broker("::1", 1884)));
     }
 
     #[test]
     fn broker_url_port_defaults_to_1883() {
-        assert_eq!(parse("mqtt://broker.example"), Ok(broker("broker.example", 1883)));
+        assert_eq!(
+            parse("mqtt://broker.example"),
+            Ok(broker("broker.example", 1883))
+        );
         assert_eq!(parse("mqtt://[::1]"), Ok(broker("::1", 1883)));
     }
 
@@ -439,10 +458,16 @@ mod tests {
     fn broker_url_rejects_other_schemes() {
         for url in ["mqtts://h:8883", "tcp://h:1883", "ws://h:80"] {
             let error = parse(url).unwrap_err();
-            assert!(matches!(error, BrokerUrlError::UnsupportedScheme { .. }), "{url}: {error}");
+            assert!(
+                matches!(error, BrokerUrlError::UnsupportedScheme { .. }),
+                "{url}: {error}"
+            );
         }
         let error = parse("localhost:1883").unwrap_err();
-        assert!(matches!(error, BrokerUrlError::MissingScheme { .. }), "{error}");
+        assert!(
+            matches!(error, BrokerUrlError::MissingScheme { .. }),
+            "{error}"
+        );
         assert_eq!(
             error.to_string(),
             "invalid broker URL \"localhost:1883\": expected mqtt://HOST:PORT"
@@ -473,16 +498,30 @@ mod tests {
     #[test]
     fn broker_url_rejects_missing_host_and_extra_parts() {
         for url in ["mqtt://", "mqtt://:1883", "mqtt://[]:1883"] {
-            assert!(matches!(parse(url), Err(BrokerUrlError::MissingHost { .. })), "{url}");
+            assert!(
+                matches!(parse(url), Err(BrokerUrlError::MissingHost { .. })),
+                "{url}"
+            );
         }
-        for url in ["mqtt://user@h:1883", "mqtt://h:1883/topic", "mqtt://h:1883?x=1"] {
-            assert!(matches!(parse(url), Err(BrokerUrlError::UnsupportedPart { .. })), "{url}");
+        for url in [
+            "mqtt://user@h:1883",
+            "mqtt://h:1883/topic",
+            "mqtt://h:1883?x=1",
+        ] {
+            assert!(
+                matches!(parse(url), Err(BrokerUrlError::UnsupportedPart { .. })),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn broker_url_display_round_trips() {
-        for url in ["mqtt://127.0.0.1:1884", "mqtt://[::1]:1883", "mqtt://broker.example:1883"] {
+        for url in [
+            "mqtt://127.0.0.1:1884",
+            "mqtt://[::1]:1883",
+            "mqtt://broker.example:1883",
+        ] {
             assert_eq!(parse(url).unwrap().to_string(), url);
         }
     }

@@ -25,8 +25,9 @@ use super::clock::{Clock, RandomSource};
 use super::IngestCounters;
 use crate::store::{Incoming, IngestOutcome, Store};
 
-/// The most messages stored in one transaction. Larger batches commit less often per message;
-/// this many keeps one transaction well under a second.
+/// The maximum number of messages stored in one transaction. Larger batches commit less often per
+/// message, and this many keeps one transaction short (about 2 ms per 100 small deltas, measured
+/// once on a development machine).
 pub const MAX_BATCH: usize = 1000;
 
 /// The shortest time between two resync orders to one agent. A delta that cannot be applied
@@ -38,8 +39,8 @@ const RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// One received message on its way to the store. `A` is what acknowledges it to the broker.
 pub struct Item<A> {
-    /// What to store, or `None` for a message that is only acknowledged (a dropped message, a
-    /// report part, an event).
+    /// The message to store, or `None` for a message that is only acknowledged (a dropped
+    /// message, a report part, an event).
     pub incoming: Option<Incoming>,
     /// `None` for a QoS 0 message.
     pub ack: Option<A>,
@@ -124,7 +125,11 @@ impl<A: Send> Writer<A> {
 
             let orders = self.plan_orders(&batch, &outcomes, &mut resync);
             let acks = batch.into_iter().filter_map(|item| item.ack).collect();
-            if self.after_commit.send(AfterCommit { acks, orders }).is_err() {
+            if self
+                .after_commit
+                .send(AfterCommit { acks, orders })
+                .is_err()
+            {
                 debug!("acknowledgement task is gone; stopping the store thread");
                 return;
             }
@@ -147,7 +152,10 @@ impl<A: Send> Writer<A> {
         let mut delay = RETRY_BASE;
         let mut attempt = 1u32;
         loop {
-            let incoming: Vec<Incoming> = batch.iter().filter_map(|item| item.incoming.clone()).collect();
+            let incoming: Vec<Incoming> = batch
+                .iter()
+                .filter_map(|item| item.incoming.clone())
+                .collect();
             if incoming.is_empty() {
                 return Some(batch.iter().map(|_| None).collect());
             }
@@ -341,7 +349,10 @@ mod tests {
         let mut limiter = ResyncLimiter::default();
         let t0 = Duration::from_secs(1000);
         assert!(limiter.should_send(&agent("a1"), t0));
-        assert!(limiter.should_send(&agent("a2"), t0), "other agents are not limited");
+        assert!(
+            limiter.should_send(&agent("a2"), t0),
+            "other agents are not limited"
+        );
         assert!(!limiter.should_send(&agent("a1"), t0 + Duration::from_secs(59)));
         assert!(limiter.should_send(&agent("a1"), t0 + Duration::from_secs(60)));
     }

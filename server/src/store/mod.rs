@@ -1,6 +1,6 @@
 //! The server's fleet store: the last known state of every agent, in one SQLite file.
 //!
-//! [`Store`] is the write side. One process holds one, on one thread (the ingest thread), and it
+//! [`Store`] is the write side. Each process opens one and uses it from one thread (the ingest thread), and it
 //! writes each batch of incoming reports and statuses in one transaction. [`StoreReader`] is the
 //! read side for the HTTP handlers: read-only connections to the same file, which WAL mode lets run
 //! beside the writer. This module never talks to the broker and never sends orders: when a delta
@@ -36,23 +36,37 @@ pub enum StoreError {
         version: u32,
         source: rusqlite::Error,
     },
-    #[error("failed to ingest a batch of {count} messages: {source}")]
+    /// Starting or committing the batch transaction failed, so none of the batch is stored.
+    #[error("failed to ingest a batch of {count} messages into the store {path}: {source}")]
     IngestBatch {
+        path: PathBuf,
         count: usize,
         source: rusqlite::Error,
     },
-    #[error("failed to ingest the {kind} of agent {agent_id}: {source}")]
+    /// One message of a batch failed, so the whole batch was rolled back.
+    #[error(
+        "failed to ingest the {kind} of agent {agent_id} into the store {path}, so none of its \
+         batch is stored: {source}"
+    )]
     Ingest {
+        path: PathBuf,
         kind: &'static str,
         agent_id: AgentId,
         source: rusqlite::Error,
     },
-    #[error("failed to prune the report de-duplication table: {source}")]
-    Prune { source: rusqlite::Error },
-    #[error("failed to read the fleet from the store: {source}")]
-    ReadFleet { source: rusqlite::Error },
-    #[error("failed to read agent {agent_id} from the store: {source}")]
+    #[error("failed to prune the report de-duplication table of the store {path}: {source}")]
+    Prune {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("failed to read the fleet from the store {path}: {source}")]
+    ReadFleet {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("failed to read agent {agent_id} from the store {path}: {source}")]
     ReadAgent {
+        path: PathBuf,
         agent_id: String,
         source: rusqlite::Error,
     },
@@ -71,7 +85,7 @@ pub enum Incoming {
     },
 }
 
-/// What [`Store::ingest`] did with one [`Incoming`] message.
+/// The result of [`Store::ingest`] for one [`Incoming`] message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestOutcome {
     /// A new report, applied to the agent's inventory.
@@ -100,7 +114,7 @@ const WRITER_CACHE_SIZE: i64 = -64 * 1024;
 
 impl Store {
     /// Opens or creates the store at `path`, switches it to WAL mode and migrates its schema to
-    /// the version this build knows. A store from a newer build is rejected.
+    /// the latest version this build supports. A store from a newer build is rejected.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_error = |source| StoreError::Open {
             path: path.to_owned(),
@@ -133,7 +147,11 @@ impl Store {
     /// resyncs, so the store is behind until that delta arrives.
     pub fn ingest(&mut self, batch: Vec<Incoming>) -> Result<Vec<IngestOutcome>, StoreError> {
         let count = batch.len();
-        let batch_error = |source| StoreError::IngestBatch { count, source };
+        let batch_error = |source| StoreError::IngestBatch {
+            path: self.path.clone(),
+            count,
+            source,
+        };
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -147,6 +165,7 @@ impl Store {
                     received_at_unix_s,
                 } => write::ingest_report(&transaction, report, *received_at_unix_s).map_err(
                     |source| StoreError::Ingest {
+                        path: self.path.clone(),
                         kind: "report",
                         agent_id: report.agent_id.clone(),
                         source,
@@ -157,6 +176,7 @@ impl Store {
                     received_at_unix_s,
                 } => write::ingest_status(&transaction, status, *received_at_unix_s).map_err(
                     |source| StoreError::Ingest {
+                        path: self.path.clone(),
                         kind: "status",
                         agent_id: status.agent_id.clone(),
                         source,
@@ -179,7 +199,10 @@ impl Store {
                 "DELETE FROM reports_seen WHERE received_at_unix_s < ?1",
                 [received_before_unix_s],
             )
-            .map_err(|source| StoreError::Prune { source })
+            .map_err(|source| StoreError::Prune {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -246,7 +269,7 @@ pub struct WarningRow {
     pub message: String,
 }
 
-/// Everything the store holds about one agent.
+/// The store's full record of one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentDetail {
     pub summary: AgentSummary,
@@ -274,8 +297,8 @@ struct ReaderPool {
 const MAX_IDLE_READERS: usize = 8;
 
 impl StoreReader {
-    /// Opens read-only access to an existing store, whose schema must be the version this build
-    /// knows (open it with [`Store::open`] first to create or migrate it).
+    /// Opens read-only access to an existing store, whose schema must be the latest version this
+    /// build supports (open it with [`Store::open`] first to create or migrate it).
     pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
         let connection = open_read_only(path)?;
         schema::check_current(&connection, path)?;
@@ -290,7 +313,10 @@ impl StoreReader {
     /// Returns every agent, sorted by hostname and then agent id.
     pub fn fleet(&self) -> Result<Vec<AgentSummary>, StoreError> {
         self.with_connection(|connection| {
-            read::fleet(connection).map_err(|source| StoreError::ReadFleet { source })
+            read::fleet(connection).map_err(|source| StoreError::ReadFleet {
+                path: self.inner.path.clone(),
+                source,
+            })
         })
     }
 
@@ -298,6 +324,7 @@ impl StoreReader {
     pub fn agent(&self, id: &str) -> Result<Option<AgentDetail>, StoreError> {
         self.with_connection(|connection| {
             read::agent(connection, id).map_err(|source| StoreError::ReadAgent {
+                path: self.inner.path.clone(),
                 agent_id: id.to_owned(),
                 source,
             })

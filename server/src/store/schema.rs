@@ -1,6 +1,6 @@
 //! The store's schema and its migrations.
 //!
-//! `schema_version` holds one row: the number of migrations applied. Migration `n` (1-based) turns
+//! `schema_version` contains one row: the number of migrations applied. Migration `n` (1-based) turns
 //! version `n - 1` into version `n` and runs in its own transaction together with the version bump,
 //! so a crash leaves the file at one version or the next, never between. A file whose version is
 //! higher than [`MIGRATIONS`]`.len()` was written by a newer build and is rejected, because this

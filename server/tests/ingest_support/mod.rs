@@ -11,8 +11,8 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use tidegate_protocol::topics::{topic, TopicKind};
 use tidegate_protocol::{
-    encode, AgentId, BootId, Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta, Message,
-    Package, PackageKey, Report, ReportBody, Selection,
+    encode, AgentId, BootId, Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta,
+    Message, Package, PackageKey, Report, ReportBody, Selection,
 };
 use tidegate_server::ingest::{Clock, IngestCounters, IngestDeps, IngestStats, RandomSource};
 use tidegate_server::serve::{self, BrokerChoice, ServeError, ServerConfig};
@@ -99,7 +99,11 @@ impl TestServer {
     }
 
     /// Starts a server whose store is `tidegate.db` in `dir`.
-    pub async fn start_in(dir: tempfile::TempDir, broker: BrokerChoice, deps: IngestDeps) -> TestServer {
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        broker: BrokerChoice,
+        deps: IngestDeps,
+    ) -> TestServer {
         let config = ServerConfig {
             db_path: dir.path().join("tidegate.db"),
             http_listen: "127.0.0.1:0".parse().unwrap(),
@@ -255,8 +259,10 @@ impl TestAgent {
             .subscribe(topic(agent, TopicKind::Order), QoS::AtLeastOnce)
             .await
             .unwrap();
-        self.wait_for("SUBACK", |event| matches!(event, Event::Incoming(Packet::SubAck(_))))
-            .await;
+        self.wait_for("SUBACK", |event| {
+            matches!(event, Event::Incoming(Packet::SubAck(_)))
+        })
+        .await;
     }
 
     /// Publishes `message` on this agent's topic of `kind` at QoS 1 and waits for the PUBACK.
@@ -270,8 +276,10 @@ impl TestAgent {
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
             .unwrap();
-        self.wait_for("PUBACK", |event| matches!(event, Event::Incoming(Packet::PubAck(_))))
-            .await;
+        self.wait_for("PUBACK", |event| {
+            matches!(event, Event::Incoming(Packet::PubAck(_)))
+        })
+        .await;
     }
 
     async fn wait_for(&mut self, what: &str, matches: impl Fn(&Event) -> bool) {
