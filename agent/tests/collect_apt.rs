@@ -14,7 +14,7 @@ const MAIN_I386: &str = "deb.debian.org_debian_dists_bookworm_main_binary-i386_P
 const UPDATES: &str = "deb.debian.org_debian_dists_bookworm-updates_main_binary-amd64_Packages";
 const SECURITY: &str =
     "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages";
-const COMPRESSED: &str = "deb.debian.org_debian_dists_bookworm_contrib_binary-amd64_Packages.lz4";
+const XZ_COMPRESSED: &str = "deb.debian.org_debian_dists_bookworm_contrib_binary-amd64_Packages.xz";
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,8 +80,6 @@ fn candidates_from_all_lists() {
         (MAIN_I386, 1_699_999_000),
         (UPDATES, 1_700_000_500),
         (SECURITY, 1_700_001_000),
-        // Newer than every plain list, but compressed lists are not read.
-        (COMPRESSED, 1_800_000_000),
         (
             "deb.debian.org_debian_dists_bookworm_non-free_binary-amd64_Packages.diff_Index",
             1_800_000_000,
@@ -150,20 +148,82 @@ fn no_lists_directory_means_no_updates() {
 }
 
 #[test]
-fn only_compressed_lists_give_a_warning() {
-    let root = root_with_lists(&[(COMPRESSED, 1_700_000_000)]);
+fn xz_lists_give_a_warning() {
+    let root = root_with_lists(&[(XZ_COMPRESSED, 1_700_000_000)]);
 
     let inventory = Collector::new(root.path()).collect();
 
     assert_eq!(inventory.pending_updates, vec![]);
     assert_eq!(inventory.package_lists_updated_unix_s, None);
     let expected = format!(
-        "{} contains only compressed package lists, which are not read; pending updates are \
-         not computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain \
-         lists)",
+        "{} contains package lists compressed other than with LZ4 or gzip, which are not read; \
+         pending updates may be missing (set Acquire::GzipIndexes \"false\" in APT's \
+         configuration to keep plain lists)",
         root.path().join(apt::LISTS_PATH).display()
     );
     assert_eq!(apt_warnings(&inventory.warnings), vec![expected.as_str()]);
+}
+
+/// Writes `plain` compressed into `path`: LZ4 frame format for `.lz4`, gzip for `.gz`, as APT
+/// keeps lists with `Acquire::GzipIndexes`.
+fn write_compressed(plain: &[u8], path: &Path) {
+    use std::io::Write;
+    let file = File::create(path).unwrap();
+    if path.extension().is_some_and(|ext| ext == "lz4") {
+        let mut encoder = lz4_flex::frame::FrameEncoder::new(file);
+        encoder.write_all(plain).unwrap();
+        encoder.finish().unwrap();
+    } else {
+        let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        encoder.write_all(plain).unwrap();
+        encoder.finish().unwrap();
+    }
+}
+
+#[test]
+fn lz4_and_gzip_lists_give_the_same_updates() {
+    let lists = [
+        (MAIN_AMD64, 1_700_000_000),
+        (MAIN_I386, 1_699_999_000),
+        (UPDATES, 1_700_000_500),
+        (SECURITY, 1_700_001_000),
+    ];
+    let plain_root = root_with_lists(&lists);
+    let compressed_root = root_with_lists(&[]);
+    let directory = compressed_root.path().join(apt::LISTS_PATH);
+    for (index, (name, mtime)) in lists.iter().enumerate() {
+        let suffix = if index % 2 == 0 { "lz4" } else { "gz" };
+        let path = directory.join(format!("{name}.{suffix}"));
+        write_compressed(&fs::read(fixture("lists").join(name)).unwrap(), &path);
+        set_mtime(&path, *mtime);
+    }
+
+    let plain = Collector::new(plain_root.path()).collect();
+    let compressed = Collector::new(compressed_root.path()).collect();
+
+    assert_eq!(compressed.pending_updates.len(), 4);
+    assert_eq!(compressed.pending_updates, plain.pending_updates);
+    assert_eq!(compressed.package_lists_updated_unix_s, Some(1_700_001_000));
+    assert_eq!(apt_warnings(&compressed.warnings), Vec::<&str>::new());
+}
+
+#[test]
+fn corrupt_lz4_list_is_a_warning_naming_the_file() {
+    let root = root_with_lists(&[(MAIN_AMD64, 1_700_000_000)]);
+    let path = root
+        .path()
+        .join(apt::LISTS_PATH)
+        .join(format!("{SECURITY}.lz4"));
+    fs::write(&path, b"this is not an LZ4 frame").unwrap();
+
+    let inventory = Collector::new(root.path()).collect();
+
+    let warnings = apt_warnings(&inventory.warnings);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains(&path.display().to_string()),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -231,4 +291,34 @@ fn repeated_collection_sees_changes() {
     .unwrap();
     let third = collector.collect();
     assert_eq!(curl(&third), None);
+}
+
+/// This host's real lists, read only: the agent must find exactly the upgrades APT itself lists.
+#[test]
+fn host_pending_updates_match_apt() {
+    let Ok(output) = std::process::Command::new("apt")
+        .args(["list", "--upgradable"])
+        .env("LC_ALL", "C")
+        .output()
+    else {
+        println!("skipped: apt is not installed");
+        return;
+    };
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let mut expected: Vec<String> = listing
+        .lines()
+        .filter(|line| line.contains("[upgradable from:"))
+        .filter_map(|line| line.split('/').next())
+        .map(str::to_owned)
+        .collect();
+    expected.sort();
+
+    let inventory = Collector::new("/").collect();
+    let mut found: Vec<String> = inventory
+        .pending_updates
+        .iter()
+        .map(|update| update.name.clone())
+        .collect();
+    found.sort();
+    assert_eq!(found, expected);
 }

@@ -262,3 +262,36 @@ fn real_rpm_database_in_temporary_root() {
     assert_eq!(inventory.packages, vec![epoch, plain]);
     assert_eq!(inventory.warnings, vec![]);
 }
+
+#[test]
+fn unchanged_database_is_queried_once() {
+    let root = tempfile::tempdir().unwrap();
+    let database = root.path().join("var/lib/rpm");
+    fs::create_dir_all(&database).unwrap();
+    fs::write(database.join("rpmdb.sqlite"), b"version 1").unwrap();
+    let runner = CannedRunner {
+        stdout: "(none)\tbash\t5.1.8\t9.el9\tx86_64\n",
+        calls: Arc::default(),
+    };
+    let mut collector = Collector::new(root.path()).with_command_runner(runner.clone());
+
+    let first = collector.collect();
+    let second = collector.collect();
+    assert_eq!(second, first);
+    assert_eq!(runner.calls.lock().unwrap().len(), 1);
+
+    // A reading rpm updates SQLite's -shm file and Berkeley DB's environment files.
+    fs::write(database.join("rpmdb.sqlite-shm"), b"reader marks").unwrap();
+    fs::write(database.join("__db.001"), b"environment").unwrap();
+    collector.collect();
+    assert_eq!(runner.calls.lock().unwrap().len(), 1);
+
+    fs::write(
+        database.join("rpmdb.sqlite"),
+        b"version 2, after a transaction",
+    )
+    .unwrap();
+    let third = collector.collect();
+    assert_eq!(runner.calls.lock().unwrap().len(), 2);
+    assert_eq!(third.packages, first.packages);
+}

@@ -87,7 +87,9 @@ pub fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
 fn decode_body(body: &[u8]) -> Result<Message, DecodeError> {
     let (message, rest) = postcard::take_from_bytes::<Message>(body)?;
     if !rest.is_empty() {
-        return Err(DecodeError::Postcard(postcard::Error::DeserializeBadEncoding));
+        return Err(DecodeError::Postcard(
+            postcard::Error::DeserializeBadEncoding,
+        ));
     }
     Ok(message)
 }
@@ -126,13 +128,19 @@ mod tests {
     fn unknown_format_is_rejected_with_its_value() {
         let error = decode(&[9, 0, 0]).unwrap_err();
         assert!(matches!(error, DecodeError::UnknownFormat(9)));
-        assert_eq!(error.to_string(), "unknown payload format 9: this build reads formats 1 and 2");
+        assert_eq!(
+            error.to_string(),
+            "unknown payload format 9: this build reads formats 1 and 2"
+        );
     }
 
     #[test]
     fn unknown_message_kind_is_rejected() {
         // Variant index 200 does not exist.
-        assert!(matches!(decode(&[FORMAT_POSTCARD, 200, 1]), Err(DecodeError::Postcard(_))));
+        assert!(matches!(
+            decode(&[FORMAT_POSTCARD, 200, 1]),
+            Err(DecodeError::Postcard(_))
+        ));
     }
 
     #[test]

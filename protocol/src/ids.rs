@@ -39,9 +39,12 @@ impl AgentId {
         if value.len() > AGENT_ID_MAX_LEN {
             return Err(invalid("it is longer than 64 characters"));
         }
-        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        let allowed =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
         if !value.chars().all(allowed) {
-            return Err(invalid("only lowercase letters, digits, '-' and '_' are allowed"));
+            return Err(invalid(
+                "only lowercase letters, digits, '-' and '_' are allowed",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -88,13 +91,11 @@ impl BootId {
 
     /// Parses the 32-character hex form that [`BootId::to_hex`] writes.
     pub fn from_hex(value: &str) -> Result<Self, InvalidId> {
-        parse_hex16(value)
-            .map(Self)
-            .ok_or_else(|| InvalidId {
-                kind: "boot id",
-                value: value.chars().take(80).collect(),
-                reason: "expected 32 hexadecimal digits",
-            })
+        parse_hex16(value).map(Self).ok_or_else(|| InvalidId {
+            kind: "boot id",
+            value: value.chars().take(80).collect(),
+            reason: "expected 32 hexadecimal digits",
+        })
     }
 }
 

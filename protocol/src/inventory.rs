@@ -58,12 +58,18 @@ pub enum InstallState {
 impl InstallState {
     /// Whether the package counts as installed: its files are in place and configured.
     pub fn is_installed(self) -> bool {
-        matches!(self, Self::Installed | Self::TriggersAwaited | Self::TriggersPending)
+        matches!(
+            self,
+            Self::Installed | Self::TriggersAwaited | Self::TriggersPending
+        )
     }
 
     /// Whether the package is in a state a failed or interrupted operation left behind.
     pub fn is_broken(self) -> bool {
-        matches!(self, Self::HalfInstalled | Self::Unpacked | Self::HalfConfigured)
+        matches!(
+            self,
+            Self::HalfInstalled | Self::Unpacked | Self::HalfConfigured
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -251,9 +257,8 @@ impl Inventory {
             by_key.insert(package.key(), package);
         }
         self.packages = by_key.into_values().collect();
-        self.pending_updates.sort_by(|a, b| {
-            (a.ecosystem, &a.name, &a.arch).cmp(&(b.ecosystem, &b.name, &b.arch))
-        });
+        self.pending_updates
+            .sort_by(|a, b| (a.ecosystem, &a.name, &a.arch).cmp(&(b.ecosystem, &b.name, &b.arch)));
     }
 
     /// Computes the delta that turns `self` into `next`. Both must be normalized.
@@ -268,7 +273,11 @@ impl Inventory {
             .filter(|(key, package)| old.get(*key) != Some(*package))
             .map(|(_, package)| (*package).clone())
             .collect();
-        let removed = old.keys().filter(|key| !new.contains_key(*key)).cloned().collect();
+        let removed = old
+            .keys()
+            .filter(|key| !new.contains_key(*key))
+            .cloned()
+            .collect();
 
         InventoryDelta {
             facts: changed(&self.facts, &next.facts),
@@ -338,7 +347,10 @@ mod tests {
     #[test]
     fn diff_of_one_upgrade_carries_one_row() {
         let mut old = Inventory {
-            packages: vec![package("openssl", "amd64", "3.0.11-1"), package("curl", "amd64", "7.88.1-10")],
+            packages: vec![
+                package("openssl", "amd64", "3.0.11-1"),
+                package("curl", "amd64", "7.88.1-10"),
+            ],
             ..Default::default()
         };
         old.normalize();
@@ -347,7 +359,10 @@ mod tests {
 
         let delta = old.diff(&new);
 
-        assert_eq!(delta.upserted, vec![package("openssl", "amd64", "3.0.13-1")]);
+        assert_eq!(
+            delta.upserted,
+            vec![package("openssl", "amd64", "3.0.13-1")]
+        );
         assert!(delta.removed.is_empty());
         assert!(delta.facts.is_none());
         assert!(delta.pending_updates.is_none());
@@ -368,7 +383,11 @@ mod tests {
     }
 
     fn arb_package() -> impl Strategy<Value = Package> {
-        ("[a-d]{1,2}", prop::sample::select(vec!["amd64", "i386", "all"]), "[0-9]\\.[0-9]")
+        (
+            "[a-d]{1,2}",
+            prop::sample::select(vec!["amd64", "i386", "all"]),
+            "[0-9]\\.[0-9]",
+        )
             .prop_map(|(name, arch, version)| package(&name, arch, &version))
     }
 
@@ -383,8 +402,14 @@ mod tests {
                 let mut inventory = Inventory {
                     packages,
                     package_lists_updated_unix_s: lists,
-                    reboot: RebootRequired { required: reboot, packages: vec![] },
-                    facts: HostFacts { hostname, ..Default::default() },
+                    reboot: RebootRequired {
+                        required: reboot,
+                        packages: vec![],
+                    },
+                    facts: HostFacts {
+                        hostname,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 inventory.normalize();

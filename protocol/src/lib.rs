@@ -19,4 +19,6 @@ pub use inventory::{
     Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
     PendingUpdate, RebootRequired, Selection, Warning,
 };
-pub use message::{Message, Order, OrderBody, Report, ReportBody, ReportChunk, Status, StatusState};
+pub use message::{
+    Message, Order, OrderBody, Report, ReportBody, ReportChunk, Status, StatusState,
+};

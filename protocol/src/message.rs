@@ -55,7 +55,10 @@ pub struct Report {
 pub enum ReportBody {
     Full(Inventory),
     /// The changes since report `base_seq` of the same boot id.
-    Delta { base_seq: u64, delta: InventoryDelta },
+    Delta {
+        base_seq: u64,
+        delta: InventoryDelta,
+    },
 }
 
 impl ReportBody {

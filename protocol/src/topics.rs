@@ -75,6 +75,9 @@ mod tests {
 
     #[test]
     fn filter_uses_single_level_wildcard() {
-        assert_eq!(TopicKind::Status.all_agents_filter(), "tidegate/v1/agent/+/status");
+        assert_eq!(
+            TopicKind::Status.all_agents_filter(),
+            "tidegate/v1/agent/+/status"
+        );
     }
 }

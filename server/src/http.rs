@@ -59,7 +59,8 @@ async fn show_agent(
     State(reader): State<StoreReader>,
     Path(agent_id): Path<String>,
 ) -> Result<Json<AgentDetail>, ApiError> {
-    let agent_id = AgentId::parse(&agent_id).map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let agent_id =
+        AgentId::parse(&agent_id).map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let id = agent_id.clone();
     let detail = tokio::task::spawn_blocking(move || reader.agent(id.as_str()))
         .await

@@ -116,10 +116,11 @@ pub async fn run(
 /// all of them accept connections.
 pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServer, ServeError> {
     let db_path = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+    // The error is boxed on its way out of the task only because StoreError is large.
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path).map_err(Box::new))
         .await
         .map_err(ServeError::StoreTask)?
-        .map_err(ServeError::OpenStore)?;
+        .map_err(|error| ServeError::OpenStore(*error))?;
     info!(db = %config.db_path.display(), "store opened");
     let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
 

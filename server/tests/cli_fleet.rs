@@ -33,10 +33,19 @@ fn fleet_server() -> (tempfile::TempDir, String) {
     store
         .ingest(vec![
             report_in(full_report(AGENT, BOOT_1, 1, inventory()), now - 300),
-            status_in(status(AGENT, StatusState::Online, now - 300, "0.2.0"), now - 300),
+            status_in(
+                status(AGENT, StatusState::Online, now - 300, "0.2.0"),
+                now - 300,
+            ),
             report_in(full_report(OTHER_AGENT, BOOT_1, 1, historian), now - 7_200),
-            status_in(status(OTHER_AGENT, StatusState::Offline, now - 7_200, "0.1.0"), now - 7_200),
-            status_in(status(THIRD_AGENT, StatusState::Online, now - 3 * 86_400, "0.1.0"), now - 3 * 86_400),
+            status_in(
+                status(OTHER_AGENT, StatusState::Offline, now - 7_200, "0.1.0"),
+                now - 7_200,
+            ),
+            status_in(
+                status(THIRD_AGENT, StatusState::Online, now - 3 * 86_400, "0.1.0"),
+                now - 3 * 86_400,
+            ),
         ])
         .unwrap();
     let base = spawn_api(StoreReader::open(&path).unwrap());
@@ -121,21 +130,40 @@ fn fleet_show_prints_text() {
 
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let text = stdout(&output);
-    assert!(text.starts_with(&format!("Agent:                  {OTHER_AGENT}\n")), "{text}");
-    assert!(text.contains("Hostname:               historian\n"), "{text}");
-    assert!(text.contains("OS:                     Debian GNU/Linux 11\n"), "{text}");
+    assert!(
+        text.starts_with(&format!("Agent:                  {OTHER_AGENT}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("Hostname:               historian\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OS:                     Debian GNU/Linux 11\n"),
+        "{text}"
+    );
     assert!(text.contains("Online:                 no\n"), "{text}");
     assert!(text.contains("Last seen:              2h ago\n"), "{text}");
     assert!(text.contains("Reports received:       1\n"), "{text}");
     assert!(text.contains("Reboot required: no\n"), "{text}");
-    assert!(text.contains("Warnings (1):\n  dpkg: skipped a stanza without a Package field\n"), "{text}");
+    assert!(
+        text.contains("Warnings (1):\n  dpkg: skipped a stanza without a Package field\n"),
+        "{text}"
+    );
     assert!(text.contains("Pending updates: none\n"), "{text}");
     assert!(
         text.ends_with("Packages: 4 installed, 1 broken, 6 rows (list them with --packages)\n"),
         "{text}"
     );
 
-    let output = tidegate(&["--server", &base, "fleet", "show", "historian", "--packages"]);
+    let output = tidegate(&[
+        "--server",
+        &base,
+        "fleet",
+        "show",
+        "historian",
+        "--packages",
+    ]);
     let text = stdout(&output);
     // The VERSION column is as wide as curl's 17-character version.
     assert!(

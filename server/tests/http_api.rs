@@ -31,7 +31,10 @@ fn api_with_two_agents() -> (tempfile::TempDir, String) {
     let (dir, path, mut store) = temp_store();
     store
         .ingest(vec![
-            status_in(status(OTHER_AGENT, StatusState::Online, 1_000, "0.1.0"), 1_001),
+            status_in(
+                status(OTHER_AGENT, StatusState::Online, 1_000, "0.1.0"),
+                1_001,
+            ),
             report_in(full_report(AGENT, BOOT_1, 1, inventory()), COLLECTED_AT),
             status_in(
                 status(AGENT, StatusState::Online, COLLECTED_AT, "0.2.0"),
@@ -60,7 +63,11 @@ fn agents_list_sorted_by_hostname() {
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/json");
     let fleet: FleetResponse = serde_json::from_str(&body).unwrap();
-    let ids: Vec<&str> = fleet.agents.iter().map(|agent| agent.agent_id.as_str()).collect();
+    let ids: Vec<&str> = fleet
+        .agents
+        .iter()
+        .map(|agent| agent.agent_id.as_str())
+        .collect();
     // The agent known only from its status has no hostname yet, so it sorts first.
     assert_eq!(ids, vec![OTHER_AGENT, AGENT]);
     let gateway = &fleet.agents[1];
@@ -74,7 +81,10 @@ fn agents_list_sorted_by_hostname() {
     let raw: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(raw["agents"][1]["hostname"], "gw-01");
     assert_eq!(raw["agents"][1]["reboot_required"], true);
-    assert_eq!(raw["agents"][0]["last_report_unix_s"], serde_json::Value::Null);
+    assert_eq!(
+        raw["agents"][0]["last_report_unix_s"],
+        serde_json::Value::Null
+    );
 }
 
 #[test]
@@ -113,7 +123,11 @@ fn agent_show_invalid_id_is_400() {
 
     assert_eq!(status, 400);
     let error: ErrorResponse = serde_json::from_str(&body).unwrap();
-    assert!(error.error.contains("invalid agent id \"GW-01\""), "{}", error.error);
+    assert!(
+        error.error.contains("invalid agent id \"GW-01\""),
+        "{}",
+        error.error
+    );
     assert!(error.error.contains("lowercase"), "{}", error.error);
 }
 
@@ -133,7 +147,11 @@ fn store_error_is_500_json() {
     assert_eq!(status, 500);
     assert_eq!(content_type, "application/json");
     let error: ErrorResponse = serde_json::from_str(&body).unwrap();
-    assert!(error.error.contains("failed to read the fleet"), "{}", error.error);
+    assert!(
+        error.error.contains("failed to read the fleet"),
+        "{}",
+        error.error
+    );
     drop(dir);
 }
 

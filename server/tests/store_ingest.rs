@@ -3,7 +3,7 @@
 mod store_support;
 
 use store_support::*;
-use tidegate_protocol::{InstallState, InventoryDelta, PackageKey, Ecosystem};
+use tidegate_protocol::{Ecosystem, InstallState, InventoryDelta, PackageKey};
 use tidegate_server::store::{AgentDetail, IngestOutcome, StoreReader};
 
 const RECEIVED: i64 = COLLECTED_AT + 2;
@@ -28,7 +28,10 @@ fn full_report_stores_inventory() {
     let (_dir, path, mut store) = temp_store();
 
     let outcomes = store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory()),
+            RECEIVED,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::Stored]);
@@ -59,7 +62,11 @@ fn full_report_stores_inventory() {
     assert_eq!(summary.agent_version, None);
 
     assert_eq!(detail.packages.len(), 6);
-    let mail = detail.packages.iter().find(|p| p.name == "bsd-mailx").unwrap();
+    let mail = detail
+        .packages
+        .iter()
+        .find(|p| p.name == "bsd-mailx")
+        .unwrap();
     assert_eq!(mail.state, "half-configured");
     assert_eq!(mail.selection, "install");
     assert_eq!(mail.provides, vec!["mailx", "mail-reader"]);
@@ -70,7 +77,10 @@ fn full_report_stores_inventory() {
     assert_eq!(detail.pending_updates[0].name, "curl");
     assert!(!detail.pending_updates[0].security);
     assert_eq!(detail.pending_updates[1].name, "openssl");
-    assert_eq!(detail.pending_updates[1].candidate_version, "3.0.13-1~deb12u1");
+    assert_eq!(
+        detail.pending_updates[1].candidate_version,
+        "3.0.13-1~deb12u1"
+    );
     assert!(detail.pending_updates[1].security);
     assert_eq!(detail.reboot_packages, vec!["linux-image-6.1.0-18-amd64"]);
     assert_eq!(detail.warnings.len(), 1);
@@ -81,7 +91,10 @@ fn full_report_stores_inventory() {
 fn multiarch_rows_both_stored() {
     let (_dir, path, mut store) = temp_store();
     store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory()),
+            RECEIVED,
+        )])
         .unwrap();
 
     let detail = read_agent(&StoreReader::open(&path).unwrap(), AGENT);
@@ -101,13 +114,19 @@ fn multiarch_rows_both_stored() {
 fn delta_upgrades_one_row() {
     let (_dir, path, mut store) = temp_store();
     store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory()),
+            RECEIVED,
+        )])
         .unwrap();
 
     let delta = openssl_upgrade();
     assert_eq!(delta.upserted.len(), 1, "the sample delta carries one row");
     let outcomes = store
-        .ingest(vec![report_in(delta_report(AGENT, BOOT_1, 2, 1, delta), RECEIVED + 60)])
+        .ingest(vec![report_in(
+            delta_report(AGENT, BOOT_1, 2, 1, delta),
+            RECEIVED + 60,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::Stored]);
@@ -138,17 +157,30 @@ fn delta_upgrades_one_row() {
 fn delta_state_changes_adjust_counts() {
     let (_dir, path, mut store) = temp_store();
     store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory()),
+            RECEIVED,
+        )])
         .unwrap();
 
     // bsd-mailx finishes configuring, curl breaks half-way through an upgrade, exim4's leftover
     // configuration is purged, and a new package arrives.
-    let mut mail = package("bsd-mailx", "amd64", "8.1.2-0.20220412", InstallState::Installed);
+    let mut mail = package(
+        "bsd-mailx",
+        "amd64",
+        "8.1.2-0.20220412",
+        InstallState::Installed,
+    );
     mail.provides = vec!["mailx".into()];
     let delta = InventoryDelta {
         upserted: vec![
             mail,
-            package("curl", "amd64", "7.88.1-10+deb12u6", InstallState::HalfInstalled),
+            package(
+                "curl",
+                "amd64",
+                "7.88.1-10+deb12u6",
+                InstallState::HalfInstalled,
+            ),
             package("jq", "amd64", "1.6-2.1", InstallState::Installed),
         ],
         removed: vec![PackageKey {
@@ -159,7 +191,10 @@ fn delta_state_changes_adjust_counts() {
         ..Default::default()
     };
     let outcomes = store
-        .ingest(vec![report_in(delta_report(AGENT, BOOT_1, 2, 1, delta), RECEIVED + 60)])
+        .ingest(vec![report_in(
+            delta_report(AGENT, BOOT_1, 2, 1, delta),
+            RECEIVED + 60,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::Stored]);
@@ -169,7 +204,11 @@ fn delta_state_changes_adjust_counts() {
     assert_eq!(detail.summary.broken_package_count, 1);
     assert_eq!(detail.packages.len(), 6);
     assert_eq!(version_of(&detail, "exim4", "amd64"), None);
-    let mail = detail.packages.iter().find(|p| p.name == "bsd-mailx").unwrap();
+    let mail = detail
+        .packages
+        .iter()
+        .find(|p| p.name == "bsd-mailx")
+        .unwrap();
     assert_eq!(mail.provides, vec!["mailx"]);
     // The delta left pending updates alone.
     assert_eq!(detail.summary.pending_updates, 2);
@@ -179,13 +218,17 @@ fn delta_state_changes_adjust_counts() {
 fn duplicate_report_counted_once() {
     let (_dir, path, mut store) = temp_store();
     let report = full_report(AGENT, BOOT_1, 1, inventory());
-    store.ingest(vec![report_in(report.clone(), RECEIVED)]).unwrap();
+    store
+        .ingest(vec![report_in(report.clone(), RECEIVED)])
+        .unwrap();
 
     let mut changed = report;
     if let tidegate_protocol::ReportBody::Full(inventory) = &mut changed.body {
         inventory.packages.clear();
     }
-    let outcomes = store.ingest(vec![report_in(changed, RECEIVED + 300)]).unwrap();
+    let outcomes = store
+        .ingest(vec![report_in(changed, RECEIVED + 300)])
+        .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::Duplicate]);
     let detail = read_agent(&StoreReader::open(&path).unwrap(), AGENT);
@@ -207,7 +250,10 @@ fn duplicate_within_one_batch() {
         ])
         .unwrap();
 
-    assert_eq!(outcomes, vec![IngestOutcome::Stored, IngestOutcome::Duplicate]);
+    assert_eq!(
+        outcomes,
+        vec![IngestOutcome::Stored, IngestOutcome::Duplicate]
+    );
     let summary = read_agent(&StoreReader::open(&path).unwrap(), AGENT).summary;
     assert_eq!(summary.reports_received, 1);
     assert_eq!(summary.duplicate_reports, 1);
@@ -219,7 +265,10 @@ fn delta_on_wrong_seq_needs_resync() {
     store
         .ingest(vec![
             report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED),
-            report_in(delta_report(AGENT, BOOT_1, 2, 1, InventoryDelta::default()), RECEIVED),
+            report_in(
+                delta_report(AGENT, BOOT_1, 2, 1, InventoryDelta::default()),
+                RECEIVED,
+            ),
         ])
         .unwrap();
 
@@ -249,7 +298,9 @@ fn delta_on_wrong_seq_needs_resync() {
     assert_eq!(detail.summary.last_report_unix_s, Some(COLLECTED_AT + 120));
 
     // A redelivery of the rejected delta is a duplicate, not a second resync.
-    let outcomes = store.ingest(vec![report_in(rejected, RECEIVED + 180)]).unwrap();
+    let outcomes = store
+        .ingest(vec![report_in(rejected, RECEIVED + 180)])
+        .unwrap();
     assert_eq!(outcomes, vec![IngestOutcome::Duplicate]);
     assert_eq!(read_agent(&reader, AGENT).summary.reports_received, 3);
 }
@@ -258,7 +309,10 @@ fn delta_on_wrong_seq_needs_resync() {
 fn delta_on_other_boot_needs_resync() {
     let (_dir, path, mut store) = temp_store();
     store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory()),
+            RECEIVED,
+        )])
         .unwrap();
 
     let outcomes = store
@@ -294,7 +348,10 @@ fn first_report_delta_needs_resync() {
     let [IngestOutcome::NeedsResync { reason, .. }] = outcomes.as_slice() else {
         panic!("expected one NeedsResync, got {outcomes:?}");
     };
-    assert!(reason.contains("no report of this agent has been applied"), "{reason}");
+    assert!(
+        reason.contains("no report of this agent has been applied"),
+        "{reason}"
+    );
     let detail = read_agent(&StoreReader::open(&path).unwrap(), AGENT);
     assert!(detail.packages.is_empty());
     assert_eq!(detail.summary.hostname, "");
@@ -317,7 +374,10 @@ fn full_report_after_resync_applies() {
     let outcomes = store
         .ingest(vec![
             report_in(full_report(AGENT, BOOT_1, 8, inventory()), RECEIVED + 5),
-            report_in(delta_report(AGENT, BOOT_1, 9, 8, openssl_upgrade()), RECEIVED + 65),
+            report_in(
+                delta_report(AGENT, BOOT_1, 9, 8, openssl_upgrade()),
+                RECEIVED + 65,
+            ),
         ])
         .unwrap();
 
@@ -333,13 +393,18 @@ fn full_report_after_resync_applies() {
 fn new_boot_full_report_replaces() {
     let (_dir, path, mut store) = temp_store();
     store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory()),
+            RECEIVED,
+        )])
         .unwrap();
 
     let mut rebooted = inventory();
     rebooted.facts.kernel_version = "6.1.0-21-amd64".into();
     rebooted.facts.boot_time_unix_s = COLLECTED_AT + 3_600;
-    rebooted.packages.retain(|package| package.name != "exim4" && package.name != "bsd-mailx");
+    rebooted
+        .packages
+        .retain(|package| package.name != "exim4" && package.name != "bsd-mailx");
     rebooted.packages[0].version = "7.88.1-10+deb12u6".into();
     assert_eq!(rebooted.packages[0].name, "curl");
     rebooted.pending_updates.clear();
@@ -347,7 +412,10 @@ fn new_boot_full_report_replaces() {
     rebooted.warnings.clear();
     rebooted.package_lists_updated_unix_s = None;
     let outcomes = store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_2, 1, rebooted), RECEIVED + 7_200)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_2, 1, rebooted),
+            RECEIVED + 7_200,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::Stored]);
@@ -393,7 +461,10 @@ fn new_boot_full_report_replaces() {
             RECEIVED + 7_300,
         )])
         .unwrap();
-    assert!(matches!(outcomes[0], IngestOutcome::NeedsResync { .. }), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[0], IngestOutcome::NeedsResync { .. }),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
@@ -401,9 +472,19 @@ fn unsorted_full_report_keeps_last_row_per_key() {
     let (_dir, path, mut store) = temp_store();
     let mut inventory = inventory();
     inventory.packages = vec![
-        package("zlib1g", "amd64", "1:1.2.13.dfsg-1", InstallState::Installed),
+        package(
+            "zlib1g",
+            "amd64",
+            "1:1.2.13.dfsg-1",
+            InstallState::Installed,
+        ),
         package("curl", "amd64", "7.88.1-10", InstallState::HalfInstalled),
-        package("curl", "amd64", "7.88.1-10+deb12u5", InstallState::Installed),
+        package(
+            "curl",
+            "amd64",
+            "7.88.1-10+deb12u5",
+            InstallState::Installed,
+        ),
     ];
     inventory.pending_updates = vec![
         pending("curl", "7.88.1-10", "7.88.1-10+deb12u5", true),
@@ -411,7 +492,10 @@ fn unsorted_full_report_keeps_last_row_per_key() {
     ];
 
     let outcomes = store
-        .ingest(vec![report_in(full_report(AGENT, BOOT_1, 1, inventory), RECEIVED)])
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, inventory),
+            RECEIVED,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::Stored]);
@@ -425,7 +509,10 @@ fn unsorted_full_report_keeps_last_row_per_key() {
     assert_eq!(detail.summary.broken_package_count, 0);
     assert_eq!(detail.summary.pending_updates, 1);
     assert_eq!(detail.summary.security_updates, 0);
-    assert_eq!(detail.pending_updates[0].candidate_version, "7.88.1-10+deb12u6");
+    assert_eq!(
+        detail.pending_updates[0].candidate_version,
+        "7.88.1-10+deb12u6"
+    );
 }
 
 #[test]
@@ -437,7 +524,10 @@ fn outbox_dropped_takes_latest_value() {
     second.outbox_dropped = 3;
 
     store
-        .ingest(vec![report_in(first, RECEIVED), report_in(second, RECEIVED + 60)])
+        .ingest(vec![
+            report_in(first, RECEIVED),
+            report_in(second, RECEIVED + 60),
+        ])
         .unwrap();
 
     let summary = read_agent(&StoreReader::open(&path).unwrap(), AGENT).summary;
@@ -473,7 +563,12 @@ fn batch_outcomes_follow_input_order() {
         .ingest(vec![
             report_in(full_report(AGENT, BOOT_1, 1, inventory()), RECEIVED),
             status_in(
-                status(AGENT, tidegate_protocol::StatusState::Online, COLLECTED_AT, "0.1.0"),
+                status(
+                    AGENT,
+                    tidegate_protocol::StatusState::Online,
+                    COLLECTED_AT,
+                    "0.1.0",
+                ),
                 RECEIVED,
             ),
             report_in(
@@ -532,7 +627,10 @@ fn prune_forgets_old_reports() {
             ),
         ])
         .unwrap();
-    assert_eq!(outcomes, vec![IngestOutcome::Stored, IngestOutcome::Duplicate]);
+    assert_eq!(
+        outcomes,
+        vec![IngestOutcome::Stored, IngestOutcome::Duplicate]
+    );
     let summary = read_agent(&StoreReader::open(&path).unwrap(), AGENT).summary;
     assert_eq!(summary.reports_received, 3);
 }

@@ -14,7 +14,7 @@ mod store_support;
 use std::time::Instant;
 
 use store_support::*;
-use tidegate_protocol::{InstallState, InventoryDelta, Inventory, Report};
+use tidegate_protocol::{InstallState, Inventory, InventoryDelta, Report};
 use tidegate_server::store::{IngestOutcome, Store};
 
 const AGENTS: usize = 2_000;
@@ -29,7 +29,14 @@ fn host_inventory(index: usize) -> Inventory {
     let mut inventory = Inventory {
         facts: facts(&format!("host-{index:05}")),
         packages: (0..PACKAGES_PER_AGENT)
-            .map(|n| package(&format!("pkg{n:04}"), "amd64", "1.0-1", InstallState::Installed))
+            .map(|n| {
+                package(
+                    &format!("pkg{n:04}"),
+                    "amd64",
+                    "1.0-1",
+                    InstallState::Installed,
+                )
+            })
             .collect(),
         ..Default::default()
     };
@@ -40,7 +47,9 @@ fn host_inventory(index: usize) -> Inventory {
 /// Ingests `reports` in batches and returns reports per second.
 fn ingest_all(store: &mut Store, reports: Vec<Report>, expected: &IngestOutcome) -> f64 {
     let count = reports.len();
-    let mut incoming = reports.into_iter().map(|report| report_in(report, COLLECTED_AT));
+    let mut incoming = reports
+        .into_iter()
+        .map(|report| report_in(report, COLLECTED_AT));
     let started = Instant::now();
     loop {
         let batch: Vec<_> = incoming.by_ref().take(BATCH).collect();
@@ -73,7 +82,10 @@ fn store_ingest_rate() {
     for round in 0..10u64 {
         for index in 0..AGENTS {
             let mut upgraded = package(
-                &format!("pkg{:04}", (index + round as usize * 7) % PACKAGES_PER_AGENT),
+                &format!(
+                    "pkg{:04}",
+                    (index + round as usize * 7) % PACKAGES_PER_AGENT
+                ),
                 "amd64",
                 &format!("1.{}-1", round + 1),
                 InstallState::Installed,
@@ -83,7 +95,13 @@ fn store_ingest_rate() {
                 upserted: vec![upgraded],
                 ..Default::default()
             };
-            deltas.push(delta_report(&agent_name(index), BOOT_1, round + 2, round + 1, delta));
+            deltas.push(delta_report(
+                &agent_name(index),
+                BOOT_1,
+                round + 2,
+                round + 1,
+                delta,
+            ));
         }
     }
     let delta_rate = ingest_all(&mut store, deltas, &IngestOutcome::Stored);
@@ -93,7 +111,13 @@ fn store_ingest_rate() {
     for round in 10..20u64 {
         for index in 0..AGENTS {
             let delta = InventoryDelta::default();
-            empty.push(delta_report(&agent_name(index), BOOT_1, round + 2, round + 1, delta));
+            empty.push(delta_report(
+                &agent_name(index),
+                BOOT_1,
+                round + 2,
+                round + 1,
+                delta,
+            ));
         }
     }
     let empty_rate = ingest_all(&mut store, empty, &IngestOutcome::Stored);

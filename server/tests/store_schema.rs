@@ -38,11 +38,19 @@ fn reopening_keeps_everything() {
             ),
         ])
         .unwrap();
-    let before = StoreReader::open(&path).unwrap().agent(AGENT).unwrap().unwrap();
+    let before = StoreReader::open(&path)
+        .unwrap()
+        .agent(AGENT)
+        .unwrap()
+        .unwrap();
     drop(store);
 
     let mut store = Store::open(&path).unwrap();
-    let after = StoreReader::open(&path).unwrap().agent(AGENT).unwrap().unwrap();
+    let after = StoreReader::open(&path)
+        .unwrap()
+        .agent(AGENT)
+        .unwrap()
+        .unwrap();
     assert_eq!(after, before);
     assert_eq!(after.summary.package_count, 4);
     assert_eq!(schema_version(&path), SCHEMA_VERSION);
@@ -50,14 +58,20 @@ fn reopening_keeps_everything() {
     // The de-duplication records and the last applied report survive too.
     let outcomes = store
         .ingest(vec![
-            report_in(full_report(AGENT, BOOT_1, 1, inventory()), COLLECTED_AT + 120),
+            report_in(
+                full_report(AGENT, BOOT_1, 1, inventory()),
+                COLLECTED_AT + 120,
+            ),
             report_in(
                 delta_report(AGENT, BOOT_1, 3, 2, Default::default()),
                 COLLECTED_AT + 120,
             ),
         ])
         .unwrap();
-    assert_eq!(outcomes, vec![IngestOutcome::Duplicate, IngestOutcome::Stored]);
+    assert_eq!(
+        outcomes,
+        vec![IngestOutcome::Duplicate, IngestOutcome::Stored]
+    );
 }
 
 #[test]
@@ -70,21 +84,33 @@ fn newer_schema_rejected() {
         .execute("UPDATE schema_version SET version = ?1", [newer])
         .unwrap();
 
-    let error = Store::open(&path).err().expect("a newer schema must be rejected");
+    let error = Store::open(&path)
+        .err()
+        .expect("a newer schema must be rejected");
     assert!(matches!(error, StoreError::Schema { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains(&path.display().to_string()), "{message}");
     assert!(
-        message.contains(&format!("schema version {newer} is newer than version {SCHEMA_VERSION}")),
+        message.contains(&format!(
+            "schema version {newer} is newer than version {SCHEMA_VERSION}"
+        )),
         "{message}"
     );
 
-    let error = StoreReader::open(&path).err().expect("a reader must reject it too");
+    let error = StoreReader::open(&path)
+        .err()
+        .expect("a reader must reject it too");
     assert!(
-        error.to_string().contains(&format!("schema version {newer} is newer")),
+        error
+            .to_string()
+            .contains(&format!("schema version {newer} is newer")),
         "{error}"
     );
-    assert_eq!(schema_version(&path), newer, "a rejected store must be left as it was");
+    assert_eq!(
+        schema_version(&path),
+        newer,
+        "a rejected store must be left as it was"
+    );
 }
 
 #[test]
@@ -92,7 +118,9 @@ fn reader_rejects_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing.db");
 
-    let error = StoreReader::open(&path).err().expect("a missing file must be rejected");
+    let error = StoreReader::open(&path)
+        .err()
+        .expect("a missing file must be rejected");
 
     assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
     assert!(error.to_string().contains("missing.db"), "{error}");
@@ -108,9 +136,14 @@ fn reader_rejects_file_without_schema() {
         .execute_batch("CREATE TABLE unrelated (x INTEGER)")
         .unwrap();
 
-    let error = StoreReader::open(&path).err().expect("a file without schema must be rejected");
+    let error = StoreReader::open(&path)
+        .err()
+        .expect("a file without schema must be rejected");
 
-    assert!(error.to_string().contains("no schema_version table"), "{error}");
+    assert!(
+        error.to_string().contains("no schema_version table"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -118,7 +151,9 @@ fn open_rejects_unwritable_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("fleet.db");
 
-    let error = Store::open(&path).err().expect("a path in a missing directory must fail");
+    let error = Store::open(&path)
+        .err()
+        .expect("a path in a missing directory must fail");
 
     assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
     assert!(error.to_string().contains("no-such-dir"), "{error}");

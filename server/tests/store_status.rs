@@ -19,7 +19,10 @@ fn status_creates_unknown_agent() {
     let (_dir, path, mut store) = temp_store();
 
     let outcomes = store
-        .ingest(vec![status_in(status(AGENT, Online, 1_000, "0.1.0"), 1_003)])
+        .ingest(vec![status_in(
+            status(AGENT, Online, 1_000, "0.1.0"),
+            1_003,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::StatusRecorded]);
@@ -53,12 +56,18 @@ fn newer_status_replaces() {
 fn older_status_ignored() {
     let (_dir, path, mut store) = temp_store();
     store
-        .ingest(vec![status_in(status(AGENT, Online, 2_000, "0.2.0"), 2_001)])
+        .ingest(vec![status_in(
+            status(AGENT, Online, 2_000, "0.2.0"),
+            2_001,
+        )])
         .unwrap();
 
     // The broker delivers the last will of an earlier connection after the new online status.
     let outcomes = store
-        .ingest(vec![status_in(status(AGENT, Offline, 1_900, "0.1.0"), 2_050)])
+        .ingest(vec![status_in(
+            status(AGENT, Offline, 1_900, "0.1.0"),
+            2_050,
+        )])
         .unwrap();
 
     assert_eq!(outcomes, vec![IngestOutcome::StatusRecorded]);

@@ -4,10 +4,10 @@
 //! any list offers for the same name, with the same architecture or `all`. Nothing is fetched: the
 //! result is only as fresh as the last `apt update`, which `package_lists_updated_unix_s` reports.
 //!
-//! Only plain `*_Packages` files are read. Compressed lists (`*_Packages.lz4`, `.gz`, `.xz`, which
-//! APT keeps when `Acquire::GzipIndexes` is set, as in Debian's container images) and
-//! `*.diff_Index` files are skipped; when compressed lists are found and no plain list is, one
-//! warning reports that pending updates could not be computed.
+//! Plain `*_Packages` files are read, and so are the LZ4 and gzip compressed forms
+//! (`*_Packages.lz4`, `*_Packages.gz`) that APT keeps when `Acquire::GzipIndexes` is set, as in
+//! Debian's container images. Other compressions (`.xz`, `.bz2`) are skipped with one warning, and
+//! `*.diff_Index` files are never lists.
 //!
 //! Lists can be larger than 50 MB on Ubuntu, so each is streamed line by line, only the
 //! `Package`, `Architecture` and `Version` fields are looked at, and a version is kept only for a
@@ -193,8 +193,48 @@ impl<'a> UpdateFinder<'a> {
     }
 }
 
-/// Lists the plain `*_Packages` files in `directory`, sorted by name, and whether any compressed
-/// list was skipped. A missing directory has no lists.
+/// How a list file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListEncoding {
+    Plain,
+    Lz4,
+    Gzip,
+}
+
+impl ListEncoding {
+    /// Returns the encoding of a list file by its name, or `None` for a file that is not a list
+    /// this collector reads.
+    fn of(file_name: &str) -> Option<Self> {
+        if file_name.ends_with("_Packages") {
+            Some(Self::Plain)
+        } else if file_name.ends_with("_Packages.lz4") {
+            Some(Self::Lz4)
+        } else if file_name.ends_with("_Packages.gz") {
+            Some(Self::Gzip)
+        } else {
+            None
+        }
+    }
+
+    /// Wraps an open list file in the matching decoder.
+    fn reader(self, file: File) -> Box<dyn BufRead> {
+        const BUFFER_BYTES: usize = 64 * 1024;
+        match self {
+            Self::Plain => Box::new(BufReader::with_capacity(BUFFER_BYTES, file)),
+            Self::Lz4 => Box::new(BufReader::with_capacity(
+                BUFFER_BYTES,
+                lz4_flex::frame::FrameDecoder::new(file),
+            )),
+            Self::Gzip => Box::new(BufReader::with_capacity(
+                BUFFER_BYTES,
+                flate2::read::MultiGzDecoder::new(file),
+            )),
+        }
+    }
+}
+
+/// Lists the package list files in `directory` that this collector reads, sorted by name, and
+/// whether a list in a compression it does not read was skipped. A missing directory has no lists.
 fn find_lists(directory: &Path) -> Result<(Vec<PathBuf>, bool), ReadError> {
     let read_error = |source| ReadError {
         path: directory.to_owned(),
@@ -207,14 +247,14 @@ fn find_lists(directory: &Path) -> Result<(Vec<PathBuf>, bool), ReadError> {
     };
 
     let mut lists = Vec::new();
-    let mut compressed_found = false;
+    let mut unreadable_found = false;
     for entry in entries {
         let entry = entry.map_err(read_error)?;
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else {
             continue;
         };
-        if file_name.ends_with("_Packages") {
+        if ListEncoding::of(file_name).is_some() {
             // Follows symbolic links, so a linked list counts when it points to a regular file.
             if entry
                 .path()
@@ -224,11 +264,11 @@ fn find_lists(directory: &Path) -> Result<(Vec<PathBuf>, bool), ReadError> {
                 lists.push(entry.path());
             }
         } else if file_name.contains("_Packages.") && !file_name.ends_with(".diff_Index") {
-            compressed_found = true;
+            unreadable_found = true;
         }
     }
     lists.sort();
-    Ok((lists, compressed_found))
+    Ok((lists, unreadable_found))
 }
 
 /// The result of the last scan of the lists, reused while neither the lists nor the installed
@@ -272,24 +312,24 @@ pub(crate) fn collect(
         message,
     };
 
-    let (lists, compressed_found) = match find_lists(&directory) {
+    let (lists, unreadable_found) = match find_lists(&directory) {
         Ok(found) => found,
         Err(error) => {
             warnings.push(warning(error_chain(&error)));
             return ListsResult::default();
         }
     };
-    if lists.is_empty() && compressed_found {
+    if unreadable_found {
         warnings.push(warning(format!(
-            "{} contains only compressed package lists, which are not read; pending updates are \
-             not computed (set Acquire::GzipIndexes \"false\" in APT's configuration to keep plain \
-             lists)",
+            "{} contains package lists compressed other than with LZ4 or gzip, which are not read; \
+             pending updates may be missing (set Acquire::GzipIndexes \"false\" in APT's \
+             configuration to keep plain lists)",
             directory.display()
         )));
     }
 
-    // APT replaces a list by renaming a new file over it, so the inode in the stamp tells a
-    // replaced list apart even where its size and modification time are equal.
+    // APT replaces a list by renaming a new file over it, so the inode in the stamp distinguishes
+    // a replaced list even where its size and modification time are equal.
     let stamps: Vec<FileStamp> = lists.iter().map(|path| FileStamp::of(path)).collect();
     let installed = installed_fingerprint(packages);
     if let Some(scan) = &cache.scan {
@@ -308,9 +348,10 @@ pub(crate) fn collect(
             .and_then(|name| name.to_str())
             .unwrap_or_default();
         let security = is_security_list(file_name);
+        let encoding = ListEncoding::of(file_name).unwrap_or(ListEncoding::Plain);
         let result = File::open(&path).and_then(|file| {
             let modified = file.metadata()?.modified()?;
-            finder.scan_list(BufReader::with_capacity(64 * 1024, file), security)?;
+            finder.scan_list(encoding.reader(file), security)?;
             Ok(modified)
         });
         match result {

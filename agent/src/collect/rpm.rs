@@ -72,9 +72,9 @@ pub struct SystemCommandRunner {
 }
 
 impl Default for SystemCommandRunner {
-    /// A 60-second timeout. It only bounds a query that hangs on a locked or damaged database,
-    /// because a query of a few thousand packages is expected to take seconds at most (an
-    /// estimate, not a measurement).
+    /// Returns a runner with a 60-second timeout. It only bounds a query that hangs on a locked or
+    /// damaged database, because a query of a few thousand packages is expected to take seconds
+    /// at most (an estimate, not a measurement).
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(60),

@@ -33,7 +33,7 @@ use super::verify::RejectRule;
 use super::{from_hex, sha256, to_hex, validate_name, MAX_SIGNATURES};
 use crate::InvalidId;
 
-/// Maximum size of a bundle file. An agent holds the whole file in memory while it verifies it,
+/// Maximum size of a bundle file. An agent keeps the whole file in memory while it verifies it,
 /// and it does so before any signature has been checked, so this bounds what a forged file can
 /// cost. It leaves room for several Debian packages of a typical security update; larger content
 /// has to be split over several bundles.
@@ -161,13 +161,13 @@ impl fmt::Debug for BundleHash {
     }
 }
 
-/// Which hosts a bundle is meant for. An empty list places no restriction on that attribute.
+/// Selection of the hosts a bundle is meant for. An empty list places no restriction on that attribute.
 ///
 /// NOTE: matching a host against the selector is left to the agent and the server; this type
 /// only carries and validates the lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetSelector {
-    /// Tier names, with the rules of [`validate_name`].
+    /// Tier names: 1 to 64 characters of `[a-z0-9_-]`, like a [`BundleId`].
     #[serde(deserialize_with = "deserialize_target_list")]
     pub tiers: Vec<String>,
     #[serde(deserialize_with = "deserialize_target_list")]
@@ -176,7 +176,7 @@ pub struct TargetSelector {
     pub tags: Vec<String>,
 }
 
-/// What a systemd step does to its unit.
+/// The action a systemd step applies to its unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UnitAction {
     Enable,
@@ -239,7 +239,7 @@ pub enum Step {
 }
 
 impl Step {
-    /// A short name of the step type, for logs and `bundle inspect`.
+    /// Returns a short name of the step type, for logs and `bundle inspect`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::WriteFile { .. } => "write-file",
@@ -254,7 +254,7 @@ impl Step {
         }
     }
 
-    /// The name of the payload the step reads, if it reads one.
+    /// Returns the name of the payload the step reads, if it reads one.
     pub fn payload(&self) -> Option<&str> {
         match self {
             Self::WriteFile { payload, .. }
@@ -356,7 +356,9 @@ impl BundleManifest {
             if let Step::RunCommand { argv, revert_argv } = step {
                 for command in std::iter::once(argv).chain(revert_argv) {
                     if command.is_empty() {
-                        return Err(invalid(format!("step {index} (run-command) has an empty command")));
+                        return Err(invalid(format!(
+                            "step {index} (run-command) has an empty command"
+                        )));
                     }
                     check_count(command.len(), MAX_COMMAND_ARGS, "command arguments")
                         .map_err(invalid)?;
@@ -407,7 +409,9 @@ impl BundleManifest {
 
 fn check_count(count: usize, max: usize, items: &str) -> Result<(), String> {
     if count > max {
-        return Err(format!("it has {count} {items}, more than the limit of {max}"));
+        return Err(format!(
+            "it has {count} {items}, more than the limit of {max}"
+        ));
     }
     Ok(())
 }
@@ -435,7 +439,9 @@ fn validate_target_value(value: &str) -> Result<(), String> {
         ));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{value:?} must not contain spaces or control characters"));
+        return Err(format!(
+            "{value:?} must not contain spaces or control characters"
+        ));
     }
     Ok(())
 }
@@ -456,7 +462,9 @@ fn deserialize_target_list<'de, D: Deserializer<'de>>(
     codec::deserialize_bounded_vec(deserializer, MAX_TARGET_ENTRIES)
 }
 
-fn deserialize_command<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+fn deserialize_command<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     codec::deserialize_bounded_vec(deserializer, MAX_COMMAND_ARGS)
 }
 
@@ -493,8 +501,8 @@ impl fmt::Debug for Payload {
 
 /// A bundle file, decoded but not verified.
 ///
-/// The fields are public so tools can inspect and rearrange a file; verification reads them
-/// again, so a changed field can make verification fail but never pass wrongly.
+/// The fields are public so that tools can inspect and rearrange a file. Verification reads them
+/// again, so a changed field can make it fail but never pass wrongly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleFile {
     /// The canonical postcard encoding of the [`BundleManifest`]; these are the bytes that are
@@ -538,7 +546,7 @@ impl BundleFile {
         add_signature(&mut self.signatures, signature, BUNDLE_FRAMING.what).map_err(Into::into)
     }
 
-    /// The key ids of the signatures, in file order, for display. Nothing here is verified.
+    /// Returns the key ids of the signatures, in file order, for display. Nothing is verified.
     pub fn signers(&self) -> Vec<KeyId> {
         self.signatures.iter().map(|s| s.key_id).collect()
     }
@@ -744,7 +752,7 @@ pub enum BundleError {
 }
 
 impl BundleError {
-    /// The verification rule this error breaks, for a rejection verdict.
+    /// Returns the verification rule this error breaks, for a rejection verdict.
     pub fn rule(&self) -> RejectRule {
         match self {
             Self::Format(error) if error.is_size_limit() => RejectRule::SizeLimit,
@@ -754,7 +762,9 @@ impl BundleError {
             // the one verification applies to such a signature.
             Self::NotSecurityKey { .. } => RejectRule::WrongRole,
             Self::PayloadMissing { .. } => RejectRule::PayloadMissing,
-            Self::PayloadDuplicate { .. } | Self::PayloadUnlisted { .. } => RejectRule::PayloadExtra,
+            Self::PayloadDuplicate { .. } | Self::PayloadUnlisted { .. } => {
+                RejectRule::PayloadExtra
+            }
             Self::PayloadSize { .. } => RejectRule::PayloadSize,
             Self::PayloadHash { .. } => RejectRule::PayloadHash,
         }

@@ -67,7 +67,7 @@ pub enum FormatError {
 }
 
 impl FormatError {
-    /// Whether this error is a size or count limit, as opposed to malformed input.
+    /// Returns whether this error is a size or count limit, as opposed to malformed input.
     pub fn is_size_limit(&self) -> bool {
         matches!(self, Self::TooLarge { .. } | Self::TooMany { .. })
     }
@@ -75,7 +75,7 @@ impl FormatError {
 
 /// The header of one file format.
 pub(crate) struct Framing {
-    /// What the file is called in messages, such as "bundle file".
+    /// Name of the file kind in messages, such as "bundle file".
     pub what: &'static str,
     pub magic: &'static [u8; 4],
     pub format: u8,
@@ -222,8 +222,8 @@ impl<'a> Reader<'a> {
 
 /// Appends one postcard value to a file body.
 pub(crate) fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Encoding into a Vec fails only for types that serde cannot describe to postcard (maps and
-    // sequences of unknown length), and this module writes none of those.
+    // postcard fails to encode into a Vec only for sequences and maps of unknown length, and
+    // callers write only integers and signatures.
     let encoded = postcard::to_allocvec(value).expect("postcard encodes fixed-shape values");
     out.extend_from_slice(&encoded);
 }
@@ -254,12 +254,8 @@ pub(crate) fn decode_document<T: Serialize + DeserializeOwned>(
     part: &'static str,
     bytes: &[u8],
 ) -> Result<T, FormatError> {
-    let (document, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|source| FormatError::Encoding {
-            what,
-            part,
-            source,
-        })?;
+    let (document, rest) = postcard::take_from_bytes::<T>(bytes)
+        .map_err(|source| FormatError::Encoding { what, part, source })?;
     if !rest.is_empty() {
         return Err(FormatError::TrailingBytes {
             what,
@@ -369,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn byte_strings_read_back_and_trailing_bytes_are_rejected() {
+    fn reader_rejects_trailing_bytes() {
         let mut body = TEST_FRAMING.start();
         write_bytes(&mut body, b"abc");
         body.push(7);

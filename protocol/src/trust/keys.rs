@@ -20,7 +20,7 @@
 //! header and key disagree is rejected. Both PKCS#8 v2 (what [`SigningKey::generate`] writes) and
 //! v1 (what `openssl genpkey -algorithm ed25519` writes) are read.
 //!
-//! The file holds the private key unencrypted, so the operator's tooling must keep it readable by
+//! The file contains the private key unencrypted, so the operator's tooling must keep it readable by
 //! its owner only, on a machine other than the server.
 //!
 //! # Public key text
@@ -39,7 +39,7 @@ use super::codec::FormatError;
 use super::{from_hex, sha256, to_hex, MAX_SIGNATURES};
 use crate::InvalidId;
 
-/// What a key is allowed to sign. postcard encodes the variant index, so roles are only appended.
+/// The kind of document a key may sign. postcard encodes the variant index, so roles are only appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
     /// Signs new versions of the trust root.
@@ -53,7 +53,7 @@ pub enum Role {
 impl Role {
     pub const ALL: [Role; 3] = [Role::Root, Role::Security, Role::Ot];
 
-    /// The name used in key files, on the command line and in messages.
+    /// Returns the name used in key files, on the command line and in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Root => "root",
@@ -94,7 +94,7 @@ impl FromStr for Role {
 /// The id of a public key: the first 8 bytes of the SHA-256 digest of its 32 key bytes, shown as
 /// 16 lowercase hex digits.
 ///
-/// The id only says which listed key to try. A signature is always checked against the key bytes
+/// The id only selects which listed key to try. A signature is always checked against the key bytes
 /// that the trust root lists under the id, so a key made to collide with a listed id gains nothing.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KeyId([u8; 8]);
@@ -153,7 +153,7 @@ pub enum SigningContext {
 }
 
 impl SigningContext {
-    /// The context string that starts every signed message of this kind.
+    /// Returns the context string that starts every signed message of this kind.
     pub fn label(self) -> &'static str {
         match self {
             Self::TrustRoot => "tidegate trust root v1",
@@ -162,7 +162,7 @@ impl SigningContext {
         }
     }
 
-    /// The exact bytes that a signature over `document` covers.
+    /// Builds the exact bytes that a signature over `document` covers.
     pub fn signed_message(self, document: &[u8]) -> Vec<u8> {
         let label = self.label().as_bytes();
         let mut message = Vec::with_capacity(label.len() + 1 + document.len());
@@ -276,7 +276,7 @@ pub(crate) fn add_signature(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublicKey {
     pub role: Role,
-    /// Always [`KeyId::of_public_key`] of `bytes`; a trust root that says otherwise is invalid.
+    /// Always [`KeyId::of_public_key`] of `bytes`; a trust root that lists another id is invalid.
     pub key_id: KeyId,
     pub bytes: [u8; 32],
 }
@@ -311,7 +311,9 @@ impl PublicKey {
                 fields.len()
             )));
         };
-        let role: Role = role.parse().map_err(|e: InvalidRole| invalid(e.to_string()))?;
+        let role: Role = role
+            .parse()
+            .map_err(|e: InvalidRole| invalid(e.to_string()))?;
         let stated = KeyId::parse(key_id).map_err(|e| invalid(e.to_string()))?;
         let bytes: [u8; 32] = from_hex(key_hex)
             .and_then(|bytes| bytes.try_into().ok())
@@ -338,7 +340,9 @@ impl fmt::Display for PublicKey {
 pub enum KeyError {
     #[error("failed to generate an Ed25519 key: the random number generator failed")]
     Generate,
-    #[error("invalid Ed25519 private key: {reason}; expected an unencrypted PKCS#8 v1 or v2 document")]
+    #[error(
+        "invalid Ed25519 private key: {reason}; expected an unencrypted PKCS#8 v1 or v2 document"
+    )]
     Pkcs8 { reason: String },
     #[error("invalid signing key file, line {line}: {reason}")]
     KeyFile { line: usize, reason: String },
@@ -448,10 +452,7 @@ impl SigningKey {
             .find(|(_, line)| !line.is_empty())
             .ok_or_else(|| invalid(1, "the file is empty".into()))?;
         if first != KEY_FILE_BEGIN {
-            return Err(invalid(
-                line_number,
-                format!("expected {KEY_FILE_BEGIN:?}"),
-            ));
+            return Err(invalid(line_number, format!("expected {KEY_FILE_BEGIN:?}")));
         }
 
         let mut format = None;
@@ -470,7 +471,7 @@ impl SigningKey {
                 )
             })?;
             let slot_was_empty = match name {
-                "Format" => format.replace(value.to_owned()).is_none(),
+                "Format" => format.replace((value.to_owned(), line_number)).is_none(),
                 "Role" => {
                     let parsed: Role = value
                         .parse()
@@ -495,11 +496,11 @@ impl SigningKey {
         }
 
         let header_line = last_line;
-        match format.as_deref() {
-            Some(KEY_FILE_FORMAT) => {}
-            Some(other) => {
+        match format {
+            Some((value, _)) if value == KEY_FILE_FORMAT => {}
+            Some((other, line_number)) => {
                 return Err(invalid(
-                    header_line,
+                    line_number,
                     format!("unknown key file format {other:?}: this build reads format 1"),
                 ))
             }
@@ -596,10 +597,22 @@ mod tests {
         let key = key(Role::Security);
         let signature = key.sign(SigningContext::BundleManifest, b"manifest");
         let public = key.public_key();
-        assert!(public.verify(SigningContext::BundleManifest, b"manifest", &signature.bytes));
+        assert!(public.verify(
+            SigningContext::BundleManifest,
+            b"manifest",
+            &signature.bytes
+        ));
         assert!(!public.verify(SigningContext::TrustRoot, b"manifest", &signature.bytes));
-        assert!(!public.verify(SigningContext::WindowSchedule, b"manifest", &signature.bytes));
-        assert!(!public.verify(SigningContext::BundleManifest, b"manifesT", &signature.bytes));
+        assert!(!public.verify(
+            SigningContext::WindowSchedule,
+            b"manifest",
+            &signature.bytes
+        ));
+        assert!(!public.verify(
+            SigningContext::BundleManifest,
+            b"manifesT",
+            &signature.bytes
+        ));
     }
 
     #[test]

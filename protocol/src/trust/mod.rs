@@ -1,9 +1,9 @@
 //! Signing keys, the rotating trust root and signed remediation bundles.
 //!
-//! This module owns the trust decisions an agent makes before it touches a host: which keys exist
-//! and what each may sign ([`keys`]), how the list of keys moves from one version to the next
-//! ([`root`]), what a bundle file contains ([`bundle`]) and whether an agent may apply one
-//! ([`verify`]). It is pure logic over bytes: it reads no files and no clock, and it draws random
+//! This module owns the trust decisions an agent makes before it touches a host. [`keys`] defines
+//! which keys exist and what each may sign, and [`root`] how the list of keys moves from one
+//! version to the next. [`bundle`] defines what a bundle file contains, and [`verify`] whether an
+//! agent may apply one. It is pure logic over bytes: it reads no files and no clock, and it draws random
 //! numbers only from a generator the caller passes in. The caller reads `now` once, decides
 //! whether its clock is trustworthy, stores the pinned root and the per-stream high-water marks,
 //! and acts on the verdict.
@@ -88,7 +88,7 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 /// Parses hexadecimal digits (either case) into bytes, or returns `None` for an odd length or a
 /// character that is not a hex digit.
 pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
     (0..text.len())

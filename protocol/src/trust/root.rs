@@ -3,8 +3,8 @@
 //!
 //! An agent pins the first root it receives at enrollment ([`verify_initial_root`]) and then only
 //! moves forward one version at a time ([`verify_root_update`]). Version N+1 is valid only with a
-//! threshold of signatures from version N's root keys and a threshold from its own root keys, so
-//! neither the old key holders alone nor a set of new keys alone can take over the root.
+//! threshold of signatures from version N's root keys and a threshold from its own root keys.
+//! Neither the old key holders alone nor a set of new keys alone can take over the root.
 //!
 //! # Signed root file
 //!
@@ -130,7 +130,8 @@ impl TrustRoot {
         self.check_threshold(Role::Security, None, self.thresholds.security)?;
         self.check_threshold(Role::Ot, None, self.thresholds.ot)?;
         for (tier, overrides) in &self.tier_overrides {
-            validate_name("tier", tier).map_err(|source| RootError::InvalidTier { version, source })?;
+            validate_name("tier", tier)
+                .map_err(|source| RootError::InvalidTier { version, source })?;
             if overrides.security.is_none() && overrides.ot.is_none() {
                 return Err(RootError::EmptyTierOverride {
                     version,
@@ -147,7 +148,12 @@ impl TrustRoot {
         Ok(())
     }
 
-    fn check_threshold(&self, role: Role, tier: Option<&str>, threshold: u32) -> Result<(), RootError> {
+    fn check_threshold(
+        &self,
+        role: Role,
+        tier: Option<&str>,
+        threshold: u32,
+    ) -> Result<(), RootError> {
         let keys = self.keys_with_role(role).count();
         if threshold == 0 || threshold as usize > keys {
             return Err(RootError::UnsatisfiableThreshold {
@@ -161,19 +167,19 @@ impl TrustRoot {
         Ok(())
     }
 
-    /// The key listed under `key_id`, whatever its role.
+    /// Returns the key listed under `key_id`, whatever its role.
     pub fn key(&self, key_id: &KeyId) -> Option<&PublicKey> {
         self.keys.iter().find(|key| key.key_id == *key_id)
     }
 
-    /// The keys that hold `role`.
+    /// Returns the keys that have `role`.
     pub fn keys_with_role(&self, role: Role) -> impl Iterator<Item = &PublicKey> {
         self.keys.iter().filter(move |key| key.role == role)
     }
 
-    /// The number of distinct valid signatures by keys of `role` that a document for `tier` needs:
-    /// the tier's override if it has one, else the root's default. Root signatures have no
-    /// per-tier override.
+    /// Returns the number of distinct valid signatures by keys of `role` that a document for
+    /// `tier` needs. That is the tier's override if it has one, else the root's default. Root
+    /// signatures have no per-tier override.
     pub fn threshold(&self, role: Role, tier: &str) -> u32 {
         let overrides = self.tier_overrides.get(tier);
         match role {
@@ -188,8 +194,8 @@ impl TrustRoot {
 
 /// A root document as it travels and is stored: the signed bytes and the signatures over them.
 ///
-/// The fields are public so tools can inspect and rearrange a file; every check reads them again,
-/// so a changed field can make verification fail but never pass wrongly.
+/// The fields are public so that tools can inspect and rearrange a file. Every check reads them
+/// again, so a changed field can make verification fail but never pass wrongly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTrustRoot {
     /// The canonical postcard encoding of the [`TrustRoot`]; these are the bytes that are signed.
@@ -216,8 +222,8 @@ impl SignedTrustRoot {
         Ok(root)
     }
 
-    /// Adds `key`'s signature. Only root keys sign roots; whether the key counts (it must be a
-    /// root key of this version or the one before) is decided at verification.
+    /// Adds `key`'s signature. Only root keys sign roots. Whether the key counts is decided at
+    /// verification, because it must be a root key of this version or of the one before.
     pub fn sign(&mut self, key: &SigningKey) -> Result<SignOutcome, RootError> {
         if key.role() != Role::Root {
             return Err(RootError::NotRootKey {
@@ -230,7 +236,7 @@ impl SignedTrustRoot {
             .map_err(RootError::from)
     }
 
-    /// The key ids of the signatures, in file order, for display. Nothing here is verified.
+    /// Returns the key ids of the signatures, in file order, for display. Nothing is verified.
     pub fn signers(&self) -> Vec<KeyId> {
         self.signatures.iter().map(|s| s.key_id).collect()
     }
@@ -288,13 +294,19 @@ pub fn verify_initial_root(signed: &SignedTrustRoot) -> Result<TrustRoot, RootEr
 
 /// Checks `offered` as the successor of the pinned root `current` and returns its document.
 ///
-/// In this order: the document is valid; its version is exactly `current.version + 1` (an equal
-/// or lower version is rejected with [`RootError::AlreadyCurrent`], [`RootError::ConflictingVersion`]
-/// or [`RootError::Older`], a higher one with [`RootError::VersionGap`]); every signature is by a
-/// root key of `current` or `offered` and verifies; the distinct valid signers include
-/// `current`'s root threshold of `current`'s root keys and `offered`'s root threshold of
-/// `offered`'s root keys.
-pub fn verify_root_update(current: &TrustRoot, offered: &SignedTrustRoot) -> Result<TrustRoot, RootError> {
+/// The checks, in this order:
+///
+/// 1. the document is valid;
+/// 2. its version is exactly `current.version + 1`. An equal version is rejected with
+///    [`RootError::AlreadyCurrent`] or [`RootError::ConflictingVersion`], a lower one with
+///    [`RootError::Older`] and a higher one with [`RootError::VersionGap`];
+/// 3. every signature is by a root key of `current` or `offered`, and verifies;
+/// 4. the distinct valid signers include `current`'s root threshold of `current`'s root keys,
+///    and `offered`'s root threshold of `offered`'s root keys.
+pub fn verify_root_update(
+    current: &TrustRoot,
+    offered: &SignedTrustRoot,
+) -> Result<TrustRoot, RootError> {
     let document = offered.document()?;
     let (pinned, next) = (current.version, document.version);
     if next == pinned {
@@ -425,7 +437,7 @@ fn describe_versions(previous: &Option<u64>, offered: &u64) -> String {
     }
 }
 
-/// Why a root document or signed root file was rejected.
+/// Rejection of a root document or signed root file, with its reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RootError {
     #[error(transparent)]
@@ -438,7 +450,9 @@ pub enum RootError {
         listed: KeyId,
         actual: KeyId,
     },
-    #[error("invalid trust root v{version}: key {key_id} is listed twice; a key has exactly one role")]
+    #[error(
+        "invalid trust root v{version}: key {key_id} is listed twice; a key has exactly one role"
+    )]
     DuplicateKey { version: u64, key_id: KeyId },
     #[error(
         "invalid trust root v{version}: the {role} threshold{} is {threshold}, but it must be at \

@@ -17,7 +17,7 @@
 //!    is rejected.
 //!
 //! The manifest is decoded only after its signatures verified (between steps 3 and 4), so
-//! unsigned input never reaches the manifest parser; a damaged manifest therefore fails as a bad
+//! unsigned input never reaches the manifest parser. A damaged manifest therefore fails as a bad
 //! signature.
 //!
 //! Every rejection names its rule and the part that broke it (signature index and key id, payload
@@ -39,8 +39,10 @@ use super::root::TrustRoot;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClockTrust {
     Trusted,
-    /// The time checks cannot be made. `reason` says why, for the deferral message.
-    Untrusted { reason: String },
+    /// The time checks cannot be made. `reason` is the cause, shown in the deferral message.
+    Untrusted {
+        reason: String,
+    },
 }
 
 /// The last bundle applied from one stream, as the agent persists it.
@@ -80,7 +82,7 @@ pub enum BundleVerdict {
 }
 
 impl BundleVerdict {
-    /// The rule of a rejection, or `None` for any other verdict.
+    /// Returns the rule of a rejection, or `None` for any other verdict.
     pub fn rejection_rule(&self) -> Option<RejectRule> {
         match self {
             Self::Rejected { rule, .. } => Some(*rule),
@@ -116,7 +118,7 @@ pub enum RejectRule {
     InvalidManifest,
     /// A payload listed in the manifest is not in the file.
     PayloadMissing,
-    /// The file holds a payload the manifest does not list, or one payload twice.
+    /// The file contains a payload the manifest does not list, or one payload twice.
     PayloadExtra,
     /// A payload's size differs from the manifest.
     PayloadSize,
@@ -133,7 +135,7 @@ pub enum RejectRule {
 }
 
 impl RejectRule {
-    /// A stable, kebab-case name of the rule, for logs, events and the server's reports.
+    /// Returns a stable, kebab-case name of the rule, for logs, events and the server's reports.
     pub fn code(self) -> &'static str {
         match self {
             Self::Format => "format",
@@ -170,7 +172,9 @@ pub enum SignatureError {
         key_id: KeyId,
         root_version: u64,
     },
-    #[error("signature {index}: key {key_id} has role {role}, but this document needs {expected} keys")]
+    #[error(
+        "signature {index}: key {key_id} has role {role}, but this document needs {expected} keys"
+    )]
     WrongRole {
         index: usize,
         key_id: KeyId,
@@ -195,7 +199,7 @@ impl SignatureError {
 /// to be listed with `role`, and returns the distinct key ids that signed. The first signature
 /// that is unknown, of the wrong role or invalid fails the whole check, so a damaged signature
 /// is reported even when the others would meet the threshold. Comparing the count with a
-/// threshold is left to the caller, which knows the tier.
+/// threshold is left to the caller, which has the tier.
 pub fn verify_signatures(
     root: &TrustRoot,
     role: Role,
@@ -229,8 +233,8 @@ pub fn verify_signatures(
 
 /// Decides whether a bundle may be applied, by the checks listed in this module's documentation.
 ///
-/// `now_unix_s` is the caller's one clock reading for this decision, and `clock` says whether it
-/// can be trusted. `high_water` maps each stream to the last bundle the agent applied from it; a
+/// `now_unix_s` is the caller's one clock reading for this decision, and `clock` states whether
+/// it can be trusted. `high_water` maps each stream to the last bundle the agent applied from it; a
 /// stream without an entry has never applied one.
 pub fn verify_bundle(
     file_bytes: &[u8],
@@ -268,7 +272,11 @@ pub fn verify_bundle(
                 "the bundle has valid signatures from {} distinct security keys ({}), but tier \
                  {tier} requires {required} under trust root v{}",
                 signers.len(),
-                if names.is_empty() { "none".to_owned() } else { names.join(", ") },
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                },
                 root.version
             ),
         );

@@ -104,7 +104,14 @@ pub fn fleet_table(agents: &[AgentSummary], now_unix_s: i64) -> String {
         .collect();
     render_table(
         &[
-            "AGENT", "HOSTNAME", "OS", "PACKAGES", "PENDING", "REBOOT", "ONLINE", "LAST SEEN",
+            "AGENT",
+            "HOSTNAME",
+            "OS",
+            "PACKAGES",
+            "PENDING",
+            "REBOOT",
+            "ONLINE",
+            "LAST SEEN",
         ],
         &rows,
     )
@@ -129,14 +136,31 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
         ("Memory", format::bytes(agent.memory_total_bytes)),
         (
             "Uptime",
-            agent.uptime_seconds.map_or_else(|| "-".to_owned(), format::duration),
+            agent
+                .uptime_seconds
+                .map_or_else(|| "-".to_owned(), format::duration),
         ),
-        ("Agent version", agent.agent_version.clone().unwrap_or_else(|| "-".to_owned())),
+        (
+            "Agent version",
+            agent
+                .agent_version
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+        ),
         ("Online", yes_no(agent.online).to_owned()),
-        ("First seen", relative_time(now_unix_s, agent.first_seen_unix_s)),
-        ("Last seen", relative_time(now_unix_s, agent.last_seen_unix_s)),
+        (
+            "First seen",
+            relative_time(now_unix_s, agent.first_seen_unix_s),
+        ),
+        (
+            "Last seen",
+            relative_time(now_unix_s, agent.last_seen_unix_s),
+        ),
         ("Last report", when(agent.last_report_unix_s)),
-        ("Package lists updated", when(agent.package_lists_updated_unix_s)),
+        (
+            "Package lists updated",
+            when(agent.package_lists_updated_unix_s),
+        ),
         ("Reports received", agent.reports_received.to_string()),
         ("Duplicate reports", agent.duplicate_reports.to_string()),
         ("Outbox dropped", agent.outbox_dropped.to_string()),
@@ -290,7 +314,10 @@ mod tests {
         quiet.reboot_required = false;
         quiet.online = false;
         quiet.last_seen_unix_s = NOW - 3 * 60;
-        let agents = vec![summary("3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4", "gateway-7"), quiet];
+        let agents = vec![
+            summary("3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4", "gateway-7"),
+            quiet,
+        ];
 
         let expected = "\
 AGENT         HOSTNAME   OS                   PACKAGES  PENDING     REBOOT  ONLINE  LAST SEEN
@@ -333,21 +360,32 @@ b71c00aa      db         -                    7         0           no      no  
     fn agent_text_sections() {
         let text = agent_text(&detail(), false, NOW);
 
-        assert!(text.contains("Agent:                  3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4\n"), "{text}");
+        assert!(
+            text.contains("Agent:                  3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4\n"),
+            "{text}"
+        );
         assert!(text.contains("Uptime:                 1d 2h\n"), "{text}");
         assert!(text.contains("Memory:                 8.0 GiB\n"), "{text}");
         assert!(text.contains("Last report:            3m ago\n"), "{text}");
         assert!(text.contains("Package lists updated:  never\n"), "{text}");
         assert!(text.contains("Duplicate reports:      2\n"), "{text}");
-        assert!(text.contains("Reboot required: yes, for linux-image-6.1.0-18-amd64\n"), "{text}");
-        assert!(text.contains("Warnings (1):\n  dpkg: skipped a stanza without Package\n"), "{text}");
+        assert!(
+            text.contains("Reboot required: yes, for linux-image-6.1.0-18-amd64\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Warnings (1):\n  dpkg: skipped a stanza without Package\n"),
+            "{text}"
+        );
         assert!(text.contains("Pending updates: 12 (3 sec)\n"), "{text}");
         assert!(
             text.contains("openssl  amd64  3.0.11-1~deb12u2  3.0.13-1~deb12u1  yes       no\n"),
             "{text}"
         );
         assert!(
-            text.ends_with("Packages: 1234 installed, 1 broken, 1 rows (list them with --packages)\n"),
+            text.ends_with(
+                "Packages: 1234 installed, 1 broken, 1 rows (list them with --packages)\n"
+            ),
             "{text}"
         );
     }

@@ -4,7 +4,10 @@
 /// spaces and left-aligned. Lines carry no trailing spaces. Widths count `char`s, so they are
 /// right for ASCII and most Latin text but not for wide (CJK) characters.
 pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|header| header.chars().count()).collect();
+    let mut widths: Vec<usize> = headers
+        .iter()
+        .map(|header| header.chars().count())
+        .collect();
     for row in rows {
         for (column, cell) in row.iter().enumerate() {
             let width = cell.chars().count();

@@ -22,7 +22,11 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8740";
 pub const SERVER_ENV: &str = "TIDEGATE_SERVER";
 
 #[derive(Debug, Parser)]
-#[command(name = "tidegate", version, about = "Operate a tidegate fleet through its server")]
+#[command(
+    name = "tidegate",
+    version,
+    about = "Operate a tidegate fleet through its server"
+)]
 pub struct Cli {
     /// Base URL of the tidegate server's HTTP API [default: $TIDEGATE_SERVER, or
     /// http://127.0.0.1:8740]
@@ -188,13 +192,17 @@ mod tests {
 
     #[test]
     fn server_environment_replaces_default() {
-        assert_eq!(resolve_server(None, &context(Some("http://b:2"))), "http://b:2");
+        assert_eq!(
+            resolve_server(None, &context(Some("http://b:2"))),
+            "http://b:2"
+        );
         assert_eq!(resolve_server(None, &context(None)), DEFAULT_SERVER);
     }
 
     #[test]
     fn cli_arguments_parse() {
-        let cli = Cli::try_parse_from(["tidegate", "fleet", "show", "gw-01", "--packages"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["tidegate", "fleet", "show", "gw-01", "--packages"]).unwrap();
         assert!(cli.server.is_none());
         let Command::Fleet(FleetCommand::Show(args)) = cli.command else {
             panic!("expected fleet show, got {:?}", cli.command);
@@ -203,7 +211,8 @@ mod tests {
         assert!(args.packages);
         assert!(!args.json);
 
-        let cli = Cli::try_parse_from(["tidegate", "fleet", "list", "--server", "http://x:1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["tidegate", "fleet", "list", "--server", "http://x:1"]).unwrap();
         assert_eq!(cli.server.as_deref(), Some("http://x:1"));
     }
 

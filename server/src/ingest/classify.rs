@@ -16,6 +16,10 @@ use crate::store::Incoming;
 
 /// The decision for one publish.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a value lives only until its message is queued; boxing would allocate per message"
+)]
 pub enum Classified {
     /// Store this message.
     Store(Incoming),

@@ -66,20 +66,34 @@ enum Ended {
     Stop,
     WriterGone,
     Failed(ConnectionError),
+    /// A clean-session connection that discarded the broker's session (see [`Session::run`]).
+    SessionDiscarded,
 }
 
 impl Session {
     /// Connects and reconnects until stopped. Returns an error only when the store thread stopped
     /// without being asked to.
+    ///
+    /// A packet larger than the incoming limit ends the connection before it can be acknowledged,
+    /// so the broker would send it again to the persistent session after every reconnect, and
+    /// ingest would never get past it. After such a failure the next connection uses a clean
+    /// session, which makes the broker discard the session with everything queued in it, and is
+    /// closed at once. Agents send the reports lost with it again, because no `ReportAck` named
+    /// them.
     pub async fn run(mut self) -> Result<(), IngestError> {
         let (broker_host, broker_port) = self.options.broker_address();
         let mut backoff = Backoff::default();
         let mut classifier = Classifier::new();
+        let mut discard_session = false;
         loop {
             if self.stop_requested() {
                 return self.finish(None).await;
             }
-            let (client, mut eventloop) = AsyncClient::new(self.options.clone(), REQUEST_CAPACITY);
+            let mut options = self.options.clone();
+            if discard_session {
+                options.set_clean_session(true);
+            }
+            let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
             // Acknowledgements are small packets sent while the broker waits for them before it
             // sends more. With Nagle's algorithm each batch of them would wait for the broker's
             // delayed TCP acknowledgement (about 40 ms on Linux).
@@ -94,6 +108,9 @@ impl Session {
                     _ = self.stop.changed() => break Ended::Stop,
                     _ = self.items.closed() => break Ended::WriterGone,
                     event = eventloop.poll() => match event {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) if discard_session => {
+                            break Ended::SessionDiscarded;
+                        }
                         Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                             connected_at = Some(self.clock.monotonic());
                             IngestCounters::add(&self.counters.connections, 1);
@@ -134,8 +151,21 @@ impl Session {
                     error!("the store thread stopped; ingest stops");
                     return Err(IngestError::WriterStopped);
                 }
+                Ended::SessionDiscarded => {
+                    drop(eventloop);
+                    discard_session = false;
+                    IngestCounters::add(&self.counters.sessions_discarded, 1);
+                    warn!(
+                        broker = %format_args!("{broker_host}:{broker_port}"),
+                        "discarded the broker session to skip an oversized packet; messages queued \
+                         in it are lost, and agents send their unacknowledged reports again"
+                    );
+                }
                 Ended::Failed(error) => {
                     drop(eventloop);
+                    if is_oversized_packet(&error) {
+                        discard_session = true;
+                    }
                     let stayed_up = connected_at.is_some_and(|at| {
                         self.clock.monotonic().saturating_sub(at) >= backoff::STABLE_AFTER
                     });
@@ -217,15 +247,17 @@ impl Session {
             // Publishes that arrive now are not acknowledged; the broker sends them again.
             while eventloop.poll().await.is_ok() {}
         };
+        let mut connection_lost = false;
         tokio::select! {
             _ = &mut acknowledger => {}
-            _ = keep_polling => {}
+            _ = keep_polling => connection_lost = true,
             _ = tokio::time::sleep(SHUTDOWN_DRAIN) => {
                 warn!("acknowledgements still pending after {SHUTDOWN_DRAIN:?}; disconnecting anyway");
             }
         }
 
-        if client.try_disconnect().is_ok() {
+        // After a lost connection the next poll would connect again, only to disconnect.
+        if !connection_lost && client.try_disconnect().is_ok() {
             let disconnected = async {
                 loop {
                     match eventloop.poll().await {
@@ -272,6 +304,15 @@ fn check_suback(return_codes: &[SubscribeReasonCode]) -> bool {
     granted
 }
 
+fn is_oversized_packet(error: &ConnectionError) -> bool {
+    matches!(
+        error,
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(_)
+        ))
+    )
+}
+
 fn log_connection_error(
     error: &ConnectionError,
     host: &str,
@@ -284,11 +325,13 @@ fn log_connection_error(
         rumqttc::Error::PayloadSizeLimitExceeded(size),
     )) = error
     {
+        // ERROR because the messages queued in the session are about to be discarded.
         error!(
             broker,
             packet_bytes = size,
-            "the broker sent a packet larger than the ingest limit; set the broker's message size \
-             limit (mosquitto: message_size_limit) to at most the server's --mqtt-max-packet-bytes"
+            "the broker sent a packet larger than the ingest limit, so its session will be \
+             discarded; set the broker's message size limit (mosquitto: message_size_limit) to at \
+             most the server's --mqtt-max-packet-bytes"
         );
     }
     warn!(

@@ -36,8 +36,10 @@
 //!   transaction contains at most about 100 messages.
 //! - A message the store rejects on its own while the rest of its batch is stored is dropped with
 //!   an error and acknowledged, so that it cannot stop ingest (see [`writer`]).
-//! - An external broker that forwards a packet larger than `max_packet_bytes` makes every
-//!   connection fail at that packet: set the broker's own size limit to at most this one.
+//! - A packet larger than `max_packet_bytes` from the broker ends the connection. Ingest then
+//!   discards its broker session to get past it, losing the messages queued in the session until
+//!   agents send them again. The embedded broker never forwards such a packet. With an external
+//!   broker, set the broker's own size limit to at most this one.
 
 mod backoff;
 mod chunks;
@@ -240,6 +242,8 @@ pub struct IngestCounters {
     pub connections: AtomicU64,
     /// SUBACKs that granted every filter ingest asked for.
     pub subscriptions_granted: AtomicU64,
+    /// Broker sessions discarded to skip a packet larger than the limit.
+    pub sessions_discarded: AtomicU64,
     pub publishes_received: AtomicU64,
     pub reports_stored: AtomicU64,
     pub duplicate_reports: AtomicU64,
@@ -267,6 +271,7 @@ impl IngestCounters {
         IngestStats {
             connections: read(&self.connections),
             subscriptions_granted: read(&self.subscriptions_granted),
+            sessions_discarded: read(&self.sessions_discarded),
             publishes_received: read(&self.publishes_received),
             reports_stored: read(&self.reports_stored),
             duplicate_reports: read(&self.duplicate_reports),
@@ -287,6 +292,7 @@ impl IngestCounters {
 pub struct IngestStats {
     pub connections: u64,
     pub subscriptions_granted: u64,
+    pub sessions_discarded: u64,
     pub publishes_received: u64,
     pub reports_stored: u64,
     pub duplicate_reports: u64,

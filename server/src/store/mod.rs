@@ -348,7 +348,11 @@ impl StoreReader {
 
         let result = read(&connection);
 
-        let mut idle = self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self
+            .inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_READERS {
             idle.push(connection);
         }

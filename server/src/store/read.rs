@@ -20,14 +20,20 @@ pub(super) fn fleet(connection: &Connection) -> rusqlite::Result<Vec<AgentSummar
 
 /// Reads one agent inside one read transaction, so the summary and the rows come from the same
 /// committed batch.
-pub(super) fn agent(connection: &Connection, agent_id: &str) -> rusqlite::Result<Option<AgentDetail>> {
+pub(super) fn agent(
+    connection: &Connection,
+    agent_id: &str,
+) -> rusqlite::Result<Option<AgentDetail>> {
     let snapshot = connection.unchecked_transaction()?;
     let detail = agent_in_snapshot(&snapshot, agent_id)?;
     snapshot.finish()?;
     Ok(detail)
 }
 
-fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Result<Option<AgentDetail>> {
+fn agent_in_snapshot(
+    connection: &Connection,
+    agent_id: &str,
+) -> rusqlite::Result<Option<AgentDetail>> {
     let sql = format!("SELECT agent_key, {SUMMARY_COLUMNS} FROM agents WHERE agent_id = ?1");
     let Some((agent_key, summary)) = connection
         .prepare_cached(&sql)?
@@ -48,7 +54,11 @@ fn agent_in_snapshot(connection: &Connection, agent_id: &str) -> rusqlite::Resul
         .query_map([agent_key], |row| {
             let provides: String = row.get(6)?;
             let provides = serde_json::from_str(&provides).map_err(|error| {
-                rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(error))
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    Box::new(error),
+                )
             })?;
             Ok(PackageRow {
                 ecosystem: row.get(0)?,

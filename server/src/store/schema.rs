@@ -197,7 +197,10 @@ pub fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreErro
             .execute("DELETE FROM schema_version", [])
             .map_err(migrate_error(version))?;
         transaction
-            .execute("INSERT INTO schema_version (version) VALUES (?1)", [version])
+            .execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [version],
+            )
             .map_err(migrate_error(version))?;
         transaction.commit().map_err(migrate_error(version))?;
         tracing::info!(path = %path.display(), version, "migrated the store schema");

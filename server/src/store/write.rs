@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use tidegate_protocol::{
-    BootId, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
-    PendingUpdate, RebootRequired, Report, ReportBody, Status, StatusState, Warning,
+    BootId, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey, PendingUpdate,
+    RebootRequired, Report, ReportBody, Status, StatusState, Warning,
 };
 
 use super::IngestOutcome;
@@ -54,7 +54,8 @@ pub(super) fn ingest_report(
     let state = match read_applied_state(transaction, report.agent_id.as_str())? {
         Some(state) => state,
         None => {
-            let agent_key = insert_agent(transaction, report.agent_id.as_str(), received_at_unix_s)?;
+            let agent_key =
+                insert_agent(transaction, report.agent_id.as_str(), received_at_unix_s)?;
             AppliedState {
                 agent_key,
                 report: None,
@@ -151,7 +152,10 @@ pub(super) fn ingest_status(
         .optional()?;
     let (agent_key, stored_at) = match stored {
         Some(stored) => stored,
-        None => (insert_agent(transaction, agent_id, received_at_unix_s)?, None),
+        None => (
+            insert_agent(transaction, agent_id, received_at_unix_s)?,
+            None,
+        ),
     };
 
     if stored_at.is_some_and(|stored_at| status.at_unix_s < stored_at) {
@@ -318,7 +322,11 @@ fn replace_inventory(
 
     update_facts(transaction, agent_key, &inventory.facts)?;
     replace_pending_updates(transaction, agent_key, &inventory.pending_updates)?;
-    update_package_lists_time(transaction, agent_key, inventory.package_lists_updated_unix_s)?;
+    update_package_lists_time(
+        transaction,
+        agent_key,
+        inventory.package_lists_updated_unix_s,
+    )?;
     replace_reboot(transaction, agent_key, &inventory.reboot)?;
     replace_warnings(transaction, agent_key, &inventory.warnings)?;
     Ok(counts)
@@ -356,7 +364,12 @@ fn apply_delta(
                  WHERE agent_key = ?1 AND ecosystem = ?2 AND name = ?3 AND arch = ?4",
             )?
             .query_row(
-                params![agent_key, package.ecosystem.as_str(), package.name, package.arch],
+                params![
+                    agent_key,
+                    package.ecosystem.as_str(),
+                    package.name,
+                    package.arch
+                ],
                 |row| row.get(0),
             )
             .optional()?;
@@ -395,8 +408,10 @@ fn normalized_packages(packages: &[Package]) -> Cow<'_, [Package]> {
     if sorted_and_unique {
         return Cow::Borrowed(packages);
     }
-    let by_key: BTreeMap<PackageKey, &Package> =
-        packages.iter().map(|package| (package.key(), package)).collect();
+    let by_key: BTreeMap<PackageKey, &Package> = packages
+        .iter()
+        .map(|package| (package.key(), package))
+        .collect();
     Cow::Owned(by_key.into_values().cloned().collect())
 }
 
@@ -482,7 +497,11 @@ fn replace_pending_updates(
     let by_key: BTreeMap<(&str, &str, &str), &PendingUpdate> = pending_updates
         .iter()
         .map(|update| {
-            let key = (update.ecosystem.as_str(), update.name.as_str(), update.arch.as_str());
+            let key = (
+                update.ecosystem.as_str(),
+                update.name.as_str(),
+                update.arch.as_str(),
+            );
             (key, update)
         })
         .collect();

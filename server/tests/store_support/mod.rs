@@ -70,15 +70,40 @@ pub fn facts(hostname: &str) -> HostFacts {
 pub fn inventory() -> Inventory {
     let mut mta = package("exim4", "amd64", "4.96-15", InstallState::ConfigFiles);
     mta.selection = Selection::Deinstall;
-    let mut mail = package("bsd-mailx", "amd64", "8.1.2-0.20220412", InstallState::HalfConfigured);
+    let mut mail = package(
+        "bsd-mailx",
+        "amd64",
+        "8.1.2-0.20220412",
+        InstallState::HalfConfigured,
+    );
     mail.provides = vec!["mailx".into(), "mail-reader".into()];
     let mut inventory = Inventory {
         facts: facts("gw-01"),
         packages: vec![
-            package("curl", "amd64", "7.88.1-10+deb12u5", InstallState::Installed),
-            package("libssl3", "amd64", "3.0.11-1~deb12u2", InstallState::Installed),
-            package("libssl3", "i386", "3.0.11-1~deb12u2", InstallState::Installed),
-            package("openssl", "amd64", "3.0.11-1~deb12u2", InstallState::Installed),
+            package(
+                "curl",
+                "amd64",
+                "7.88.1-10+deb12u5",
+                InstallState::Installed,
+            ),
+            package(
+                "libssl3",
+                "amd64",
+                "3.0.11-1~deb12u2",
+                InstallState::Installed,
+            ),
+            package(
+                "libssl3",
+                "i386",
+                "3.0.11-1~deb12u2",
+                InstallState::Installed,
+            ),
+            package(
+                "openssl",
+                "amd64",
+                "3.0.11-1~deb12u2",
+                InstallState::Installed,
+            ),
             mta,
             mail,
         ],
@@ -138,7 +163,9 @@ pub fn openssl_upgrade() -> InventoryDelta {
             package.version = "3.0.13-1~deb12u1".into();
         }
     }
-    after.pending_updates.retain(|update| update.name != "openssl");
+    after
+        .pending_updates
+        .retain(|update| update.name != "openssl");
     before.diff(&after)
 }
 
@@ -180,7 +207,9 @@ pub fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
 pub fn spawn_api(reader: tidegate_server::store::StoreReader) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("read the bound address");
-    listener.set_nonblocking(true).expect("make the listener non-blocking");
+    listener
+        .set_nonblocking(true)
+        .expect("make the listener non-blocking");
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
