@@ -50,7 +50,7 @@ impl AgentId {
     }
 
     /// Derives the agent id from the agent's public key: the first 16 bytes of its SHA-256 digest,
-    /// in lowercase hex. The caller computes the digest, because this crate has no cryptography.
+    /// in lowercase hex. The caller computes the digest.
     pub fn from_public_key_digest(digest: &[u8; 32]) -> Self {
         Self(hex(&digest[..16]))
     }

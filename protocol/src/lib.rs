@@ -1,8 +1,9 @@
 //! Wire types shared by the tidegate agent and server.
 //!
 //! This crate owns the message formats (the versioned envelope and the messages inside it), the MQTT
-//! topic names, the inventory model with its delta arithmetic, and version ordering for the Debian,
-//! RPM and APK package ecosystems. It is pure: no async runtime, no MQTT client, no file system and no
+//! topic names, the inventory model with its delta arithmetic, version ordering for the Debian,
+//! RPM and APK package ecosystems, and trust: signing keys, the rotating trust root, signed bundles
+//! and their verification. It is pure: no async runtime, no MQTT client, no file system and no
 //! clock reads. Callers pass in every instant and every byte, and act on what comes back.
 
 pub mod envelope;

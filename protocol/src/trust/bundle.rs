@@ -35,23 +35,25 @@ use crate::InvalidId;
 
 /// Maximum size of a bundle file. An agent keeps the whole file in memory while it verifies it,
 /// and it does so before any signature has been checked, so this bounds what a forged file can
-/// cost. It leaves room for several Debian packages of a typical security update; larger content
-/// has to be split over several bundles.
+/// cost. Content beyond it has to be split over several bundles.
+///
+/// NOTE: 64 MiB is an estimate of what a gateway can spare for a moment, not a measured figure.
 pub const MAX_BUNDLE_FILE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Maximum size of an encoded manifest. A manifest with [`MAX_STEPS`] steps of long paths stays far
-/// below it, and it bounds the bytes each signature check hashes.
+/// Maximum size of an encoded manifest. It leaves room for [`MAX_STEPS`] steps of several hundred
+/// bytes each, and it bounds the bytes each signature check hashes.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 
 /// Maximum number of payload files in a bundle. Each one costs a SHA-256 pass and a lookup, and a
-/// real bundle carries a few.
+/// bundle normally carries a few.
 pub const MAX_PAYLOADS: usize = 256;
 
-/// Maximum length in bytes of a payload name. Debian package file names stay below 100 bytes.
+/// Maximum length in bytes of a payload name, enough for Debian package file names such as
+/// `openssl_3.0.15-1~deb12u1_amd64.deb`.
 pub const MAX_PAYLOAD_NAME_LEN: usize = 128;
 
-/// Maximum number of steps in a manifest. Each decoded step takes up to about 100 bytes of
-/// memory from as little as 2 encoded bytes, so the count is bounded while decoding.
+/// Maximum number of steps in a manifest. A decoded step takes 80 bytes of memory on 64-bit
+/// targets from as little as 2 encoded bytes, so the count is bounded while decoding.
 pub const MAX_STEPS: usize = 1024;
 
 /// Maximum number of arguments of a [`Step::RunCommand`] command, bounded while decoding for the

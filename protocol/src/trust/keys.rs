@@ -359,6 +359,9 @@ const KEY_FILE_FORMAT: &str = "1";
 const KEY_FILE_LINE_DIGITS: usize = 64;
 
 /// An Ed25519 private key with its role. `Debug` shows the role and key id, never the key.
+///
+/// NOTE: the PKCS#8 bytes are not overwritten when the key is dropped, because ring 0.17 offers no
+/// zeroing and this crate adds no dependency for it.
 pub struct SigningKey {
     role: Role,
     key_pair: Ed25519KeyPair,
