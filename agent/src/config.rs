@@ -16,8 +16,17 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# tidegate-agent configuration. Every k
 # Directory the collectors read below: "/" on a real host, a fixture tree in tests.
 root_dir = "/"
 
-# Directory for the agent's own state: its key pair and the outbox of unsent reports.
+# Directory for the agent's own state: its key pair, the outbox of unsent reports, the pinned
+# trust root and the high-water mark of every bundle stream.
 state_dir = "/var/lib/tidegate-agent"
+
+# The tier this host belongs to. It picks how many signatures a bundle needs (the trust root may
+# ask more for some tiers), so it is set here on the host and never taken from the server.
+tier = "default"
+
+# The signed trust root to pin at enrolment, read once when no root is pinned yet. Empty: none,
+# and every bundle is rejected until a root is pinned.
+trust_root_file = ""
 
 [mqtt]
 # The broker the server listens on: mqtt://HOST:PORT (port 1884 when omitted, the embedded broker's).
@@ -60,6 +69,8 @@ max_messages = 2000
 pub struct Config {
     pub root_dir: PathBuf,
     pub state_dir: PathBuf,
+    pub tier: String,
+    pub trust_root_file: PathBuf,
     pub mqtt: MqttConfig,
     pub reports: ReportsConfig,
     pub outbox: OutboxConfig,
@@ -98,6 +109,8 @@ impl Default for Config {
         Self {
             root_dir: PathBuf::from("/"),
             state_dir: PathBuf::from("/var/lib/tidegate-agent"),
+            tier: "default".into(),
+            trust_root_file: PathBuf::new(),
             mqtt: MqttConfig::default(),
             reports: ReportsConfig::default(),
             outbox: OutboxConfig::default(),
@@ -191,6 +204,8 @@ impl Config {
             key,
             problem,
         };
+        tidegate_protocol::trust::StreamName::parse(&self.tier)
+            .map_err(|error| invalid("tier", format!("is invalid: {}", error.reason)))?;
         parse_broker_url(&self.mqtt.broker_url)
             .map_err(|problem| invalid("mqtt.broker_url", problem))?;
         if self.mqtt.max_packet_size_bytes < MIN_PACKET_SIZE_BYTES {

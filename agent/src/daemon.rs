@@ -21,6 +21,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::outbox::{Outbox, OutboxError};
 use crate::reporter::Reporter;
 use crate::session::{self, SessionLinks, SessionSettings, StatusKind};
+use crate::trust::{TrustError, TrustStore};
 
 /// How many recent order ids the agent remembers to drop duplicates.
 const REMEMBERED_ORDERS: usize = 256;
@@ -36,6 +37,8 @@ pub enum DaemonError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("cannot draw a random boot id: the system random source failed")]
     Random,
 }
@@ -59,6 +62,8 @@ pub async fn run(
         .fill(&mut boot)
         .map_err(|_| DaemonError::Random)?;
     let boot_id = BootId(boot);
+    let enrolment_root = (!config.trust_root_file.as_os_str().is_empty()).then_some(config.trust_root_file.as_path());
+    let mut trust = TrustStore::open(&config.state_dir, enrolment_root)?;
     let outbox = Arc::new(Mutex::new(Outbox::open(
         &config.state_dir.join("outbox"),
         config.outbox.max_messages,
@@ -149,6 +154,16 @@ pub async fn run(
                     }
                 };
                 collector = Some(returned);
+                let mut inventory = inventory;
+                let now = clock.now_unix_s();
+                match trust.retry_deferred(&config.tier, now) {
+                    Ok(records) if !records.is_empty() => tracing::info!(count = records.len(), "verified kept bundles again"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "cannot verify kept bundles again"),
+                }
+                inventory.tier = config.tier.clone();
+                inventory.trust_root_version = trust.root_version();
+                inventory.bundles = trust.records().to_vec();
                 let mut outbox = outbox.lock().expect("outbox lock");
                 let report = reporter.next_report(inventory, full, clock.now_unix_s(), outbox.dropped());
                 match reporter.to_outbox_messages(&report, config.mqtt.max_packet_size_bytes) {
@@ -189,7 +204,7 @@ pub async fn run(
                     recent_orders.pop_front();
                 }
                 recent_orders.push_back(order.order_id);
-                handle_order(order, &outbox, &mut full_requested, &mut ticker);
+                handle_order(order, &outbox, &mut trust, &config.tier, clock.as_ref(), &mut full_requested, &mut ticker);
             }
             _ = &mut shutdown => break,
         }
@@ -204,6 +219,9 @@ pub async fn run(
 fn handle_order(
     order: Order,
     outbox: &Mutex<Outbox>,
+    trust: &mut TrustStore,
+    tier: &str,
+    clock: &dyn Clock,
     full_requested: &mut bool,
     ticker: &mut tokio::time::Interval,
 ) {
@@ -223,6 +241,22 @@ fn handle_order(
         OrderBody::Resync { reason } => {
             tracing::info!(order_id = %order.order_id, %reason, "server requested a full report");
             *full_requested = true;
+            ticker.reset_immediately();
+        }
+        OrderBody::Bundle { file } => {
+            match trust.receive_bundle(&file, tier, clock.now_unix_s()) {
+                Ok(record) => tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided"),
+                Err(error) => tracing::error!(%error, "cannot record a bundle decision; the server will see none"),
+            }
+            // The decision travels in the next report, so send it now.
+            ticker.reset_immediately();
+        }
+        OrderBody::TrustRoot { file } => {
+            match trust.receive_root(&file) {
+                Ok(Ok(_)) => {}
+                Ok(Err(reason)) => tracing::warn!(%reason, "kept the pinned trust root"),
+                Err(error) => tracing::error!(%error, "cannot store the new trust root"),
+            }
             ticker.reset_immediately();
         }
     }

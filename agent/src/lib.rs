@@ -11,3 +11,4 @@ pub mod identity;
 pub mod outbox;
 pub mod reporter;
 pub mod session;
+pub mod trust;

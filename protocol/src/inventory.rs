@@ -210,6 +210,44 @@ pub struct Warning {
     pub message: String,
 }
 
+/// What became of one bundle the agent received, as the server shows it on the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BundleRecord {
+    pub bundle_id: String,
+    pub stream: String,
+    pub sequence: u64,
+    /// SHA-256 of the bundle's manifest, in lowercase hex.
+    pub bundle_hash: String,
+    pub outcome: BundleOutcome,
+    /// When the agent decided, by its own clock.
+    pub decided_at_unix_s: i64,
+}
+
+/// The agent's decision on a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BundleOutcome {
+    /// Verified and recorded; applying its steps comes later.
+    Accepted,
+    /// The same sequence with the same hash was accepted before.
+    AlreadyApplied,
+    /// Kept, waiting for a trusted clock.
+    Deferred { reason: String },
+    /// Rejected: `rule` is the code of the rule that failed (such as `expired` or `unknown-key`)
+    /// and `detail` names the part.
+    Rejected { rule: String, detail: String },
+}
+
+impl BundleOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::AlreadyApplied => "already-applied",
+            Self::Deferred { .. } => "deferred",
+            Self::Rejected { .. } => "rejected",
+        }
+    }
+}
+
 /// Everything a full report carries about the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -223,7 +261,16 @@ pub struct Inventory {
     pub package_lists_updated_unix_s: Option<i64>,
     pub reboot: RebootRequired,
     pub warnings: Vec<Warning>,
+    /// The tier the agent is configured for; it picks the signature thresholds the agent applies.
+    pub tier: String,
+    /// The version of the trust root the agent has pinned, if it has one.
+    pub trust_root_version: Option<u64>,
+    /// The latest bundles the agent received, newest last, at most [`MAX_BUNDLE_RECORDS`].
+    pub bundles: Vec<BundleRecord>,
 }
+
+/// How many bundle records an agent keeps and reports.
+pub const MAX_BUNDLE_RECORDS: usize = 50;
 
 /// The changes from one inventory to the next. Fields that did not change are `None` or empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +287,10 @@ pub struct InventoryDelta {
     pub reboot: Option<RebootRequired>,
     /// The whole new list, when it changed.
     pub warnings: Option<Vec<Warning>>,
+    pub tier: Option<String>,
+    pub trust_root_version: Option<Option<u64>>,
+    /// The whole new list, when it changed.
+    pub bundles: Option<Vec<BundleRecord>>,
 }
 
 impl InventoryDelta {
@@ -290,6 +341,9 @@ impl Inventory {
             ),
             reboot: changed(&self.reboot, &next.reboot),
             warnings: changed(&self.warnings, &next.warnings),
+            tier: changed(&self.tier, &next.tier),
+            trust_root_version: changed(&self.trust_root_version, &next.trust_root_version),
+            bundles: changed(&self.bundles, &next.bundles),
         }
     }
 
@@ -318,6 +372,15 @@ impl Inventory {
         }
         if let Some(warnings) = &delta.warnings {
             self.warnings = warnings.clone();
+        }
+        if let Some(tier) = &delta.tier {
+            self.tier = tier.clone();
+        }
+        if let Some(version) = delta.trust_root_version {
+            self.trust_root_version = version;
+        }
+        if let Some(bundles) = &delta.bundles {
+            self.bundles = bundles.clone();
         }
         self.normalize();
     }

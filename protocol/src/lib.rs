@@ -17,7 +17,7 @@ pub mod version;
 pub use envelope::{decode, encode, DecodeError, EncodeError};
 pub use ids::{AgentId, BootId, InvalidId, OrderId};
 pub use inventory::{
-    Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
+    BundleOutcome, BundleRecord, Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
     PendingUpdate, RebootRequired, Selection, Warning,
 };
 pub use message::{

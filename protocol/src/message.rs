@@ -120,4 +120,9 @@ pub enum OrderBody {
     /// its outbox until this arrives, because a broker's PUBACK only says the broker has it: a
     /// broker that restarts, or a server not subscribed at that moment, loses it.
     ReportAck { boot_id: BootId, seqs: Vec<u64> },
+    /// A signed bundle file, exactly as security signed it. The agent verifies it against its own
+    /// pinned trust root; the server's word counts for nothing.
+    Bundle { file: Vec<u8> },
+    /// A signed trust root of the next version, exactly as the root key holders signed it.
+    TrustRoot { file: Vec<u8> },
 }

@@ -46,6 +46,9 @@ pub const DEFAULT_MAX_PACKET_BYTES: usize = 1024 * 1024;
 
 /// The default limit on concurrent client connections: one server machine serves a fleet of
 /// 100,000 agents, plus room for the server's own client and operators' tools.
+///
+/// NOTE: every connection is a file descriptor, and the server does not raise its own limit
+/// (`ulimit -n`, often 1024). A deployment of this size has to raise it, and no test has run it.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 101_000;
 
 /// The size of one segment of a subscription's in-memory message log. rumqttd appends every publish

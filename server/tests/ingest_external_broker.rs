@@ -187,6 +187,41 @@ async fn report_is_not_acknowledged_until_stored() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn oversized_packet_discards_session() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 64 * 1024;
+    let server =
+        TestServer::start_limited(dir, external(&mosquitto), IngestDeps::default(), limit).await;
+    server.wait_subscribed(1).await;
+
+    // Mosquitto accepts the packet (its default limit is far higher) and forwards it to ingest,
+    // which cannot read it and would get it again on every reconnect without the discard.
+    let mut agent = TestAgent::connect(mosquitto.addr(), "agent-1").await;
+    let report_topic = agent.topic(TopicKind::Report);
+    agent.send_raw(&report_topic, vec![1; limit + 1]).await;
+    wait_until("session discarded and subscribed again", || async {
+        let stats = server.stats();
+        stats.sessions_discarded == 1 && stats.subscriptions_granted == 2
+    })
+    .await;
+
+    let full = full_report(&agent.id, boot(1), 1, &["bash", "curl"]);
+    agent.send(TopicKind::Report, &Message::Report(full)).await;
+    let stored = server
+        .wait_for_agent("agent-1", |a| a.reports_received == 1)
+        .await;
+    assert_eq!(stored.package_count, 2);
+    assert_eq!(
+        server.stats().connections,
+        2,
+        "the discarding connection is not counted"
+    );
+    assert_eq!(server.stats().sessions_discarded, 1);
+    server.stop().await;
+}
+
 /// Reads the server's log on stderr until it names the HTTP address.
 fn http_addr_from_log(stderr: std::process::ChildStderr) -> SocketAddr {
     let mut lines = BufReader::new(stderr).lines();

@@ -373,6 +373,8 @@ async fn publish_order(
     let (kind, counter) = match &order.body {
         OrderBody::Resync { .. } => ("resync", &counters.resync_orders_sent),
         OrderBody::ReportAck { .. } => ("report acknowledgement", &counters.report_acks_sent),
+        OrderBody::Bundle { .. } => ("bundle", &counters.bundle_orders_sent),
+        OrderBody::TrustRoot { .. } => ("trust root", &counters.trust_root_orders_sent),
     };
     let Some(client) = client else {
         // The agent keeps unacknowledged reports and sends them again, and the next gap triggers

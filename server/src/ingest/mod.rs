@@ -9,9 +9,9 @@
 //!
 //! The path of one publish:
 //!
-//! 1. The session task classifies it ([`classify`]): topic, envelope, message kind, agent id, and
-//!    reassembly of chunked reports ([`chunks`]). What fails a check is dropped with a warning.
-//! 2. It goes in arrival order through a bounded channel to the store thread ([`writer`]), which
+//! 1. The session task classifies it (`classify.rs`): topic, envelope, message kind, agent id, and
+//!    reassembly of chunked reports (`chunks.rs`). What fails a check is dropped with a warning.
+//! 2. It goes in arrival order through a bounded channel to the store thread (`writer.rs`), which
 //!    stores up to 1000 messages per transaction.
 //! 3. Only after the transaction committed does the acknowledgement task send its PUBACK, so a crash
 //!    loses no acknowledged report or status (report parts are the exception, see below). The
@@ -35,7 +35,7 @@
 //! - The embedded broker keeps at most 100 QoS 1 messages in flight to ingest, so with it one
 //!   transaction contains at most about 100 messages.
 //! - A message the store rejects on its own while the rest of its batch is stored is dropped with
-//!   an error and acknowledged, so that it cannot stop ingest (see [`writer`]).
+//!   an error and acknowledged, so that it cannot stop ingest (see `writer.rs`).
 //! - A packet larger than `max_packet_bytes` from the broker ends the connection. Ingest then
 //!   discards its broker session to get past it, losing the messages queued in the session until
 //!   agents send them again. The embedded broker never forwards such a packet. With an external
@@ -254,6 +254,8 @@ pub struct IngestCounters {
     pub store_failures: AtomicU64,
     pub resync_orders_sent: AtomicU64,
     pub report_acks_sent: AtomicU64,
+    pub bundle_orders_sent: AtomicU64,
+    pub trust_root_orders_sent: AtomicU64,
     /// Orders not sent because ingest was not connected to the broker.
     pub orders_not_sent: AtomicU64,
     /// MQTT acknowledgements not sent because their connection had closed.

@@ -104,11 +104,22 @@ impl TestServer {
         broker: BrokerChoice,
         deps: IngestDeps,
     ) -> TestServer {
+        let max_packet_bytes = ServerConfig::default().mqtt_max_packet_bytes;
+        Self::start_limited(dir, broker, deps, max_packet_bytes).await
+    }
+
+    /// Starts a server that accepts MQTT packets of at most `max_packet_bytes`.
+    pub async fn start_limited(
+        dir: tempfile::TempDir,
+        broker: BrokerChoice,
+        deps: IngestDeps,
+        max_packet_bytes: usize,
+    ) -> TestServer {
         let config = ServerConfig {
             db_path: dir.path().join("tidegate.db"),
             http_listen: "127.0.0.1:0".parse().unwrap(),
             broker,
-            ..ServerConfig::default()
+            mqtt_max_packet_bytes: max_packet_bytes,
         };
         let running = serve::start(config, deps).await.expect("server starts");
         let http = running.http_addr();
