@@ -62,8 +62,13 @@ pub async fn run(
         .fill(&mut boot)
         .map_err(|_| DaemonError::Random)?;
     let boot_id = BootId(boot);
-    let enrolment_root = (!config.trust_root_file.as_os_str().is_empty()).then_some(config.trust_root_file.as_path());
-    let mut trust = TrustStore::open(&config.state_dir, enrolment_root)?;
+    let enrolment_root = (!config.trust_root_file.as_os_str().is_empty())
+        .then_some(config.trust_root_file.as_path());
+    let mut trust = TrustStore::open(
+        &config.state_dir,
+        enrolment_root,
+        crate::trust::EARLIEST_TRUSTED_UNIX_S,
+    )?;
     let outbox = Arc::new(Mutex::new(Outbox::open(
         &config.state_dir.join("outbox"),
         config.outbox.max_messages,
@@ -245,8 +250,12 @@ fn handle_order(
         }
         OrderBody::Bundle { file } => {
             match trust.receive_bundle(&file, tier, clock.now_unix_s()) {
-                Ok(record) => tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided"),
-                Err(error) => tracing::error!(%error, "cannot record a bundle decision; the server will see none"),
+                Ok(record) => {
+                    tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided")
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot record a bundle decision; the server will see none")
+                }
             }
             // The decision travels in the next report, so send it now.
             ticker.reset_immediately();

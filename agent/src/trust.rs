@@ -12,11 +12,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tidegate_protocol::inventory::MAX_BUNDLE_RECORDS;
 use tidegate_protocol::trust::{
     verify_bundle, verify_initial_root, verify_root_update, BundleHash, BundleVerdict, ClockTrust,
     HighWater, SignedTrustRoot, StreamName, TrustRoot,
 };
-use tidegate_protocol::inventory::MAX_BUNDLE_RECORDS;
 use tidegate_protocol::{BundleOutcome, BundleRecord};
 
 use crate::fsutil;
@@ -55,15 +55,17 @@ pub struct TrustStore {
     root: Option<TrustRoot>,
     high_water: BTreeMap<StreamName, HighWater>,
     records: Vec<BundleRecord>,
+    earliest_trusted_unix_s: i64,
 }
 
-/// Decides whether the clock is trustworthy. Until the agent persists the latest time it has
-/// seen, the only check is against the release date.
-pub fn clock_trust(now_unix_s: i64) -> ClockTrust {
-    if now_unix_s < EARLIEST_TRUSTED_UNIX_S {
+/// Decides whether the clock is trustworthy: not before `earliest_trusted_unix_s`.
+// NOTE: the agent does not persist the latest time it has seen yet, and does not ask the OS
+// whether the clock is synchronised; only the floor is checked.
+pub fn clock_trust(now_unix_s: i64, earliest_trusted_unix_s: i64) -> ClockTrust {
+    if now_unix_s < earliest_trusted_unix_s {
         ClockTrust::Untrusted {
             reason: format!(
-                "the clock reads {now_unix_s} s since the epoch, before this build's release ({EARLIEST_TRUSTED_UNIX_S})"
+                "the clock reads {now_unix_s} s since the epoch, before the earliest trusted instant {earliest_trusted_unix_s}"
             ),
         }
     } else {
@@ -74,34 +76,67 @@ pub fn clock_trust(now_unix_s: i64) -> ClockTrust {
 impl TrustStore {
     /// Opens the trust state in `state_dir/trust`. When no root is pinned yet and `enrolment_root`
     /// names a file, that root is checked (it must carry its own root threshold) and pinned.
-    pub fn open(state_dir: &Path, enrolment_root: Option<&Path>) -> Result<Self, TrustError> {
+    pub fn open(
+        state_dir: &Path,
+        enrolment_root: Option<&Path>,
+        earliest_trusted_unix_s: i64,
+    ) -> Result<Self, TrustError> {
         let dir = state_dir.join("trust");
-        fsutil::create_private_dir(&dir).map_err(|source| TrustError::Write { path: dir.clone(), source })?;
-        let mut store = Self { dir, root: None, high_water: BTreeMap::new(), records: Vec::new() };
+        fsutil::create_private_dir(&dir).map_err(|source| TrustError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut store = Self {
+            dir,
+            root: None,
+            high_water: BTreeMap::new(),
+            records: Vec::new(),
+            earliest_trusted_unix_s,
+        };
 
         let pinned = store.dir.join(ROOT_FILE);
         match std::fs::read(&pinned) {
             Ok(bytes) => store.root = Some(read_root(&pinned, &bytes)?),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 if let Some(path) = enrolment_root {
-                    let bytes = std::fs::read(path).map_err(|source| TrustError::Read { path: path.to_owned(), source })?;
+                    let bytes = std::fs::read(path).map_err(|source| TrustError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                     let root = read_root(path, &bytes)?;
-                    fsutil::write_atomic(&pinned, &bytes, 0o600).map_err(|source| TrustError::Write { path: pinned.clone(), source })?;
+                    fsutil::write_atomic(&pinned, &bytes, 0o600).map_err(|source| {
+                        TrustError::Write {
+                            path: pinned.clone(),
+                            source,
+                        }
+                    })?;
                     tracing::info!(version = root.version, path = %path.display(), "pinned the enrolment trust root");
                     store.root = Some(root);
                 }
             }
-            Err(source) => return Err(TrustError::Read { path: pinned, source }),
+            Err(source) => {
+                return Err(TrustError::Read {
+                    path: pinned,
+                    source,
+                })
+            }
         }
 
         let high_water_path = store.dir.join(HIGH_WATER_FILE);
         if let Some(stored) = read_state::<StoredHighWater>(&high_water_path)? {
             for (stream, sequence, hash) in stored.streams {
-                let stream = StreamName::parse(&stream).map_err(|error| TrustError::InvalidState {
-                    path: high_water_path.clone(),
-                    reason: error.to_string(),
-                })?;
-                store.high_water.insert(stream, HighWater { sequence, bundle_hash: BundleHash(hash) });
+                let stream =
+                    StreamName::parse(&stream).map_err(|error| TrustError::InvalidState {
+                        path: high_water_path.clone(),
+                        reason: error.to_string(),
+                    })?;
+                store.high_water.insert(
+                    stream,
+                    HighWater {
+                        sequence,
+                        bundle_hash: BundleHash(hash),
+                    },
+                );
             }
         }
         if let Some(records) = read_state::<Vec<BundleRecord>>(&store.dir.join(RECORDS_FILE))? {
@@ -120,33 +155,83 @@ impl TrustStore {
     }
 
     /// Verifies a bundle file and records the decision. `now_unix_s` is read once by the caller.
-    pub fn receive_bundle(&mut self, file: &[u8], tier: &str, now_unix_s: i64) -> Result<BundleRecord, TrustError> {
+    pub fn receive_bundle(
+        &mut self,
+        file: &[u8],
+        tier: &str,
+        now_unix_s: i64,
+    ) -> Result<BundleRecord, TrustError> {
         let Some(root) = &self.root else {
-            let record = rejected_record(file, "no-trust-root", "the agent has no trust root pinned; set trust_root_file and restart it", now_unix_s);
+            let record = rejected_record(
+                file,
+                "no-trust-root",
+                "the agent has no trust root pinned; set trust_root_file and restart it",
+                now_unix_s,
+            );
             tracing::warn!(bundle.id = %record.bundle_id, "rejected a bundle: no trust root is pinned");
             self.push_record(record.clone())?;
             return Ok(record);
         };
-        let verdict = verify_bundle(file, root, tier, now_unix_s, &clock_trust(now_unix_s), &self.high_water);
+        let verdict = verify_bundle(
+            file,
+            root,
+            tier,
+            now_unix_s,
+            &clock_trust(now_unix_s, self.earliest_trusted_unix_s),
+            &self.high_water,
+        );
         let record = match verdict {
-            BundleVerdict::Accepted { manifest, bundle_hash, .. } => {
+            BundleVerdict::Accepted {
+                manifest,
+                bundle_hash,
+                ..
+            } => {
                 // The mark goes to stable storage before anything reports the acceptance.
-                self.high_water.insert(manifest.stream.clone(), HighWater { sequence: manifest.sequence, bundle_hash });
+                self.high_water.insert(
+                    manifest.stream.clone(),
+                    HighWater {
+                        sequence: manifest.sequence,
+                        bundle_hash,
+                    },
+                );
                 self.persist_high_water()?;
-                let path = self.dir.join(ACCEPTED_DIR).join(format!("{}.tgbd", manifest.bundle_id));
+                let path = self
+                    .dir
+                    .join(ACCEPTED_DIR)
+                    .join(format!("{}.tgbd", manifest.bundle_id));
                 self.save_file(&path, file)?;
                 tracing::info!(bundle.id = %manifest.bundle_id, stream = %manifest.stream, sequence = manifest.sequence, "accepted a bundle");
                 record(&manifest, bundle_hash, BundleOutcome::Accepted, now_unix_s)
             }
-            BundleVerdict::AlreadyApplied { manifest, bundle_hash } => {
+            BundleVerdict::AlreadyApplied {
+                manifest,
+                bundle_hash,
+            } => {
                 tracing::info!(bundle.id = %manifest.bundle_id, "bundle already accepted before");
-                record(&manifest, bundle_hash, BundleOutcome::AlreadyApplied, now_unix_s)
+                record(
+                    &manifest,
+                    bundle_hash,
+                    BundleOutcome::AlreadyApplied,
+                    now_unix_s,
+                )
             }
-            BundleVerdict::Deferred { manifest, bundle_hash, reason } => {
-                let path = self.dir.join(DEFERRED_DIR).join(format!("{bundle_hash}.tgbd"));
+            BundleVerdict::Deferred {
+                manifest,
+                bundle_hash,
+                reason,
+            } => {
+                let path = self
+                    .dir
+                    .join(DEFERRED_DIR)
+                    .join(format!("{bundle_hash}.tgbd"));
                 self.save_file(&path, file)?;
                 tracing::warn!(bundle.id = %manifest.bundle_id, %reason, "keeping a bundle until the clock is trusted");
-                record(&manifest, bundle_hash, BundleOutcome::Deferred { reason }, now_unix_s)
+                record(
+                    &manifest,
+                    bundle_hash,
+                    BundleOutcome::Deferred { reason },
+                    now_unix_s,
+                )
             }
             BundleVerdict::Rejected { rule, detail } => {
                 let record = rejected_record(file, rule.code(), &detail, now_unix_s);
@@ -160,17 +245,33 @@ impl TrustStore {
 
     /// Verifies the kept bundles again, for when the clock has become trustworthy. Returns the new
     /// records.
-    pub fn retry_deferred(&mut self, tier: &str, now_unix_s: i64) -> Result<Vec<BundleRecord>, TrustError> {
-        if matches!(clock_trust(now_unix_s), ClockTrust::Untrusted { .. }) {
+    pub fn retry_deferred(
+        &mut self,
+        tier: &str,
+        now_unix_s: i64,
+    ) -> Result<Vec<BundleRecord>, TrustError> {
+        if matches!(
+            clock_trust(now_unix_s, self.earliest_trusted_unix_s),
+            ClockTrust::Untrusted { .. }
+        ) {
             return Ok(Vec::new());
         }
         let dir = self.dir.join(DEFERRED_DIR);
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).filter(|path| path.extension().is_some_and(|ext| ext == "tgbd")).collect();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "tgbd"))
+            .collect();
         paths.sort();
         let mut records = Vec::new();
         for path in paths {
-            let file = std::fs::read(&path).map_err(|source| TrustError::Read { path: path.clone(), source })?;
+            let file = std::fs::read(&path).map_err(|source| TrustError::Read {
+                path: path.clone(),
+                source,
+            })?;
             records.push(self.receive_bundle(&file, tier, now_unix_s)?);
             let _ = std::fs::remove_file(&path);
         }
@@ -191,7 +292,8 @@ impl TrustStore {
         match verified {
             Ok(root) => {
                 let path = self.dir.join(ROOT_FILE);
-                fsutil::write_atomic(&path, file, 0o600).map_err(|source| TrustError::Write { path, source })?;
+                fsutil::write_atomic(&path, file, 0o600)
+                    .map_err(|source| TrustError::Write { path, source })?;
                 let version = root.version;
                 tracing::info!(version, "moved to a new trust root version");
                 self.root = Some(root);
@@ -212,7 +314,8 @@ impl TrustStore {
         }
         let bytes = postcard::to_allocvec(&self.records).expect("records always encode");
         let path = self.dir.join(RECORDS_FILE);
-        fsutil::write_atomic(&path, &bytes, 0o600).map_err(|source| TrustError::Write { path, source })
+        fsutil::write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| TrustError::Write { path, source })
     }
 
     fn persist_high_water(&self) -> Result<(), TrustError> {
@@ -225,34 +328,57 @@ impl TrustStore {
         };
         let bytes = postcard::to_allocvec(&stored).expect("high-water marks always encode");
         let path = self.dir.join(HIGH_WATER_FILE);
-        fsutil::write_atomic(&path, &bytes, 0o600).map_err(|source| TrustError::Write { path, source })
+        fsutil::write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| TrustError::Write { path, source })
     }
 
     fn save_file(&self, path: &Path, bytes: &[u8]) -> Result<(), TrustError> {
         if let Some(parent) = path.parent() {
-            fsutil::create_private_dir(parent).map_err(|source| TrustError::Write { path: parent.to_owned(), source })?;
+            fsutil::create_private_dir(parent).map_err(|source| TrustError::Write {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        fsutil::write_atomic(path, bytes, 0o600).map_err(|source| TrustError::Write { path: path.to_owned(), source })
+        fsutil::write_atomic(path, bytes, 0o600).map_err(|source| TrustError::Write {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
 fn read_root(path: &Path, bytes: &[u8]) -> Result<TrustRoot, TrustError> {
-    let invalid = |reason: String| TrustError::InvalidRoot { path: path.to_owned(), reason };
+    let invalid = |reason: String| TrustError::InvalidRoot {
+        path: path.to_owned(),
+        reason,
+    };
     let signed = SignedTrustRoot::decode(bytes).map_err(|error| invalid(error.to_string()))?;
     verify_initial_root(&signed).map_err(|error| invalid(error.to_string()))
 }
 
 fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, TrustError> {
     match std::fs::read(path) {
-        Ok(bytes) => postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|error| TrustError::InvalidState { path: path.to_owned(), reason: error.to_string() }),
+        Ok(bytes) => {
+            postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|error| TrustError::InvalidState {
+                    path: path.to_owned(),
+                    reason: error.to_string(),
+                })
+        }
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TrustError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(TrustError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
-fn record(manifest: &tidegate_protocol::trust::BundleManifest, hash: BundleHash, outcome: BundleOutcome, now_unix_s: i64) -> BundleRecord {
+fn record(
+    manifest: &tidegate_protocol::trust::BundleManifest,
+    hash: BundleHash,
+    outcome: BundleOutcome,
+    now_unix_s: i64,
+) -> BundleRecord {
     BundleRecord {
         bundle_id: manifest.bundle_id.to_string(),
         stream: manifest.stream.to_string(),
@@ -266,25 +392,33 @@ fn record(manifest: &tidegate_protocol::trust::BundleManifest, hash: BundleHash,
 /// A record of a rejected bundle. The file is untrusted, so its manifest is read only to name the
 /// bundle in the record, and a file whose manifest does not decode is named by its content hash.
 fn rejected_record(file: &[u8], rule: &str, detail: &str, now_unix_s: i64) -> BundleRecord {
-    let (bundle_id, stream, sequence, bundle_hash) = match tidegate_protocol::trust::inspect_bundle(file) {
-        Ok(inspection) => (
-            inspection.manifest.bundle_id.to_string(),
-            inspection.manifest.stream.to_string(),
-            inspection.manifest.sequence,
-            inspection.bundle_hash.to_string(),
-        ),
-        Err(_) => {
-            let digest = ring::digest::digest(&ring::digest::SHA256, file);
-            let hash: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-            ("unknown".into(), String::new(), 0, hash)
-        }
-    };
+    let (bundle_id, stream, sequence, bundle_hash) =
+        match tidegate_protocol::trust::inspect_bundle(file) {
+            Ok(inspection) => (
+                inspection.manifest.bundle_id.to_string(),
+                inspection.manifest.stream.to_string(),
+                inspection.manifest.sequence,
+                inspection.bundle_hash.to_string(),
+            ),
+            Err(_) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, file);
+                let hash: String = digest
+                    .as_ref()
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect();
+                ("unknown".into(), String::new(), 0, hash)
+            }
+        };
     BundleRecord {
         bundle_id,
         stream,
         sequence,
         bundle_hash,
-        outcome: BundleOutcome::Rejected { rule: rule.to_owned(), detail: detail.to_owned() },
+        outcome: BundleOutcome::Rejected {
+            rule: rule.to_owned(),
+            detail: detail.to_owned(),
+        },
         decided_at_unix_s: now_unix_s,
     }
 }

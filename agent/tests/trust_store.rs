@@ -1,0 +1,202 @@
+//! The agent's trust state on disk: the pinned enrolment root, high-water marks that survive a
+//! restart, and bundles kept while the clock is untrusted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ring::rand::SystemRandom;
+use tidegate_agent::trust::TrustStore;
+use tidegate_protocol::trust::{
+    BundleFile, BundleId, BundleManifest, Payload, PayloadRef, Role, SignedTrustRoot, SigningKey,
+    Step, StreamName, TargetSelector, Thresholds, TrustRoot,
+};
+use tidegate_protocol::BundleOutcome;
+
+/// 2026-05-01T00:00:00Z, the floor the tests give the store: their clocks run in May 2026.
+const EARLIEST_TRUSTED: i64 = 1_777_593_600;
+/// 2026-05-10T00:30:00Z.
+const MAY_10: i64 = 1_778_373_000;
+/// 2026-06-01T00:00:00Z.
+const EXPIRES: i64 = 1_780_272_000;
+
+struct Keys {
+    root: SigningKey,
+    security: SigningKey,
+    ot: SigningKey,
+}
+
+fn keys() -> Keys {
+    let rng = SystemRandom::new();
+    Keys {
+        root: SigningKey::generate(Role::Root, &rng).unwrap(),
+        security: SigningKey::generate(Role::Security, &rng).unwrap(),
+        ot: SigningKey::generate(Role::Ot, &rng).unwrap(),
+    }
+}
+
+fn write_root(keys: &Keys, path: &Path) {
+    let root = TrustRoot {
+        version: 1,
+        keys: vec![
+            keys.root.public_key().clone(),
+            keys.security.public_key().clone(),
+            keys.ot.public_key().clone(),
+        ],
+        thresholds: Thresholds {
+            root: 1,
+            security: 1,
+            ot: 1,
+        },
+        tier_overrides: BTreeMap::new(),
+    };
+    let mut signed = SignedTrustRoot::new(&root).unwrap();
+    signed.sign(&keys.root).unwrap();
+    std::fs::write(path, signed.encode().unwrap()).unwrap();
+}
+
+fn bundle(keys: &Keys, sequence: u64, content: &[u8]) -> Vec<u8> {
+    let manifest = BundleManifest {
+        bundle_id: BundleId::parse(&format!("fix-{sequence}")).unwrap(),
+        stream: StreamName::parse("openssl").unwrap(),
+        sequence,
+        not_before_unix_s: EARLIEST_TRUSTED,
+        expires_unix_s: EXPIRES,
+        target: TargetSelector::default(),
+        steps: vec![Step::WriteFile {
+            path: "/etc/motd".into(),
+            payload: "motd".into(),
+            mode: 0o644,
+        }],
+        payloads: vec![PayloadRef::of_content("motd", content)],
+    };
+    let payloads = vec![Payload {
+        name: "motd".into(),
+        content: content.to_vec(),
+    }];
+    let mut file = BundleFile::new(&manifest, payloads).unwrap();
+    file.sign(&keys.security).unwrap();
+    file.encode().unwrap()
+}
+
+fn rejected_rule(outcome: &BundleOutcome) -> &str {
+    match outcome {
+        BundleOutcome::Rejected { rule, .. } => rule,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn rollback_is_rejected_after_restart() {
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.tgrt");
+    write_root(&keys, &root_file);
+    let state = dir.path().join("state");
+
+    let mut store = TrustStore::open(&state, Some(&root_file), EARLIEST_TRUSTED).unwrap();
+    assert_eq!(store.root_version(), Some(1));
+    let applied = store
+        .receive_bundle(&bundle(&keys, 42, b"v42"), "default", MAY_10)
+        .unwrap();
+    assert_eq!(applied.outcome, BundleOutcome::Accepted);
+    drop(store);
+
+    // The enrolment file is gone after the restart: the pinned copy is what counts.
+    std::fs::remove_file(&root_file).unwrap();
+    let mut store = TrustStore::open(&state, None, EARLIEST_TRUSTED).unwrap();
+    assert_eq!(store.root_version(), Some(1));
+
+    let older = store
+        .receive_bundle(&bundle(&keys, 40, b"v40"), "default", MAY_10)
+        .unwrap();
+    assert_eq!(rejected_rule(&older.outcome), "rollback");
+
+    let again = store
+        .receive_bundle(&bundle(&keys, 42, b"v42"), "default", MAY_10)
+        .unwrap();
+    assert_eq!(again.outcome, BundleOutcome::AlreadyApplied);
+
+    let reused = store
+        .receive_bundle(&bundle(&keys, 42, b"other"), "default", MAY_10)
+        .unwrap();
+    assert_eq!(rejected_rule(&reused.outcome), "sequence-reused");
+
+    let records: Vec<&str> = store
+        .records()
+        .iter()
+        .map(|record| record.outcome.as_str())
+        .collect();
+    assert_eq!(
+        records,
+        vec!["accepted", "rejected", "already-applied", "rejected"]
+    );
+}
+
+#[test]
+fn bundle_waits_for_a_trusted_clock() {
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.tgrt");
+    write_root(&keys, &root_file);
+    let state = dir.path().join("state");
+    let mut store = TrustStore::open(&state, Some(&root_file), EARLIEST_TRUSTED).unwrap();
+
+    // 1970-01-01T00:00:10Z: a clock whose battery died.
+    let record = store
+        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", 10)
+        .unwrap();
+    assert!(
+        matches!(record.outcome, BundleOutcome::Deferred { .. }),
+        "{record:?}"
+    );
+    assert!(store.retry_deferred("default", 20).unwrap().is_empty());
+
+    let retried = store.retry_deferred("default", MAY_10).unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].outcome, BundleOutcome::Accepted);
+    assert!(
+        store.retry_deferred("default", MAY_10).unwrap().is_empty(),
+        "kept only once"
+    );
+}
+
+#[test]
+fn without_a_root_every_bundle_is_rejected() {
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TrustStore::open(&dir.path().join("state"), None, EARLIEST_TRUSTED).unwrap();
+    let record = store
+        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", MAY_10)
+        .unwrap();
+    assert_eq!(rejected_rule(&record.outcome), "no-trust-root");
+    assert_eq!(record.bundle_id, "fix-1");
+}
+
+#[test]
+fn enrolment_root_must_carry_its_own_signatures() {
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let root = TrustRoot {
+        version: 1,
+        keys: vec![
+            keys.root.public_key().clone(),
+            keys.security.public_key().clone(),
+            keys.ot.public_key().clone(),
+        ],
+        thresholds: Thresholds {
+            root: 1,
+            security: 1,
+            ot: 1,
+        },
+        tier_overrides: BTreeMap::new(),
+    };
+    let unsigned = SignedTrustRoot::new(&root).unwrap();
+    let path = dir.path().join("root.tgrt");
+    std::fs::write(&path, unsigned.encode().unwrap()).unwrap();
+
+    let error = TrustStore::open(&dir.path().join("state"), Some(&path), EARLIEST_TRUSTED)
+        .err()
+        .expect("an unsigned root is not pinned")
+        .to_string();
+    assert!(error.contains("root.tgrt"), "{error}");
+}
