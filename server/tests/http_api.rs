@@ -25,7 +25,7 @@ fn get(url: &str) -> (u16, String, String) {
     (status, content_type, body)
 }
 
-/// A store with two agents: `gw-01` with the sample inventory and online, and `historian` known
+/// Serves a store with two agents: `gw-01` with the sample inventory and online, and `historian` known
 /// only from one status.
 fn api_with_two_agents() -> (tempfile::TempDir, String) {
     let (dir, path, mut store) = temp_store();

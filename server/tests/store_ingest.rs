@@ -442,8 +442,8 @@ fn new_boot_full_report_replaces() {
     assert!(detail.warnings.is_empty());
     assert!(detail.pending_updates.is_empty());
     assert_eq!(detail.summary.package_lists_updated_unix_s, None);
-    // Collected at COLLECTED_AT + 60, booted at COLLECTED_AT + 3600: the agent's report time
-    // stands before its boot time, and the uptime shows it as it is.
+    // Collected at COLLECTED_AT + 60, booted at COLLECTED_AT + 3600: the report time is before
+    // the boot time, and the uptime shows the negative difference as it is.
     assert_eq!(detail.summary.uptime_seconds, Some(-3_540));
     assert_eq!(detail.summary.reports_received, 2);
 

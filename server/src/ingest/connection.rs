@@ -363,7 +363,7 @@ pub async fn acknowledge(
     }
 }
 
-async fn publish_order(
+pub(crate) async fn publish_order(
     client: Option<AsyncClient>,
     agent_id: &AgentId,
     order: Order,

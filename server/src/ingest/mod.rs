@@ -55,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::MqttOptions;
+use tidegate_protocol::{AgentId, Order};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -311,6 +312,7 @@ pub struct IngestStats {
 /// Running ingest. Call [`IngestHandle::shutdown`] to stop it; dropping the handle stops the
 /// session without waiting for the store thread.
 pub struct IngestHandle {
+    orders: OrderSender,
     stop: watch::Sender<bool>,
     stopping: Arc<AtomicBool>,
     session: Option<JoinHandle<Result<(), IngestError>>>,
@@ -348,6 +350,10 @@ pub fn start(
         .spawn(move || writer.run())
         .map_err(IngestError::SpawnWriter)?;
 
+    let orders = OrderSender {
+        client: current_client_rx.clone(),
+        counters: counters.clone(),
+    };
     let acknowledger = tokio::spawn(connection::acknowledge(
         committed_rx,
         current_client_rx,
@@ -366,6 +372,7 @@ pub fn start(
     let session = tokio::spawn(session.run());
 
     Ok(IngestHandle {
+        orders,
         stop: stop_tx,
         stopping,
         session: Some(session),
@@ -374,7 +381,31 @@ pub fn start(
     })
 }
 
+/// Sends orders to agents over ingest's broker connection, for parts of the server other than
+/// ingest (bundle publication). Orders are never retained.
+#[derive(Clone)]
+pub struct OrderSender {
+    client: watch::Receiver<Option<rumqttc::AsyncClient>>,
+    counters: Arc<IngestCounters>,
+}
+
+impl OrderSender {
+    /// Publishes one order; returns whether it reached the broker's outgoing queue. An order is
+    /// lost while ingest is not connected, and the caller decides whether to send it again.
+    pub async fn send(&self, agent_id: &AgentId, order: Order) -> bool {
+        let client = self.client.borrow().clone();
+        let connected = client.is_some();
+        connection::publish_order(client, agent_id, order, &self.counters).await;
+        connected
+    }
+}
+
 impl IngestHandle {
+    /// A sender of orders over this ingest's connection.
+    pub fn order_sender(&self) -> OrderSender {
+        self.orders.clone()
+    }
+
     pub fn stats(&self) -> IngestStats {
         self.counters.snapshot()
     }

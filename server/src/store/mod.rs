@@ -1,9 +1,9 @@
 //! The server's fleet store: the last known state of every agent, in one SQLite file.
 //!
-//! [`Store`] is the write side. Each process opens one and uses it from one thread (the ingest thread), and it
-//! writes each batch of incoming reports and statuses in one transaction. [`StoreReader`] is the
-//! read side for the HTTP handlers: read-only connections to the same file, which WAL mode lets run
-//! beside the writer. This module never talks to the broker and never sends orders: when a delta
+//! [`Store`] is the write side. Each process opens one and uses it from one thread (the ingest
+//! thread), and it writes each batch of incoming reports and statuses in one transaction.
+//! [`StoreReader`] is the read side for the HTTP handlers: read-only connections to the same file,
+//! which WAL mode lets run beside the writer. This module never talks to the broker and never sends orders: when a delta
 //! cannot be applied it returns [`IngestOutcome::NeedsResync`] and the caller asks the agent for a
 //! full report.
 
@@ -11,6 +11,7 @@ mod read;
 mod schema;
 mod write;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -50,7 +51,7 @@ pub enum StoreError {
     )]
     Ingest {
         path: PathBuf,
-        kind: &'static str,
+        kind: MessageKind,
         agent_id: AgentId,
         source: rusqlite::Error,
     },
@@ -72,7 +73,26 @@ pub enum StoreError {
     },
 }
 
+/// The kind of message a [`StoreError::Ingest`] concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Report,
+    Status,
+}
+
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Report => "report",
+            Self::Status => "status",
+        })
+    }
+}
+
 /// One message from an agent, with the time the server received it.
+// A report is several hundred bytes and a status far less, but boxing the report would only add
+// an allocation per message: batches are short-lived and mostly reports.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Incoming {
     Report {
@@ -96,7 +116,8 @@ pub enum IngestOutcome {
     /// A delta whose base is not the last report applied for this agent. The report is recorded as
     /// received, but its content is not applied: the caller should order the agent to resync.
     NeedsResync { agent_id: AgentId, reason: String },
-    /// A status, stored unless an equal or newer one is already stored.
+    /// A status. It replaces the stored status unless that one is newer by the agent's clock
+    /// (`at_unix_s`). An older status only moves the agent's `last_seen_unix_s` forward.
     StatusRecorded,
 }
 
@@ -108,8 +129,8 @@ pub struct Store {
 }
 
 /// The writer's page cache, as SQLite's `cache_size` pragma reads it: a negative number is KiB,
-/// so this is 64 MiB. Deltas of many agents touch pages all over the package table, and SQLite's
-/// default of 2 MiB would send most of them to the file and back within one batch.
+/// so this is 64 MiB. Deltas of many agents touch pages all over the package table, and a cache
+/// larger than SQLite's default of 2 MiB keeps more of those pages in memory between batches.
 const WRITER_CACHE_SIZE: i64 = -64 * 1024;
 
 impl Store {
@@ -143,8 +164,8 @@ impl Store {
     /// order. When any message fails, the whole batch is rolled back and nothing of it is stored.
     ///
     /// NOTE: a full report replaces the agent's inventory even when it is older than the last
-    /// applied report (a late redelivery). The next delta then fails its base check and the agent
-    /// resyncs, so the store is behind until that delta arrives.
+    /// applied report (a late redelivery). The agent's next delta then fails its base check and
+    /// the agent resyncs, but until its new full report arrives the store shows the older state.
     pub fn ingest(&mut self, batch: Vec<Incoming>) -> Result<Vec<IngestOutcome>, StoreError> {
         let count = batch.len();
         let batch_error = |source| StoreError::IngestBatch {
@@ -166,7 +187,7 @@ impl Store {
                 } => write::ingest_report(&transaction, report, *received_at_unix_s).map_err(
                     |source| StoreError::Ingest {
                         path: self.path.clone(),
-                        kind: "report",
+                        kind: MessageKind::Report,
                         agent_id: report.agent_id.clone(),
                         source,
                     },
@@ -177,7 +198,7 @@ impl Store {
                 } => write::ingest_status(&transaction, status, *received_at_unix_s).map_err(
                     |source| StoreError::Ingest {
                         path: self.path.clone(),
-                        kind: "status",
+                        kind: MessageKind::Status,
                         agent_id: status.agent_id.clone(),
                         source,
                     },

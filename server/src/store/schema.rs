@@ -134,7 +134,8 @@ pub fn read_version(connection: &Connection) -> rusqlite::Result<Option<u32>> {
         .optional()
 }
 
-/// Rejects a store whose schema is not [`CURRENT_VERSION`]; for readers, which never migrate.
+/// Rejects a store whose schema is not [`CURRENT_VERSION`]. Readers call this because they never
+/// migrate.
 pub fn check_current(connection: &Connection, path: &Path) -> Result<(), StoreError> {
     let version = read_version(connection).map_err(|source| StoreError::Open {
         path: path.to_owned(),

@@ -271,6 +271,9 @@ impl StoredPackage {
 
 /// Replaces everything the store has from the agent's earlier reports with `inventory`.
 ///
+/// NOTE: the inventory's `tier`, `trust_root_version` and `bundles` are not stored yet, here or
+/// from a delta.
+///
 /// Package rows are compared with the stored ones and only the differences are written, because
 /// a full report after a restart or a resync usually matches the stored rows almost entirely.
 fn replace_inventory(

@@ -66,7 +66,7 @@ pub fn facts(hostname: &str) -> HostFacts {
     }
 }
 
-/// The sample inventory of `gw-01`, normalized.
+/// Builds the sample inventory of `gw-01`, normalized.
 pub fn inventory() -> Inventory {
     let mut mta = package("exim4", "amd64", "4.96-15", InstallState::ConfigFiles);
     mta.selection = Selection::Deinstall;
@@ -120,6 +120,7 @@ pub fn inventory() -> Inventory {
             source: "dpkg".into(),
             message: "skipped a stanza without a Package field".into(),
         }],
+        ..Default::default()
     };
     inventory.normalize();
     inventory
@@ -153,7 +154,7 @@ pub fn delta_report(
     }
 }
 
-/// The delta after `apt-get install openssl` on the sample host: one row upgraded and the
+/// Builds the delta of `apt-get install openssl` on the sample host: one row upgraded and the
 /// openssl update no longer pending.
 pub fn openssl_upgrade() -> InventoryDelta {
     let before = inventory();
@@ -194,7 +195,7 @@ pub fn status_in(status: Status, received_at_unix_s: i64) -> Incoming {
     }
 }
 
-/// A store in a fresh temporary directory, which lives as long as the returned guard.
+/// Opens a store in a fresh temporary directory, which lives as long as the returned guard.
 pub fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let path = dir.path().join("fleet.db");
