@@ -17,8 +17,8 @@ pub mod version;
 pub use envelope::{decode, encode, DecodeError, EncodeError};
 pub use ids::{AgentId, BootId, InvalidId, OrderId};
 pub use inventory::{
-    BundleOutcome, BundleRecord, Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
-    PendingUpdate, RebootRequired, Selection, Warning,
+    BundleOutcome, BundleRecord, Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta,
+    Package, PackageKey, PendingUpdate, RebootRequired, Selection, Warning,
 };
 pub use message::{
     Message, Order, OrderBody, Report, ReportBody, ReportChunk, Status, StatusState,

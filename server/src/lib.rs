@@ -6,6 +6,8 @@
 pub mod broker;
 pub mod cli;
 pub mod http;
+pub mod http_publish;
 pub mod ingest;
+pub mod publish;
 pub mod serve;
 pub mod store;

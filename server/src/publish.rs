@@ -37,7 +37,9 @@ pub enum PublishError {
     NoTrustRoot,
     #[error("bundle rejected ({rule}): {detail}")]
     Rejected { rule: &'static str, detail: String },
-    #[error("bundle file is {bytes} bytes, above the {limit} bytes that can be delivered over MQTT")]
+    #[error(
+        "bundle file is {bytes} bytes, above the {limit} bytes that can be delivered over MQTT"
+    )]
     TooLarge { bytes: usize, limit: usize },
 }
 
@@ -64,7 +66,10 @@ pub fn check_bundle(
 ) -> Result<CheckedBundle, PublishError> {
     let root = root.ok_or(PublishError::NoTrustRoot)?;
     if file.len() > MAX_DELIVERED_BUNDLE_BYTES {
-        return Err(PublishError::TooLarge { bytes: file.len(), limit: MAX_DELIVERED_BUNDLE_BYTES });
+        return Err(PublishError::TooLarge {
+            bytes: file.len(),
+            limit: MAX_DELIVERED_BUNDLE_BYTES,
+        });
     }
     let inspection = inspect_bundle(file).map_err(|error| PublishError::Rejected {
         rule: error.rule().code(),
@@ -79,15 +84,28 @@ pub fn check_bundle(
 
     let mut republished = false;
     for tier in &tiers {
-        match verify_bundle(file, root, tier, now_unix_s, &ClockTrust::Trusted, published) {
+        match verify_bundle(
+            file,
+            root,
+            tier,
+            now_unix_s,
+            &ClockTrust::Trusted,
+            published,
+        ) {
             BundleVerdict::Accepted { .. } => {}
             BundleVerdict::AlreadyApplied { .. } => republished = true,
             BundleVerdict::Deferred { reason, .. } => {
                 // The server's clock counts as trusted, so this cannot happen; refuse rather than guess.
-                return Err(PublishError::Rejected { rule: "clock", detail: reason });
+                return Err(PublishError::Rejected {
+                    rule: "clock",
+                    detail: reason,
+                });
             }
             BundleVerdict::Rejected { rule, detail } => {
-                return Err(PublishError::Rejected { rule: rule.code(), detail: format!("for tier {tier}: {detail}") });
+                return Err(PublishError::Rejected {
+                    rule: rule.code(),
+                    detail: format!("for tier {tier}: {detail}"),
+                });
             }
         }
     }
@@ -109,13 +127,14 @@ pub fn check_bundle(
 /// match the agent's OS name case-insensitively, as a whole word prefix (`debian` matches
 /// "Debian GNU/Linux"). Agents carry no tags yet, so a selector with tags matches no agent.
 pub fn targets_agent(bundle: &CheckedBundle, tier: &str, os_name: &str) -> bool {
-    let tier_matches = bundle.target_tiers.is_empty() || bundle.target_tiers.iter().any(|t| t == tier);
+    let tier_matches =
+        bundle.target_tiers.is_empty() || bundle.target_tiers.iter().any(|t| t == tier);
     let os = os_name.to_ascii_lowercase();
     let os_matches = bundle.target_os.is_empty()
-        || bundle
-            .target_os
-            .iter()
-            .any(|wanted| os.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == wanted.to_ascii_lowercase()));
+        || bundle.target_os.iter().any(|wanted| {
+            os.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|word| word == wanted.to_ascii_lowercase())
+        });
     tier_matches && os_matches && bundle.target_tags.is_empty()
 }
 
@@ -139,7 +158,11 @@ mod tests {
 
     #[test]
     fn empty_selector_targets_everyone() {
-        assert!(targets_agent(&bundle(&[], &[], &[]), "office", "Debian GNU/Linux"));
+        assert!(targets_agent(
+            &bundle(&[], &[], &[]),
+            "office",
+            "Debian GNU/Linux"
+        ));
     }
 
     #[test]
@@ -152,11 +175,18 @@ mod tests {
 
     #[test]
     fn tags_match_no_agent_yet() {
-        assert!(!targets_agent(&bundle(&[], &[], &["line-3"]), "office", "Debian GNU/Linux"));
+        assert!(!targets_agent(
+            &bundle(&[], &[], &["line-3"]),
+            "office",
+            "Debian GNU/Linux"
+        ));
     }
 
     #[test]
     fn no_trust_root_is_an_error() {
-        assert!(matches!(check_bundle(b"x", None, 0, &BTreeMap::new()), Err(PublishError::NoTrustRoot)));
+        assert!(matches!(
+            check_bundle(b"x", None, 0, &BTreeMap::new()),
+            Err(PublishError::NoTrustRoot)
+        ));
     }
 }

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// The largest MQTT packet accepted, in bytes: by the embedded broker from any client, and by
     /// ingest from the broker.
     pub mqtt_max_packet_bytes: usize,
+    /// The signed trust root bundles are checked against before they are published. Without it,
+    /// publication is refused.
+    pub trust_root: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
                 listen_v5: None,
             },
             mqtt_max_packet_bytes: broker::DEFAULT_MAX_PACKET_BYTES,
+            trust_root: None,
         }
     }
 }
@@ -72,6 +76,15 @@ impl Default for ServerConfig {
 pub enum ServeError {
     #[error(transparent)]
     OpenStore(StoreError),
+    #[error("cannot read the trust root {path}: {source}")]
+    ReadTrustRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid trust root {path}: {reason}")]
+    InvalidTrustRoot { path: PathBuf, reason: String },
+    #[error(transparent)]
+    OpenPublications(#[from] crate::store::publications::PublicationError),
     #[error("failed to open the store for reading: {0}")]
     OpenReader(StoreError),
     #[error("the store open task failed: {0}")]
@@ -123,6 +136,11 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         .map_err(|error| ServeError::OpenStore(*error))?;
     info!(db = %config.db_path.display(), "store opened");
     let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
+    let trust_root = match &config.trust_root {
+        Some(path) => Some(Arc::new(load_trust_root(path)?)),
+        None => None,
+    };
+    let publications = crate::store::publications::Publications::open(&config.db_path)?;
 
     let (broker_url, mqtt_addr, mqtt_v5_addr) = match &config.broker {
         BrokerChoice::Embedded { listen, listen_v5 } => {
@@ -166,7 +184,13 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     let ingest = ingest::start(ingest_config, store, deps)?;
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let app = crate::http::router(reader);
+    let publish_state = crate::http_publish::PublishState {
+        root: trust_root,
+        publications,
+        reader: reader.clone(),
+        orders: ingest.order_sender(),
+    };
+    let app = crate::http::router(reader).merge(crate::http_publish::router(publish_state));
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async {
@@ -255,4 +279,24 @@ impl RunningServer {
         info!("server stopped");
         Ok(())
     }
+}
+
+/// Reads a signed trust root and checks that it carries its own root threshold.
+fn load_trust_root(
+    path: &std::path::Path,
+) -> Result<tidegate_protocol::trust::TrustRoot, ServeError> {
+    let bytes = std::fs::read(path).map_err(|source| ServeError::ReadTrustRoot {
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |reason: String| ServeError::InvalidTrustRoot {
+        path: path.to_owned(),
+        reason,
+    };
+    let signed = tidegate_protocol::trust::SignedTrustRoot::decode(&bytes)
+        .map_err(|error| invalid(error.to_string()))?;
+    let root = tidegate_protocol::trust::verify_initial_root(&signed)
+        .map_err(|error| invalid(error.to_string()))?;
+    info!(path = %path.display(), version = root.version, "loaded the trust root");
+    Ok(root)
 }

@@ -37,6 +37,11 @@ struct Args {
     #[arg(long, value_name = "URL")]
     broker: Option<BrokerUrl>,
 
+    /// The signed trust root that published bundles are checked against (tidegate root sign).
+    /// Without it, bundle publication is refused.
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
+
     /// The largest MQTT packet accepted, in bytes. Set an external broker's own limit no higher.
     #[arg(long, value_name = "BYTES", default_value_t = broker::DEFAULT_MAX_PACKET_BYTES)]
     mqtt_max_packet_bytes: usize,
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         http_listen: args.http_listen,
         broker,
         mqtt_max_packet_bytes: args.mqtt_max_packet_bytes,
+        trust_root: args.trust_root,
     };
 
     let runtime = match tokio::runtime::Runtime::new() {

@@ -56,6 +56,50 @@ impl ApiClient {
         self.get(&format!("/api/v1/agents/{agent_id}"))
     }
 
+    /// Sends `body` in a POST request with `Content-Type: application/octet-stream` and the
+    /// extra `headers`, and returns the status and the response body, whatever the status.
+    pub fn post_octets(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String), CliError> {
+        let url = self.url(path);
+        let mut request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/octet-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = match request.send(body) {
+            Ok(response) => response,
+            Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
+                return Err(CliError::InvalidServerUrl {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+            Err(error) => {
+                return Err(CliError::Unreachable {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .map_err(|error| CliError::Response {
+                url,
+                source: Box::new(error),
+            })?;
+        Ok((status, body))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

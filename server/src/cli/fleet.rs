@@ -132,6 +132,14 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
         ("OS", os_label(agent)),
         ("Kernel", or_dash(&agent.kernel_version).to_owned()),
         ("Architecture", or_dash(&agent.arch).to_owned()),
+        ("Tier", or_dash(&agent.tier).to_owned()),
+        (
+            "Trust root",
+            agent.trust_root_version.map_or_else(
+                || "none pinned".to_owned(),
+                |version| format!("version {version}"),
+            ),
+        ),
         ("CPUs", agent.cpu_count.to_string()),
         ("Memory", format::bytes(agent.memory_total_bytes)),
         (
@@ -178,6 +186,32 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
         }
     } else {
         out.push_str("Reboot required: no\n");
+    }
+
+    if !detail.bundles.is_empty() {
+        out.push_str(&format!(
+            "\nBundles ({}, newest last):\n",
+            detail.bundles.len()
+        ));
+        for bundle in &detail.bundles {
+            let outcome = match &bundle.outcome {
+                tidegate_protocol::BundleOutcome::Rejected { rule, detail } => {
+                    format!("rejected ({rule}): {detail}")
+                }
+                tidegate_protocol::BundleOutcome::Deferred { reason } => {
+                    format!("deferred: {reason}")
+                }
+                other => other.as_str().to_owned(),
+            };
+            out.push_str(&format!(
+                "  {} (stream {}, sequence {}) {}, {}\n",
+                bundle.bundle_id,
+                or_dash(&bundle.stream),
+                bundle.sequence,
+                outcome,
+                relative_time(now_unix_s, bundle.decided_at_unix_s)
+            ));
+        }
     }
 
     if !detail.warnings.is_empty() {
@@ -300,6 +334,8 @@ mod tests {
             reports_received: 40,
             duplicate_reports: 2,
             outbox_dropped: 0,
+            tier: "plant-floor".into(),
+            trust_root_version: Some(2),
         }
     }
 
@@ -353,7 +389,38 @@ b71c00aa      db         -                    7         0           no      no  
                 source: "dpkg".into(),
                 message: "skipped a stanza without Package".into(),
             }],
+            bundles: vec![tidegate_protocol::BundleRecord {
+                bundle_id: "openssl-fix".into(),
+                stream: "openssl".into(),
+                sequence: 40,
+                bundle_hash: "ab".repeat(32),
+                outcome: tidegate_protocol::BundleOutcome::Rejected {
+                    rule: "rollback".into(),
+                    detail: "sequence 40 is below 42".into(),
+                },
+                decided_at_unix_s: NOW - 60,
+            }],
         }
+    }
+
+    #[test]
+    fn agent_text_shows_trust_and_bundles() {
+        let text = agent_text(&detail(), false, NOW);
+
+        assert!(
+            text.contains("Tier:                   plant-floor\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Trust root:             version 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Bundles (1, newest last):\n  openssl-fix (stream openssl, sequence 40) rejected (rollback): sequence 40 is below 42, 1m ago\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

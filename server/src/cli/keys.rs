@@ -113,7 +113,8 @@ fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<(), super::CliEr
             source,
         }
     })?;
-    write_new_file(&args.out, key.to_key_file().as_bytes(), 0o600).map_err(KeysCommandError::from)?;
+    write_new_file(&args.out, key.to_key_file().as_bytes(), 0o600)
+        .map_err(KeysCommandError::from)?;
 
     let fields = [
         ("role", key.role().to_string()),
@@ -203,22 +204,22 @@ pub(super) fn resolve_key_id(value: &str) -> Result<KeyId, KeysCommandError> {
 fn read_public_key_file(path: &Path) -> Result<ResolvedPublicKey, KeysCommandError> {
     let text = read_text_file(path, "key file")?;
     if text.trim_start().starts_with(KEY_FILE_BEGIN) {
-        let key =
-            SigningKey::from_key_file(&text).map_err(|source| KeysCommandError::InvalidKeyFile {
+        let key = SigningKey::from_key_file(&text).map_err(|source| {
+            KeysCommandError::InvalidKeyFile {
                 path: path.to_owned(),
                 source,
-            })?;
+            }
+        })?;
         return Ok(ResolvedPublicKey {
             key: key.public_key().clone(),
             from_private_key_file: true,
         });
     }
-    let key = PublicKey::parse(text.trim()).map_err(|source| {
-        KeysCommandError::InvalidPublicKeyFile {
+    let key =
+        PublicKey::parse(text.trim()).map_err(|source| KeysCommandError::InvalidPublicKeyFile {
             path: path.to_owned(),
             source,
-        }
-    })?;
+        })?;
     Ok(ResolvedPublicKey {
         key,
         from_private_key_file: false,

@@ -1,11 +1,16 @@
-//! The operator CLI `tidegate`: reads the fleet through the server's HTTP API and prints it.
+//! The operator CLI `tidegate`: reads the fleet through the server's HTTP API and prints it, and
+//! manages signing keys, trust roots and bundles in files on the operator's machine.
 //!
-//! It never opens the store itself, so it works from any machine that reaches the API.
+//! It never opens the store itself, so it works from any machine that reaches the API. Private
+//! keys never leave their files: only `bundle publish` sends anything, the signed bundle file.
 //! Exit codes: 0 on success, 1 on an error, 2 on invalid usage (clap exits with 2 itself).
 
+mod bundle;
 mod client;
 mod fleet;
 pub mod format;
+mod keys;
+mod root;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -13,7 +18,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use bundle::BundleCommand;
 pub use client::ApiClient;
+pub use keys::KeysCommand;
+pub use root::RootCommand;
 
 /// The server URL when neither `--server` nor `TIDEGATE_SERVER` sets one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8740";
@@ -42,6 +50,15 @@ pub enum Command {
     /// Show the agents and what they report
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Generate and show Ed25519 signing keys (kept on this machine, never sent)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Build, sign and check trust root versions
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// Build, sign, check, inspect and publish remediation bundles
+    #[command(subcommand)]
+    Bundle(BundleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +135,12 @@ pub enum CliError {
     AmbiguousAgent { query: String, matches: Vec<String> },
     #[error("failed to write the output: {0}")]
     Output(#[from] io::Error),
+    #[error(transparent)]
+    Keys(#[from] keys::KeysCommandError),
+    #[error(transparent)]
+    Root(#[from] root::RootCommandError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleCommandError),
 }
 
 /// The environment and clock a command reads, passed in so tests can fix them.
@@ -164,6 +187,9 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
     match cli.command {
         Command::Fleet(FleetCommand::List(args)) => fleet::list(&client, &args, context, out),
         Command::Fleet(FleetCommand::Show(args)) => fleet::show(&client, &args, context, out),
+        Command::Keys(command) => keys::run(command, out),
+        Command::Root(command) => root::run(command, out),
+        Command::Bundle(command) => bundle::run(command, &client, context, out),
     }
 }
 

@@ -7,6 +7,7 @@
 //! cannot be applied it returns [`IngestOutcome::NeedsResync`] and the caller asks the agent for a
 //! full report.
 
+pub mod publications;
 mod read;
 mod schema;
 mod write;
@@ -257,6 +258,12 @@ pub struct AgentSummary {
     pub reports_received: u64,
     pub duplicate_reports: u64,
     pub outbox_dropped: u64,
+    /// The tier the agent is configured for; empty until its first report says.
+    #[serde(default)]
+    pub tier: String,
+    /// The version of the trust root the agent has pinned.
+    #[serde(default)]
+    pub trust_root_version: Option<u64>,
 }
 
 /// One package row of an agent's inventory.
@@ -298,6 +305,9 @@ pub struct AgentDetail {
     pub pending_updates: Vec<PendingUpdateRow>,
     pub reboot_packages: Vec<String>,
     pub warnings: Vec<WarningRow>,
+    /// The agent's latest bundle decisions, oldest first.
+    #[serde(default)]
+    pub bundles: Vec<tidegate_protocol::BundleRecord>,
 }
 
 /// The read side of the store, shared by the HTTP handlers. Clones share a pool of read-only

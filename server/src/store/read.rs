@@ -9,7 +9,7 @@ const SUMMARY_COLUMNS: &str = "
     online, agent_version, first_seen_unix_s, last_seen_unix_s, last_report_unix_s,
     boot_time_unix_s, package_count, broken_package_count, pending_update_count,
     security_update_count, reboot_required, package_lists_updated_unix_s, reports_received,
-    duplicate_reports, outbox_dropped";
+    duplicate_reports, outbox_dropped, tier, trust_root_version";
 
 pub(super) fn fleet(connection: &Connection) -> rusqlite::Result<Vec<AgentSummary>> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM agents ORDER BY hostname, agent_id");
@@ -107,12 +107,23 @@ fn agent_in_snapshot(
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
 
+    let bundles_json: String = connection
+        .prepare_cached("SELECT bundles FROM agents WHERE agent_key = ?1")?
+        .query_row([agent_key], |row| row.get(0))?;
+    // The column holds what this build wrote; a value it cannot read shows as no bundles rather
+    // than hiding the rest of the agent.
+    let bundles = serde_json::from_str(&bundles_json).unwrap_or_else(|error| {
+        tracing::warn!(agent.key = agent_key, %error, "invalid bundle records in the store");
+        Vec::new()
+    });
+
     Ok(Some(AgentDetail {
         summary,
         packages,
         pending_updates,
         reboot_packages,
         warnings,
+        bundles,
     }))
 }
 
@@ -153,5 +164,9 @@ fn summary_from_row_at(row: &Row<'_>, first: usize) -> rusqlite::Result<AgentSum
         reports_received: row.get::<_, i64>(column(20))? as u64,
         duplicate_reports: row.get::<_, i64>(column(21))? as u64,
         outbox_dropped: row.get::<_, i64>(column(22))? as u64,
+        tier: row.get(column(23))?,
+        trust_root_version: row
+            .get::<_, Option<i64>>(column(24))?
+            .map(|version| version as u64),
     })
 }

@@ -13,10 +13,32 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1_FLEET];
+const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES];
 
 /// The schema version this build writes and reads.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const V2_BUNDLES: &str = "
+-- What each agent reports about trust: its configured tier, its pinned trust root version, and
+-- its latest bundle decisions as a JSON array of the protocol's BundleRecord.
+ALTER TABLE agents ADD COLUMN tier TEXT NOT NULL DEFAULT '';
+ALTER TABLE agents ADD COLUMN trust_root_version INTEGER;
+ALTER TABLE agents ADD COLUMN bundles TEXT NOT NULL DEFAULT '[]';
+
+-- Published bundle files, byte for byte as security signed them.
+CREATE TABLE published_bundles (
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    bundle_id TEXT NOT NULL,
+    bundle_hash TEXT NOT NULL,
+    file BLOB NOT NULL,
+    -- A JSON array of the signers' key ids.
+    signers TEXT NOT NULL,
+    publisher TEXT NOT NULL,
+    published_at_unix_s INTEGER NOT NULL,
+    PRIMARY KEY (stream, sequence)
+);
+";
 
 const V1_FLEET: &str = "
 -- Child tables refer to an agent by its integer agent_key rather than its text agent id, which

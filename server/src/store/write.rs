@@ -271,9 +271,6 @@ impl StoredPackage {
 
 /// Replaces everything the store has from the agent's earlier reports with `inventory`.
 ///
-/// NOTE: the inventory's `tier`, `trust_root_version` and `bundles` are not stored yet, here or
-/// from a delta.
-///
 /// Package rows are compared with the stored ones and only the differences are written, because
 /// a full report after a restart or a resync usually matches the stored rows almost entirely.
 fn replace_inventory(
@@ -332,6 +329,9 @@ fn replace_inventory(
     )?;
     replace_reboot(transaction, agent_key, &inventory.reboot)?;
     replace_warnings(transaction, agent_key, &inventory.warnings)?;
+    update_tier(transaction, agent_key, &inventory.tier)?;
+    update_trust_root_version(transaction, agent_key, inventory.trust_root_version)?;
+    replace_bundles(transaction, agent_key, &inventory.bundles)?;
     Ok(counts)
 }
 
@@ -398,7 +398,48 @@ fn apply_delta(
     if let Some(warnings) = &delta.warnings {
         replace_warnings(transaction, agent_key, warnings)?;
     }
+    if let Some(tier) = &delta.tier {
+        update_tier(transaction, agent_key, tier)?;
+    }
+    if let Some(version) = delta.trust_root_version {
+        update_trust_root_version(transaction, agent_key, version)?;
+    }
+    if let Some(bundles) = &delta.bundles {
+        replace_bundles(transaction, agent_key, bundles)?;
+    }
     Ok(counts)
+}
+
+fn update_tier(transaction: &Transaction<'_>, agent_key: i64, tier: &str) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached("UPDATE agents SET tier = ?2 WHERE agent_key = ?1")?
+        .execute(params![agent_key, tier])?;
+    Ok(())
+}
+
+fn update_trust_root_version(
+    transaction: &Transaction<'_>,
+    agent_key: i64,
+    version: Option<u64>,
+) -> rusqlite::Result<()> {
+    let version = version.map(|version| i64::try_from(version).unwrap_or(i64::MAX));
+    transaction
+        .prepare_cached("UPDATE agents SET trust_root_version = ?2 WHERE agent_key = ?1")?
+        .execute(params![agent_key, version])?;
+    Ok(())
+}
+
+fn replace_bundles(
+    transaction: &Transaction<'_>,
+    agent_key: i64,
+    bundles: &[tidegate_protocol::BundleRecord],
+) -> rusqlite::Result<()> {
+    let json = serde_json::to_string(bundles)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    transaction
+        .prepare_cached("UPDATE agents SET bundles = ?2 WHERE agent_key = ?1")?
+        .execute(params![agent_key, json])?;
+    Ok(())
 }
 
 /// Returns the packages with one row per key, the last one winning as in

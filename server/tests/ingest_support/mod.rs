@@ -120,6 +120,7 @@ impl TestServer {
             http_listen: "127.0.0.1:0".parse().unwrap(),
             broker,
             mqtt_max_packet_bytes: max_packet_bytes,
+            trust_root: None,
         };
         let running = serve::start(config, deps).await.expect("server starts");
         let http = running.http_addr();

@@ -1,0 +1,190 @@
+//! The HTTP route that publishes a bundle: `POST /api/v1/bundles` with the bundle file as the
+//! body (`application/octet-stream`) and the publisher's name in `X-Tidegate-Publisher`.
+//!
+//! `201` with a [`PublishResponse`] when the bundle passed the check and was stored and sent to
+//! the agents it targets; `200` with the same body when this exact bundle was published before
+//! (it is sent again, so re-publishing reaches agents that were offline); `422` with
+//! `{"error", "rule"}` when the check rejected it; `409` when its stream already has another
+//! bundle at that sequence; `503` when the server has no trust root.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tidegate_protocol::trust::TrustRoot;
+use tidegate_protocol::{AgentId, Order, OrderBody, OrderId};
+
+use crate::ingest::OrderSender;
+use crate::publish::{check_bundle, targets_agent, PublishError, MAX_DELIVERED_BUNDLE_BYTES};
+use crate::store::publications::{PublicationError, Publications};
+use crate::store::StoreReader;
+
+/// What publication needs: the trust root to check against, where to record, whom to send to.
+#[derive(Clone)]
+pub struct PublishState {
+    pub root: Option<Arc<TrustRoot>>,
+    pub publications: Publications,
+    pub reader: StoreReader,
+    pub orders: OrderSender,
+}
+
+/// The body of a successful publication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    pub bundle_id: String,
+    pub stream: String,
+    pub sequence: u64,
+    pub bundle_hash: String,
+    pub signers: Vec<String>,
+    /// How many agents the bundle order was sent to.
+    pub delivered_to: usize,
+    pub republished: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct PublishErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'static str>,
+}
+
+pub fn router(state: PublishState) -> Router {
+    Router::new()
+        .route("/api/v1/bundles", post(publish))
+        .layer(DefaultBodyLimit::max(MAX_DELIVERED_BUNDLE_BYTES + 1))
+        .with_state(state)
+}
+
+fn error_response(status: StatusCode, error: String, rule: Option<&'static str>) -> Response {
+    (status, Json(PublishErrorBody { error, rule })).into_response()
+}
+
+async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: Bytes) -> Response {
+    let publisher = headers
+        .get("x-tidegate-publisher")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.chars().take(200).collect::<String>())
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let now = now_unix_s();
+
+    let publications = state.publications.clone();
+    let root = state.root.clone();
+    let file = body.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let marks = publications.high_water()?;
+        let checked = check_bundle(&file, root.as_deref(), now, &marks);
+        Ok::<_, PublicationError>(checked.map(|checked| (checked, publications)))
+    })
+    .await;
+    let (checked, publications) = match checked {
+        Ok(Ok(Ok(pair))) => pair,
+        Ok(Ok(Err(error))) => {
+            tracing::warn!(%publisher, %error, "rejected a bundle publication");
+            let status = match error {
+                PublishError::NoTrustRoot => StatusCode::SERVICE_UNAVAILABLE,
+                PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                PublishError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            return error_response(status, error.to_string(), error.rule());
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot read published bundles");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None);
+        }
+        Err(error) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+    };
+
+    let record = {
+        let checked = checked.clone();
+        let file = body.clone();
+        let publisher = publisher.clone();
+        tokio::task::spawn_blocking(move || publications.record(&checked, &file, &publisher, now))
+            .await
+    };
+    match record {
+        Ok(Ok(())) => {}
+        Ok(Err(error @ PublicationError::Conflict { .. })) => {
+            return error_response(
+                StatusCode::CONFLICT,
+                error.to_string(),
+                Some("sequence-reused"),
+            );
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot record a bundle publication");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None);
+        }
+        Err(error) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+    }
+
+    let reader = state.reader.clone();
+    let fleet = match tokio::task::spawn_blocking(move || reader.fleet()).await {
+        Ok(Ok(fleet)) => fleet,
+        Ok(Err(error)) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+        Err(error) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+    };
+    let mut delivered_to = 0;
+    for agent in fleet
+        .iter()
+        .filter(|agent| targets_agent(&checked, &agent.tier, &agent.os_name))
+    {
+        let Ok(agent_id) = AgentId::parse(&agent.agent_id) else {
+            continue;
+        };
+        let order = Order {
+            order_id: OrderId(fastrand::u128(..).to_le_bytes()),
+            body: OrderBody::Bundle {
+                file: body.to_vec(),
+            },
+        };
+        if state.orders.send(&agent_id, order).await {
+            delivered_to += 1;
+        }
+    }
+    tracing::info!(
+        bundle.id = %checked.bundle_id,
+        stream = %checked.stream,
+        sequence = checked.sequence,
+        %publisher,
+        signers = ?checked.signers,
+        delivered_to,
+        "published a bundle"
+    );
+
+    let status = if checked.republished {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let response = PublishResponse {
+        bundle_id: checked.bundle_id,
+        stream: checked.stream,
+        sequence: checked.sequence,
+        bundle_hash: checked.bundle_hash,
+        signers: checked.signers,
+        delivered_to,
+        republished: checked.republished,
+    };
+    (status, Json(response)).into_response()
+}
+
+fn now_unix_s() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => since.as_secs() as i64,
+        Err(_) => 0,
+    }
+}
