@@ -250,6 +250,8 @@ pub struct AgentSettings {
     pub ack_timeout_seconds: f64,
     pub keep_alive_seconds: u64,
     pub max_packet_size_bytes: usize,
+    pub tier: String,
+    pub trust_root_file: Option<PathBuf>,
 }
 
 impl AgentSettings {
@@ -264,14 +266,18 @@ impl AgentSettings {
             ack_timeout_seconds: 5.0,
             keep_alive_seconds: 5,
             max_packet_size_bytes: 131_072,
+            tier: "default".into(),
+            trust_root_file: None,
         }
     }
 
     pub fn write(&self, path: &Path) {
         let text = format!(
-            "root_dir = {root:?}\nstate_dir = {state:?}\n\n[mqtt]\nbroker_url = {url:?}\nkeep_alive_seconds = {keep_alive}\nmax_packet_size_bytes = {packet}\nconnect_timeout_seconds = 3\nreconnect_initial_delay_seconds = 0.2\nreconnect_max_delay_seconds = 2\nstable_connection_seconds = 5\n\n[reports]\ninterval_seconds = {interval}\nfull_report_interval_seconds = {full}\nack_timeout_seconds = {ack}\nmax_reports = {max}\n",
+            "root_dir = {root:?}\nstate_dir = {state:?}\ntier = {tier:?}\ntrust_root_file = {trust_root:?}\n\n[mqtt]\nbroker_url = {url:?}\nkeep_alive_seconds = {keep_alive}\nmax_packet_size_bytes = {packet}\nconnect_timeout_seconds = 3\nreconnect_initial_delay_seconds = 0.2\nreconnect_max_delay_seconds = 2\nstable_connection_seconds = 5\n\n[reports]\ninterval_seconds = {interval}\nfull_report_interval_seconds = {full}\nack_timeout_seconds = {ack}\nmax_reports = {max}\n",
             root = self.root,
             state = self.state_dir,
+            tier = self.tier,
+            trust_root = self.trust_root_file.clone().unwrap_or_default(),
             url = self.broker_url,
             keep_alive = self.keep_alive_seconds,
             packet = self.max_packet_size_bytes,
@@ -324,18 +330,23 @@ pub struct Server {
 impl Server {
     /// Starts the server on `db` with its embedded broker on a free port.
     pub fn start_embedded(db: &Path) -> Self {
-        Self::start(db, None)
+        Self::start(db, None, None)
     }
 
     /// Starts the server on `db` with an external broker.
     pub fn start_external(db: &Path, broker_url: &str) -> Self {
-        Self::start(db, Some(broker_url))
+        Self::start(db, Some(broker_url), None)
     }
 
-    fn start(db: &Path, broker_url: Option<&str>) -> Self {
+    /// Starts the server with its embedded broker and a trust root to check publications against.
+    pub fn start_with_trust_root(db: &Path, trust_root: &Path) -> Self {
+        Self::start(db, None, Some(trust_root))
+    }
+
+    fn start(db: &Path, broker_url: Option<&str>, trust_root: Option<&Path>) -> Self {
         for _ in 0..5 {
             let mqtt_port = broker_url.is_none().then(free_port);
-            let mut server = Self::spawn(db, broker_url, mqtt_port);
+            let mut server = Self::spawn(db, broker_url, mqtt_port, trust_root);
             std::thread::sleep(Duration::from_millis(200));
             if server.process.is_running() {
                 return server;
@@ -344,7 +355,12 @@ impl Server {
         panic!("tidegate-server did not start on any of 5 free ports");
     }
 
-    fn spawn(db: &Path, broker_url: Option<&str>, mqtt_port: Option<u16>) -> Self {
+    fn spawn(
+        db: &Path,
+        broker_url: Option<&str>,
+        mqtt_port: Option<u16>,
+        trust_root: Option<&Path>,
+    ) -> Self {
         let http_port = free_port();
         let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
         let mut command = Command::new(workspace_binary("tidegate-server"));
@@ -355,6 +371,9 @@ impl Server {
             .arg(http.to_string());
         if let Some(url) = broker_url {
             command.arg("--broker").arg(url);
+        }
+        if let Some(path) = trust_root {
+            command.arg("--trust-root").arg(path);
         }
         if let Some(port) = mqtt_port {
             command

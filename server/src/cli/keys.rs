@@ -140,13 +140,14 @@ fn show(args: &KeyShowArgs, out: &mut dyn Write) -> Result<(), super::CliError> 
         return Ok(());
     }
 
-    let kind = if resolved.from_private_key_file {
-        "signing-key file (contains the private key)"
+    let contents = if resolved.from_private_key_file {
+        "signing key: the private key and its public key"
     } else {
-        "public key line"
+        "public key line only"
     };
     let fields = [
-        ("file", format!("{} ({kind})", args.file.display())),
+        ("file", args.file.display().to_string()),
+        ("contents", contents.to_owned()),
         ("role", key.role.to_string()),
         ("key id", key.key_id.to_string()),
         ("public key", key.to_string()),

@@ -1,0 +1,201 @@
+//! Bundles from publication to the agent's decision: the server checks a bundle against its
+//! trust root and sends it; the agent verifies it again against the root it pinned at enrolment
+//! and reports what it decided, which the API shows on the agent.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use tidegate_protocol::trust::{
+    BundleFile, BundleId, BundleManifest, Role, SignedTrustRoot, SigningKey, Step, StreamName,
+    TargetSelector, Thresholds, TrustRoot,
+};
+use tidegate_tests::{fixture_root, prepare_agent_id, wait_for, AgentSettings, Server};
+
+fn key(role: Role) -> SigningKey {
+    SigningKey::generate(role, &SystemRandom::new()).unwrap()
+}
+
+/// Writes a root of `version` over `keys` (root threshold 1), signed by each of `signers`.
+fn write_root(path: &Path, version: u64, keys: &[&SigningKey], signers: &[&SigningKey]) {
+    let root = TrustRoot {
+        version,
+        keys: keys.iter().map(|key| key.public_key().clone()).collect(),
+        thresholds: Thresholds {
+            root: 1,
+            security: 1,
+            ot: 1,
+        },
+        tier_overrides: BTreeMap::new(),
+    };
+    let mut signed = SignedTrustRoot::new(&root).unwrap();
+    for signer in signers {
+        signed.sign(signer).unwrap();
+    }
+    std::fs::write(path, signed.encode().unwrap()).unwrap();
+}
+
+/// A bundle of one sysctl step, valid for a day around now, signed by `signer`.
+fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let manifest = BundleManifest {
+        bundle_id: BundleId::parse(id).unwrap(),
+        stream: StreamName::parse("baseline").unwrap(),
+        sequence,
+        not_before_unix_s: now - 3600,
+        expires_unix_s: now + 86_400,
+        target: TargetSelector::default(),
+        steps: vec![Step::Sysctl {
+            key: "net.ipv4.tcp_syncookies".into(),
+            value: "1".into(),
+        }],
+        payloads: vec![],
+    };
+    let mut file = BundleFile::new(&manifest, vec![]).unwrap();
+    file.sign(signer).unwrap();
+    file.encode().unwrap()
+}
+
+/// POSTs a bundle file; returns the status code and the JSON body.
+fn publish(server: &Server, file: &[u8]) -> (u16, serde_json::Value) {
+    let url = format!("{}/api/v1/bundles", server.url());
+    let response = ureq::post(&url)
+        .header("Content-Type", "application/octet-stream")
+        .header("X-Tidegate-Publisher", "test@ci")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(file)
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .read_json()
+        .unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+fn bundle_outcomes(server: &Server, agent_id: &str) -> Vec<(String, String)> {
+    let detail = server
+        .get_json(&format!("/api/v1/agents/{agent_id}"))
+        .unwrap_or_default();
+    detail["bundles"]
+        .as_array()
+        .map(|bundles| {
+            bundles
+                .iter()
+                .map(|bundle| {
+                    let outcome = match &bundle["outcome"] {
+                        serde_json::Value::String(name) => name.clone(),
+                        serde_json::Value::Object(map) => {
+                            let (kind, fields) = map.iter().next().unwrap();
+                            match fields.get("rule") {
+                                Some(rule) => format!("{kind}:{}", rule.as_str().unwrap()),
+                                None => kind.clone(),
+                            }
+                        }
+                        other => other.to_string(),
+                    };
+                    (
+                        bundle["bundle_id"].as_str().unwrap_or_default().to_owned(),
+                        outcome,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn published_bundle_is_verified_by_the_agent() {
+    let data = tempfile::tempdir().unwrap();
+    let k1 = key(Role::Root);
+    let k2 = key(Role::Root);
+    let s1 = key(Role::Security);
+    let s4 = key(Role::Security);
+    let ot = key(Role::Ot);
+    // The agent enrols with v1; the server already checks against v2, which adds S4.
+    let v1 = data.path().join("root-v1.tgrt");
+    write_root(&v1, 1, &[&k1, &s1, &ot], &[&k1]);
+    let v2 = data.path().join("root-v2.tgrt");
+    write_root(&v2, 2, &[&k1, &k2, &s1, &s4, &ot], &[&k1, &k2]);
+
+    let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &v2);
+    let root = fixture_root(5, 0);
+    let state_dir = data.path().join("agent");
+    let agent_id = prepare_agent_id(&state_dir);
+    let mut settings = AgentSettings::new(root.path(), &state_dir, server.broker_url());
+    settings.tier = "plant-floor".into();
+    settings.trust_root_file = Some(v1.clone());
+    let _agent = settings.start();
+    let agent = wait_for("the agent's first report", Duration::from_secs(30), || {
+        server
+            .agent(&agent_id)
+            .filter(|agent| !agent["last_report_unix_s"].is_null())
+    });
+    assert_eq!(agent["tier"], "plant-floor", "{agent}");
+    assert_eq!(agent["trust_root_version"], 1, "{agent}");
+
+    let (status, body) = publish(&server, &bundle("baseline-5", 5, &s1));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["delivered_to"], 1, "{body}");
+    wait_for(
+        "the agent to accept baseline-5",
+        Duration::from_secs(20),
+        || {
+            bundle_outcomes(&server, &agent_id)
+                .contains(&("baseline-5".into(), "Accepted".into()))
+                .then_some(())
+        },
+    );
+
+    // Signed by a key only root v2 lists: the server takes it, the agent on v1 does not.
+    let (status, body) = publish(&server, &bundle("baseline-6", 6, &s4));
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        "the agent to reject baseline-6",
+        Duration::from_secs(20),
+        || {
+            bundle_outcomes(&server, &agent_id)
+                .contains(&("baseline-6".into(), "Rejected:unknown-key".into()))
+                .then_some(())
+        },
+    );
+
+    // An older sequence of the stream never leaves the server.
+    let (status, body) = publish(&server, &bundle("baseline-4", 4, &s1));
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["rule"], "rollback", "{body}");
+
+    // Publishing the same file again is accepted and sends it again: the agent has it already.
+    let file = bundle("baseline-7", 7, &s1);
+    assert_eq!(publish(&server, &file).0, 201);
+    assert_eq!(publish(&server, &file).0, 200);
+    wait_for(
+        "the agent to see baseline-7 twice",
+        Duration::from_secs(20),
+        || {
+            let outcomes = bundle_outcomes(&server, &agent_id);
+            (outcomes.contains(&("baseline-7".into(), "Accepted".into()))
+                && outcomes.contains(&("baseline-7".into(), "AlreadyApplied".into())))
+            .then_some(())
+        },
+    );
+}
+
+#[test]
+fn publication_without_trust_root_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_embedded(&data.path().join("tidegate.db"));
+    let s1 = key(Role::Security);
+    let (status, body) = publish(&server, &bundle("baseline-1", 1, &s1));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("--trust-root"),
+        "{body}"
+    );
+}
