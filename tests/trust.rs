@@ -166,22 +166,46 @@ fn published_bundle_is_verified_by_the_agent() {
         },
     );
 
+    // Once the agent has root v2, the same kind of bundle is accepted.
+    let url = format!("{}/api/v1/trust-root", server.url());
+    let response = ureq::post(&url)
+        .header("Content-Type", "application/octet-stream")
+        .send(&std::fs::read(&v2).unwrap()[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    wait_for(
+        "the agent to move to root v2",
+        Duration::from_secs(20),
+        || (server.agent(&agent_id)?["trust_root_version"] == 2).then_some(()),
+    );
+    let (status, body) = publish(&server, &bundle("baseline-8", 8, &s4));
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        "the agent to accept baseline-8",
+        Duration::from_secs(20),
+        || {
+            bundle_outcomes(&server, &agent_id)
+                .contains(&("baseline-8".into(), "Accepted".into()))
+                .then_some(())
+        },
+    );
+
     // An older sequence of the stream never leaves the server.
     let (status, body) = publish(&server, &bundle("baseline-4", 4, &s1));
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["rule"], "rollback", "{body}");
 
     // Publishing the same file again is accepted and sends it again: the agent has it already.
-    let file = bundle("baseline-7", 7, &s1);
+    let file = bundle("baseline-9", 9, &s1);
     assert_eq!(publish(&server, &file).0, 201);
     assert_eq!(publish(&server, &file).0, 200);
     wait_for(
-        "the agent to see baseline-7 twice",
+        "the agent to see baseline-9 twice",
         Duration::from_secs(20),
         || {
             let outcomes = bundle_outcomes(&server, &agent_id);
-            (outcomes.contains(&("baseline-7".into(), "Accepted".into()))
-                && outcomes.contains(&("baseline-7".into(), "AlreadyApplied".into())))
+            (outcomes.contains(&("baseline-9".into(), "Accepted".into()))
+                && outcomes.contains(&("baseline-9".into(), "AlreadyApplied".into())))
             .then_some(())
         },
     );

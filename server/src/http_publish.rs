@@ -1,13 +1,20 @@
 //! The HTTP route that publishes a bundle: `POST /api/v1/bundles` with the bundle file as the
 //! body (`application/octet-stream`) and the publisher's name in `X-Tidegate-Publisher`.
 //!
+//! `POST /api/v1/trust-root` takes the next trust root version (a signed root file). It must be
+//! signed by a threshold of the current version's root keys and of its own; then it is stored,
+//! replaces the root publications are checked against, and every agent that reports an older
+//! version is sent each newer version in order, because agents never skip a version. `201` with
+//! `{"version", "delivered_to"}`, `422` with `{"error"}` when the check fails. The current
+//! version, byte for byte, is accepted with `200` and sent again to the agents behind it.
+//!
 //! `201` with a [`PublishResponse`] when the bundle passed the check and was stored and sent to
 //! the agents it targets; `200` with the same body when this exact bundle was published before
 //! (it is sent again, so re-publishing reaches agents that were offline); `422` with
 //! `{"error", "rule"}` when the check rejected it; `409` when its stream already has another
 //! bundle at that sequence; `503` when the server has no trust root.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -16,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tidegate_protocol::trust::TrustRoot;
+use tidegate_protocol::trust::{verify_root_update, SignedTrustRoot, TrustRoot};
 use tidegate_protocol::{AgentId, Order, OrderBody, OrderId};
 
 use crate::ingest::OrderSender;
@@ -27,7 +34,7 @@ use crate::store::StoreReader;
 /// What publication needs: the trust root to check against, where to record, whom to send to.
 #[derive(Clone)]
 pub struct PublishState {
-    pub root: Option<Arc<TrustRoot>>,
+    pub root: Arc<RwLock<Option<TrustRoot>>>,
     pub publications: Publications,
     pub reader: StoreReader,
     pub orders: OrderSender,
@@ -56,6 +63,7 @@ struct PublishErrorBody {
 pub fn router(state: PublishState) -> Router {
     Router::new()
         .route("/api/v1/bundles", post(publish))
+        .route("/api/v1/trust-root", post(publish_trust_root))
         .layer(DefaultBodyLimit::max(MAX_DELIVERED_BUNDLE_BYTES + 1))
         .with_state(state)
 }
@@ -74,11 +82,11 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
     let now = now_unix_s();
 
     let publications = state.publications.clone();
-    let root = state.root.clone();
+    let root = state.root.read().expect("trust root lock").clone();
     let file = body.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let marks = publications.high_water()?;
-        let checked = check_bundle(&file, root.as_deref(), now, &marks);
+        let checked = check_bundle(&file, root.as_ref(), now, &marks);
         Ok::<_, PublicationError>(checked.map(|checked| (checked, publications)))
     })
     .await;
@@ -180,6 +188,117 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
         republished: checked.republished,
     };
     (status, Json(response)).into_response()
+}
+
+/// The body of a successful trust root publication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustRootResponse {
+    pub version: u64,
+    /// How many agents were sent at least one root version.
+    pub delivered_to: usize,
+}
+
+async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> Response {
+    let offered = match SignedTrustRoot::decode(&body) {
+        Ok(offered) => offered,
+        Err(error) => {
+            return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None)
+        }
+    };
+    let current = state.root.read().expect("trust root lock").clone();
+    let Some(current) = current else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::NoTrustRoot.to_string(),
+            None,
+        );
+    };
+    // The current version, byte for byte, is sent again to the agents behind it.
+    let republished = offered
+        .document()
+        .is_ok_and(|document| document.version == current.version)
+        && state.publications.trust_roots().is_ok_and(|roots| {
+            roots
+                .iter()
+                .any(|(version, file)| *version == current.version && file[..] == body[..])
+        });
+    let root = if republished {
+        current
+    } else {
+        match verify_root_update(&current, &offered) {
+            Ok(root) => root,
+            Err(error) => {
+                tracing::warn!(%error, "rejected a trust root");
+                return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None);
+            }
+        }
+    };
+    let version = root.version;
+
+    let publications = state.publications.clone();
+    let file = body.to_vec();
+    let stored = tokio::task::spawn_blocking(move || {
+        publications.record_trust_root(version, &file, now_unix_s())?;
+        publications.trust_roots()
+    })
+    .await;
+    let roots = match stored {
+        Ok(Ok(roots)) => roots,
+        Ok(Err(error)) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+        Err(error) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+    };
+    *state.root.write().expect("trust root lock") = Some(root);
+    tracing::info!(version, "moved to a new trust root version");
+
+    let reader = state.reader.clone();
+    let fleet = match tokio::task::spawn_blocking(move || reader.fleet()).await {
+        Ok(Ok(fleet)) => fleet,
+        Ok(Err(error)) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+        Err(error) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+        }
+    };
+    let mut delivered_to = 0;
+    for agent in &fleet {
+        let Ok(agent_id) = AgentId::parse(&agent.agent_id) else {
+            continue;
+        };
+        let held = agent.trust_root_version.unwrap_or(0);
+        let mut sent_any = false;
+        for (root_version, file) in roots
+            .iter()
+            .filter(|(root_version, _)| *root_version > held)
+        {
+            let order = Order {
+                order_id: OrderId(fastrand::u128(..).to_le_bytes()),
+                body: OrderBody::TrustRoot { file: file.clone() },
+            };
+            tracing::debug!(agent.id = %agent_id, version = root_version, "sending a trust root");
+            sent_any |= state.orders.send(&agent_id, order).await;
+        }
+        if sent_any {
+            delivered_to += 1;
+        }
+    }
+    let status = if republished {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (
+        status,
+        Json(TrustRootResponse {
+            version,
+            delivered_to,
+        }),
+    )
+        .into_response()
 }
 
 fn now_unix_s() -> i64 {

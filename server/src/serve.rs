@@ -136,11 +136,11 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         .map_err(|error| ServeError::OpenStore(*error))?;
     info!(db = %config.db_path.display(), "store opened");
     let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
+    let publications = crate::store::publications::Publications::open(&config.db_path)?;
     let trust_root = match &config.trust_root {
-        Some(path) => Some(Arc::new(load_trust_root(path)?)),
+        Some(path) => Some(current_trust_root(path, &publications)?),
         None => None,
     };
-    let publications = crate::store::publications::Publications::open(&config.db_path)?;
 
     let (broker_url, mqtt_addr, mqtt_v5_addr) = match &config.broker {
         BrokerChoice::Embedded { listen, listen_v5 } => {
@@ -185,7 +185,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
     let publish_state = crate::http_publish::PublishState {
-        root: trust_root,
+        root: Arc::new(std::sync::RwLock::new(trust_root)),
         publications,
         reader: reader.clone(),
         orders: ingest.order_sender(),
@@ -281,10 +281,15 @@ impl RunningServer {
     }
 }
 
-/// Reads a signed trust root and checks that it carries its own root threshold.
-fn load_trust_root(
+/// Reads the signed trust root given at start, which must carry its own root threshold, then
+/// walks the newer versions stored by `POST /api/v1/trust-root` one at a time, each checked
+/// against the one before. Returns the newest.
+fn current_trust_root(
     path: &std::path::Path,
+    publications: &crate::store::publications::Publications,
 ) -> Result<tidegate_protocol::trust::TrustRoot, ServeError> {
+    use tidegate_protocol::trust::{verify_initial_root, verify_root_update, SignedTrustRoot};
+
     let bytes = std::fs::read(path).map_err(|source| ServeError::ReadTrustRoot {
         path: path.to_owned(),
         source,
@@ -293,10 +298,26 @@ fn load_trust_root(
         path: path.to_owned(),
         reason,
     };
-    let signed = tidegate_protocol::trust::SignedTrustRoot::decode(&bytes)
-        .map_err(|error| invalid(error.to_string()))?;
-    let root = tidegate_protocol::trust::verify_initial_root(&signed)
-        .map_err(|error| invalid(error.to_string()))?;
+    let signed = SignedTrustRoot::decode(&bytes).map_err(|error| invalid(error.to_string()))?;
+    let mut root = verify_initial_root(&signed).map_err(|error| invalid(error.to_string()))?;
+    publications.record_trust_root(root.version, &bytes, 0)?;
+    for (version, file) in publications.trust_roots()? {
+        if version != root.version + 1 {
+            continue;
+        }
+        let next = SignedTrustRoot::decode(&file)
+            .map_err(|error| error.to_string())
+            .and_then(|signed| {
+                verify_root_update(&root, &signed).map_err(|error| error.to_string())
+            });
+        match next {
+            Ok(next) => root = next,
+            Err(reason) => {
+                warn!(version, %reason, "a stored trust root does not follow the one before; ignoring it and later ones");
+                break;
+            }
+        }
+    }
     info!(path = %path.display(), version = root.version, "loaded the trust root");
     Ok(root)
 }

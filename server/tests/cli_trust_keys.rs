@@ -45,7 +45,9 @@ fn generate_writes_private_file_and_prints_public_key() {
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let key_file = fs::read_to_string(&path).unwrap();
-    assert!(key_file.starts_with("-----BEGIN TIDEGATE SIGNING KEY-----\nFormat: 1\nRole: security\n"));
+    assert!(
+        key_file.starts_with("-----BEGIN TIDEGATE SIGNING KEY-----\nFormat: 1\nRole: security\n")
+    );
 
     let text = stdout(&output);
     let key_id = field(&text, "key id");
@@ -73,7 +75,11 @@ fn generate_over_existing_file_fails_and_keeps_it() {
     );
 
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("k1.key already exists"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("k1.key already exists"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(
         fs::read_to_string(&path).unwrap(),
         "an older key that must survive\n"

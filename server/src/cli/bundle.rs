@@ -220,6 +220,9 @@ struct PublishResponse {
     bundle_hash: String,
     signers: Vec<String>,
     delivered_to: u64,
+    /// Whether the server had this exact bundle already; it sends it again all the same.
+    #[serde(default)]
+    republished: bool,
 }
 
 /// The server's answer to a rejected bundle. `rule` is the verification rule that failed, when
@@ -572,6 +575,12 @@ fn publish(args: &PublishArgs, client: &ApiClient, out: &mut dyn Write) -> Resul
     )?;
     writeln!(out, "bundle hash: {}", response.bundle_hash)?;
     writeln!(out, "publisher: {publisher}")?;
+    if response.republished {
+        writeln!(
+            out,
+            "note: the server already had this bundle, and sent it again to the agents it targets"
+        )?;
+    }
     Ok(())
 }
 

@@ -51,6 +51,42 @@ impl Publications {
         })
     }
 
+    /// Every stored trust root file with its version, oldest first.
+    pub fn trust_roots(&self) -> Result<Vec<(u64, Vec<u8>)>, PublicationError> {
+        let connection = self.connection.lock().expect("publication connection lock");
+        let mut statement = connection
+            .prepare_cached("SELECT version, file FROM trust_roots ORDER BY version")
+            .map_err(PublicationError::Read)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(PublicationError::Read)?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(PublicationError::Read)
+    }
+
+    /// Stores a trust root file of `version`; storing the same version again keeps the first.
+    pub fn record_trust_root(
+        &self,
+        version: u64,
+        file: &[u8],
+        now_unix_s: i64,
+    ) -> Result<(), PublicationError> {
+        let connection = self.connection.lock().expect("publication connection lock");
+        connection
+            .prepare_cached(
+                "INSERT INTO trust_roots (version, file, published_at_unix_s) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (version) DO NOTHING",
+            )
+            .and_then(|mut statement| statement.execute(params![version as i64, file, now_unix_s]))
+            .map_err(|source| PublicationError::Write {
+                bundle_id: format!("trust root v{version}"),
+                source,
+            })?;
+        Ok(())
+    }
+
     /// The highest published sequence of every stream, with its hash.
     pub fn high_water(&self) -> Result<BTreeMap<StreamName, HighWater>, PublicationError> {
         let connection = self.connection.lock().expect("publication connection lock");

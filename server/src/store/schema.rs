@@ -25,6 +25,13 @@ ALTER TABLE agents ADD COLUMN tier TEXT NOT NULL DEFAULT '';
 ALTER TABLE agents ADD COLUMN trust_root_version INTEGER;
 ALTER TABLE agents ADD COLUMN bundles TEXT NOT NULL DEFAULT '[]';
 
+-- Every trust root version the server was given, byte for byte as the root key holders signed it.
+CREATE TABLE trust_roots (
+    version INTEGER PRIMARY KEY,
+    file BLOB NOT NULL,
+    published_at_unix_s INTEGER NOT NULL
+);
+
 -- Published bundle files, byte for byte as security signed them.
 CREATE TABLE published_bundles (
     stream TEXT NOT NULL,
