@@ -439,7 +439,9 @@ fn verify_against_root_draft_matches_signed_file() {
     );
 
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
-    assert!(field(&stdout(&output), "tier").starts_with("default (needs 1 security signatures"));
+    assert!(
+        field(&stdout(&output), "tier").starts_with("default (needs 1 security signature under")
+    );
 }
 
 #[test]

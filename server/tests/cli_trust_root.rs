@@ -135,7 +135,7 @@ fn root_signed_at_two_desks_verifies() {
     let desk_2 = run_ok(dir.path(), &["root", "sign", "v1.json", "--key", "k2.key"]);
     let output = tidegate(dir.path(), &["root", "verify", "v1.json"]);
 
-    assert!(desk_1.contains("it now has 1 signatures"), "{desk_1}");
+    assert!(desk_1.contains("it now has 1 signature:"), "{desk_1}");
     assert!(
         desk_2.contains(&format!(
             "it now has 2 signatures: {}, {}",
@@ -207,6 +207,32 @@ fn edit_drops_signatures() {
             .code(),
         Some(1)
     );
+}
+
+#[test]
+fn unchanged_threshold_keeps_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    build_v1(dir.path());
+    run_ok(dir.path(), &["root", "sign", "v1.json", "--key", "k1.key"]);
+
+    let same = run_ok(
+        dir.path(),
+        &[
+            "root",
+            "set-threshold",
+            "v1.json",
+            "--role",
+            "root",
+            "--count",
+            "2",
+        ],
+    );
+
+    assert!(
+        same.contains("the root threshold by default of trust root v1 draft v1.json is already 2"),
+        "{same}"
+    );
+    assert_eq!(signature_count(&dir.path().join("v1.json")), 1);
 }
 
 #[test]
@@ -375,7 +401,7 @@ fn export_writes_signed_root_file() {
     let signed = run_ok(dir.path(), &["root", "sign", "v1.tgrt", "--key", "k2.key"]);
     let output = tidegate(dir.path(), &["root", "verify", "v1.tgrt"]);
 
-    assert!(exported.contains("wrote signed root file v1.tgrt: trust root v1, 1 signatures"));
+    assert!(exported.contains("wrote signed root file v1.tgrt: trust root v1, 1 signature:"));
     assert!(signed.contains("it now has 2 signatures"), "{signed}");
     let bytes = fs::read(dir.path().join("v1.tgrt")).unwrap();
     assert_eq!(&bytes[..5], b"TGRT\x01");
@@ -403,7 +429,7 @@ fn show_lists_keys_thresholds_and_signers() {
         text.contains("  security:  1 of 2 security keys\n"),
         "{text}"
     );
-    assert!(text.contains("  ot:        1 of 1 ot keys\n"), "{text}");
+    assert!(text.contains("  ot:        1 of 1 ot key\n"), "{text}");
     assert!(
         text.contains("  TIER      SECURITY  OT\n  critical  2 of 2    default\n"),
         "{text}"

@@ -21,7 +21,7 @@ use tidegate_protocol::trust::{
 
 use super::client::ApiClient;
 use super::format::{self, render_fields, render_table};
-use super::keys::{self, load_signing_key, to_hex, FileError, KeysCommandError};
+use super::keys::{self, count_noun, load_signing_key, to_hex, FileError, KeysCommandError};
 use super::root::{load_trust_root, RootCommandError};
 use super::{CliError, Context};
 
@@ -31,7 +31,7 @@ const PUBLISH_PATH: &str = "/api/v1/bundles";
 /// The header that names who published a bundle, for the server's audit log.
 const PUBLISHER_HEADER: &str = "X-Tidegate-Publisher";
 
-/// The longest publisher name sent.
+/// Maximum length in bytes of a publisher name.
 const MAX_PUBLISHER_LEN: usize = 128;
 
 #[derive(Debug, Subcommand)]
@@ -145,7 +145,8 @@ pub struct PublishArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// Who publishes the bundle, recorded in the server's audit log [default: $USER@hostname]
+    /// Name of the person publishing, recorded in the server's audit log [default:
+    /// $USER@hostname]
     #[arg(long, value_name = "NAME")]
     pub publisher: Option<String>,
 }
@@ -211,7 +212,7 @@ pub enum BundleCommandError {
     },
 }
 
-/// The server's answer to a published bundle.
+/// The server's response to a published bundle.
 #[derive(Debug, Deserialize)]
 struct PublishResponse {
     bundle_id: String,
@@ -225,7 +226,7 @@ struct PublishResponse {
     republished: bool,
 }
 
-/// The server's answer to a rejected bundle. `rule` is the verification rule that failed, when
+/// The server's response to a rejected bundle. `rule` is the verification rule that failed, when
 /// the rejection comes from verification.
 #[derive(Debug, Deserialize)]
 struct PublishErrorResponse {
@@ -323,14 +324,14 @@ fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
     writeln!(
         out,
-        "wrote unsigned bundle {} (stream {}, sequence {}) to {}: {} steps, {} payloads, {}, \
+        "wrote unsigned bundle {} (stream {}, sequence {}) to {}: {}, {}, {}, \
          valid from {} until {}",
         manifest.bundle_id,
         manifest.stream,
         manifest.sequence,
         args.out.display(),
-        manifest.steps.len(),
-        manifest.payloads.len(),
+        count_noun(manifest.steps.len() as u64, "step"),
+        count_noun(manifest.payloads.len() as u64, "payload"),
         format::bytes(bytes.len() as u64),
         timestamp::format_rfc3339(manifest.not_before_unix_s),
         timestamp::format_rfc3339(manifest.expires_unix_s),
@@ -389,11 +390,11 @@ fn sign(args: &SignArgs, out: &mut dyn Write) -> Result<(), CliError> {
     };
     writeln!(
         out,
-        "{action} security key {} to bundle {} ({}); it now has {} signatures: {}",
+        "{action} security key {} to bundle {} ({}); it now has {}: {}",
         key.key_id(),
         manifest.bundle_id,
         args.file.display(),
-        file.signatures.len(),
+        count_noun(file.signatures.len() as u64, "signature"),
         join_key_ids(&file.signers())
     )?;
     keys::write_permission_warning(&args.key, out)?;
@@ -424,8 +425,10 @@ fn verify(args: &VerifyArgs, context: &Context, out: &mut dyn Write) -> Result<(
         (
             "tier",
             format!(
-                "{} (needs {required} security signatures under trust root v{})",
-                args.tier, root.version
+                "{} (needs {} under trust root v{})",
+                args.tier,
+                count_noun(required, "security signature"),
+                root.version
             ),
         ),
         ("checked at", timestamp::format_rfc3339(now_unix_s)),
@@ -570,8 +573,11 @@ fn publish(args: &PublishArgs, client: &ApiClient, out: &mut dyn Write) -> Resul
     };
     writeln!(
         out,
-        "published bundle {} (stream {}, sequence {}) signed by {signed_by}; sent to {} agents",
-        response.bundle_id, response.stream, response.sequence, response.delivered_to
+        "published bundle {} (stream {}, sequence {}) signed by {signed_by}; sent to {}",
+        response.bundle_id,
+        response.stream,
+        response.sequence,
+        count_noun(response.delivered_to, "agent")
     )?;
     writeln!(out, "bundle hash: {}", response.bundle_hash)?;
     writeln!(out, "publisher: {publisher}")?;
@@ -879,9 +885,9 @@ mod timestamp {
     }
 
     /// Counts the days from 1970-01-01 to a date. Years are shifted to start on 1 March, so the
-    /// leap day is the last day of a shifted year, and 400-year eras repeat exactly; this is the
-    /// method of Howard Hinnant's `days_from_civil`
-    /// (<https://howardhinnant.github.io/date_algorithms.html>).
+    /// leap day is the last day of a shifted year and every 400-year era has the same days. This
+    /// is the `days_from_civil` algorithm of Howard Hinnant's "chrono-Compatible Low-Level Date
+    /// Algorithms" (<https://howardhinnant.github.io/date_algorithms.html>).
     fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
         let shifted_year = if month <= 2 { year - 1 } else { year };
         let era = shifted_year.div_euclid(400);

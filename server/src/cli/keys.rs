@@ -19,7 +19,7 @@ use tidegate_protocol::trust::{KeyError, KeyId, PublicKey, Role, SigningKey};
 
 use super::format::render_fields;
 
-/// The first line of a signing-key file, which tells a key file from a public key line.
+/// The first line of a signing-key file, which distinguishes a key file from a public key line.
 const KEY_FILE_BEGIN: &str = "-----BEGIN TIDEGATE SIGNING KEY-----";
 
 /// The largest file the trust commands read as text: a key file is under 1 KiB and a public key
@@ -36,7 +36,7 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// What the key signs: root (trust roots), security (bundles) or ot (window schedules)
+    /// Role of the key: root signs trust roots, security signs bundles, ot signs window schedules
     #[arg(long, value_name = "ROLE")]
     pub role: Role,
 
@@ -51,7 +51,8 @@ pub struct KeyShowArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// Print only the public key line `ROLE KEY-ID HEX`, to hand to whoever builds the trust root
+    /// Print only the public key line `ROLE KEY-ID HEX`, to send to the person who builds the
+    /// trust root
     #[arg(long)]
     pub public: bool,
 }
@@ -61,10 +62,10 @@ pub struct KeyShowArgs {
 pub enum FileError {
     #[error("failed to read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("{path} is {size} bytes, larger than the {max} bytes a {what} can be; is it the right file?")]
+    #[error("{path} is {size} bytes, larger than the {max} bytes a {file_kind} can be; is it the right file?")]
     TooLarge {
         path: PathBuf,
-        what: &'static str,
+        file_kind: &'static str,
         size: u64,
         max: u64,
     },
@@ -247,8 +248,8 @@ pub(super) fn write_permission_warning(path: &Path, out: &mut dyn Write) -> io::
     Ok(())
 }
 
-fn read_text_file(path: &Path, what: &'static str) -> Result<String, FileError> {
-    let bytes = read_file(path, what, MAX_KEY_FILE_BYTES)?;
+fn read_text_file(path: &Path, file_kind: &'static str) -> Result<String, FileError> {
+    let bytes = read_file(path, file_kind, MAX_KEY_FILE_BYTES)?;
     String::from_utf8(bytes).map_err(|_| FileError::Read {
         path: path.to_owned(),
         source: io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
@@ -258,7 +259,7 @@ fn read_text_file(path: &Path, what: &'static str) -> Result<String, FileError> 
 /// Reads a whole file of at most `max_bytes`, checking the size before reading.
 pub(super) fn read_file(
     path: &Path,
-    what: &'static str,
+    file_kind: &'static str,
     max_bytes: u64,
 ) -> Result<Vec<u8>, FileError> {
     let read_error = |source| FileError::Read {
@@ -269,7 +270,7 @@ pub(super) fn read_file(
     if size > max_bytes {
         return Err(FileError::TooLarge {
             path: path.to_owned(),
-            what,
+            file_kind,
             size,
             max: max_bytes,
         });
@@ -367,6 +368,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Formats a count with its noun, such as `1 signature` or `2 signatures`. The plural adds an "s".
+pub(super) fn count_noun(count: impl Into<u64>, noun: &str) -> String {
+    let count = count.into();
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 /// Lowercase hexadecimal of `bytes`.
 pub(super) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -392,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn public_key_resolves_from_line_key_file_and_line_file() {
+    fn public_key_resolves_from_three_forms() {
         let dir = tempfile::tempdir().unwrap();
         let key = security_key();
         let key_path = dir.path().join("s1.key");
@@ -459,6 +470,13 @@ mod tests {
         assert_eq!(mode & 0o007, 0);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn count_noun_pluralizes() {
+        assert_eq!(count_noun(0u32, "key"), "0 keys");
+        assert_eq!(count_noun(1u32, "key"), "1 key");
+        assert_eq!(count_noun(2u64, "security key"), "2 security keys");
     }
 
     #[test]

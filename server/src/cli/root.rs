@@ -25,12 +25,12 @@ use tidegate_protocol::trust::{
 
 use super::format::{render_fields, render_table};
 use super::keys::{
-    self, from_hex, load_signing_key, resolve_key_id, resolve_public_key, to_hex, FileError,
-    KeysCommandError,
+    self, count_noun, from_hex, load_signing_key, resolve_key_id, resolve_public_key, to_hex,
+    FileError, KeysCommandError,
 };
 use super::CliError;
 
-/// The `format` field of every draft, which tells a draft from other JSON files.
+/// The `format` field of every draft, which distinguishes a draft from other JSON files.
 const DRAFT_FORMAT: &str = "tidegate trust root draft";
 
 /// The draft layout this build reads and writes.
@@ -310,7 +310,11 @@ impl RootDraft {
             let unset = if missing.len() == 1 {
                 format!("the {first} threshold is not set")
             } else {
-                format!("the {} thresholds are not set", missing.join(" and "))
+                let (last, others) = missing.split_last().expect("two or more are missing");
+                format!(
+                    "the {} and {last} thresholds are not set",
+                    others.join(", ")
+                )
             };
             return Err(format!(
                 "{unset}; set each with `tidegate root set-threshold FILE --role {first} --count N`"
@@ -407,7 +411,8 @@ impl RootDraft {
         })
     }
 
-    /// Drops the signatures after an edit and says so, because they covered the old document.
+    /// Drops the signatures after an edit and writes a notice to `out`, because they covered the
+    /// old document.
     fn drop_signatures(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
         if self.signatures.is_empty() {
             return Ok(());
@@ -419,9 +424,8 @@ impl RootDraft {
             .collect();
         writeln!(
             out,
-            "signatures removed: the document changed, so the {} signatures by {} no longer \
-             apply; collect them again",
-            signers.len(),
+            "signatures removed: the document changed, so these signatures no longer apply: {}; \
+             collect them again",
             signers.join(", ")
         )?;
         self.signatures.clear();
@@ -479,13 +483,13 @@ fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), CliError> {
         )?,
         Some(previous_path) => writeln!(
             out,
-            "started trust root v{} draft {} from v{} ({}): {} keys, same thresholds; v{} needs \
+            "started trust root v{} draft {} from v{} ({}): {}, same thresholds; v{} needs \
              signatures from a root threshold of v{} and of v{}",
             draft.version,
             args.out.display(),
             draft.version - 1,
             previous_path.display(),
-            draft.keys.len(),
+            count_noun(draft.keys.len() as u64, "key"),
             draft.version,
             draft.version - 1,
             draft.version
@@ -563,6 +567,7 @@ fn set_threshold(args: &SetThresholdArgs, out: &mut dyn Write) -> Result<(), Cli
         })?;
     }
     let mut draft = load_draft_for_edit(&args.file)?;
+    let before = draft.clone();
     let count = Some(args.count);
     match (&args.tier, args.role) {
         (None, Role::Root) => draft.thresholds.root = count,
@@ -583,6 +588,21 @@ fn set_threshold(args: &SetThresholdArgs, out: &mut dyn Write) -> Result<(), Cli
             }
         }
     }
+    let scope = match &args.tier {
+        Some(tier) => format!("for tier {tier}"),
+        None => "by default".to_owned(),
+    };
+    if draft == before {
+        writeln!(
+            out,
+            "the {} threshold {scope} of trust root v{} draft {} is already {}; nothing changed",
+            args.role,
+            draft.version,
+            args.file.display(),
+            args.count
+        )?;
+        return Ok(());
+    }
     draft.drop_signatures(out)?;
     save_draft(&args.file, &draft)?;
 
@@ -590,21 +610,18 @@ fn set_threshold(args: &SetThresholdArgs, out: &mut dyn Write) -> Result<(), Cli
         .keys
         .iter()
         .filter(|key| key.role == args.role)
-        .count();
-    let scope = match &args.tier {
-        Some(tier) => format!("for tier {tier}"),
-        None => "by default".to_owned(),
-    };
+        .count() as u64;
     writeln!(
         out,
-        "trust root v{} draft {}: {} documents now need {} {} signatures {scope} ({keys} {} keys \
+        "set the {} threshold {scope} of trust root v{} draft {} to {}: {} now need {} ({} \
          listed)",
+        args.role,
         draft.version,
         args.file.display(),
-        document_kind(args.role),
         args.count,
-        args.role,
-        args.role
+        document_kind(args.role),
+        count_noun(args.count, &format!("{} signature", args.role)),
+        count_noun(keys, &format!("{} key", args.role))
     )?;
     Ok(())
 }
@@ -662,10 +679,10 @@ fn sign(args: &SignArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let signers: Vec<String> = signed.signers().iter().map(KeyId::to_string).collect();
     writeln!(
         out,
-        "{action} root key {} to trust root v{version} ({}); it now has {} signatures: {}",
+        "{action} root key {} to trust root v{version} ({}); it now has {}: {}",
         key.key_id(),
         args.file.display(),
-        signers.len(),
+        count_noun(signers.len() as u64, "signature"),
         signers.join(", ")
     )?;
     let listed_as_root = root
@@ -835,7 +852,11 @@ fn export(args: &ExportArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let signed_by = if signers.is_empty() {
         "no signatures yet".to_owned()
     } else {
-        format!("{} signatures: {}", signers.len(), signers.join(", "))
+        format!(
+            "{}: {}",
+            count_noun(signers.len() as u64, "signature"),
+            signers.join(", ")
+        )
     };
     writeln!(
         out,
@@ -1018,8 +1039,14 @@ fn threshold_status(valid: usize, required: u32) -> String {
 fn describe_threshold(draft: &RootDraft, role: Role, threshold: Option<u32>) -> String {
     let keys = draft.keys.iter().filter(|key| key.role == role).count();
     match threshold {
-        Some(count) => format!("{count} of {keys} {role} keys"),
-        None => format!("not set ({keys} {role} keys listed)"),
+        Some(count) => format!(
+            "{count} of {}",
+            count_noun(keys as u64, &format!("{role} key"))
+        ),
+        None => format!(
+            "not set ({} listed)",
+            count_noun(keys as u64, &format!("{role} key"))
+        ),
     }
 }
 
@@ -1031,12 +1058,12 @@ fn describe_override(draft: &RootDraft, role: Role, threshold: Option<u32>) -> S
     }
 }
 
-/// Names what the signatures of `role` approve, for messages.
+/// Names the documents that signatures of `role` approve, for messages.
 fn document_kind(role: Role) -> &'static str {
     match role {
-        Role::Root => "trust root",
-        Role::Security => "bundle",
-        Role::Ot => "window schedule",
+        Role::Root => "new trust root versions",
+        Role::Security => "bundles",
+        Role::Ot => "window schedules",
     }
 }
 
