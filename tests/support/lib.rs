@@ -345,7 +345,9 @@ impl Server {
 
     fn start(db: &Path, broker_url: Option<&str>, trust_root: Option<&Path>) -> Self {
         for _ in 0..5 {
-            let mqtt_port = broker_url.is_none().then(free_port);
+            // rumqttd binds its own listener, so the port must stay free until it does: one below
+            // the ephemeral range cannot be taken by a parallel test's outgoing connection.
+            let mqtt_port = broker_url.is_none().then(free_port_for_restarts);
             let mut server = Self::spawn(db, broker_url, mqtt_port, trust_root);
             std::thread::sleep(Duration::from_millis(200));
             if server.process.is_running() {

@@ -200,11 +200,24 @@ impl TestServer {
     }
 }
 
+/// An embedded broker on a free port below Linux's ephemeral range (32768-60999). rumqttd binds
+/// its own listener, so the server can only pick a port that is free a moment before; a port in
+/// the ephemeral range can be taken in between by an outgoing connection of a parallel test.
 pub fn embedded_broker() -> BrokerChoice {
     BrokerChoice::Embedded {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: ([127, 0, 0, 1], free_port_below_ephemeral_range()).into(),
         listen_v5: None,
     }
+}
+
+fn free_port_below_ephemeral_range() -> u16 {
+    for _ in 0..200 {
+        let port = 20_000 + fastrand::u16(..12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found between 20000 and 32000");
 }
 
 /// Polls `condition` every 20 ms until it holds, failing the test after [`WAIT`].
