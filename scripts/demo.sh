@@ -11,6 +11,12 @@ once=false
 http_listen=${TIDEGATE_HTTP_LISTEN:-127.0.0.1:8740}
 mqtt_listen=${TIDEGATE_MQTT_LISTEN:-127.0.0.1:1884}
 work_dir=${TIDEGATE_DEMO_DIR:-$(mktemp -d -t tidegate-demo.XXXXXX)}
+trust_root=${TIDEGATE_TRUST_ROOT:-}
+tier=${TIDEGATE_TIER:-default}
+if [[ -n $trust_root && ! -f $trust_root ]]; then
+  echo "error: TIDEGATE_TRUST_ROOT=$trust_root is not a file; export one with tidegate root export" >&2
+  exit 1
+fi
 mkdir -p "$work_dir"
 
 echo "==> building tidegate-server, tidegate and tidegate-agent"
@@ -32,14 +38,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+server_args=(--db "$work_dir/tidegate.db" --http-listen "$http_listen" --mqtt-listen "$mqtt_listen")
+[[ -n $trust_root ]] && server_args+=(--trust-root "$trust_root")
 echo "==> starting tidegate-server (database $work_dir/tidegate.db, HTTP $http_listen, MQTT $mqtt_listen)"
-"$bin/tidegate-server" --db "$work_dir/tidegate.db" --http-listen "$http_listen" --mqtt-listen "$mqtt_listen" \
-  2>"$work_dir/server.log" &
+"$bin/tidegate-server" "${server_args[@]}" 2>"$work_dir/server.log" &
 pids+=($!)
 
 cat >"$work_dir/agent.toml" <<TOML
 root_dir = "/"
 state_dir = "$work_dir/agent"
+tier = "$tier"
+trust_root_file = "$trust_root"
 
 [mqtt]
 broker_url = "mqtt://$mqtt_listen"
