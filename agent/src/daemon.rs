@@ -1,5 +1,6 @@
 //! The agent daemon: collects the inventory on a timer, turns it into reports in the outbox, runs
-//! the MQTT session, and acts on orders (server acknowledgements and resync requests).
+//! the MQTT session, and acts on orders: server acknowledgements, resync requests, bundles and
+//! trust root versions.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -42,8 +42,8 @@ pub struct SessionSettings {
     pub will_payload: Vec<u8>,
 }
 
-/// Builds the retained online (or, at shutdown, offline) status payload; the argument says whether
-/// the broker kept the session.
+/// Builds the retained online (or, at shutdown, offline) status payload. The second argument is
+/// whether the broker kept the session.
 pub type StatusPayload = Box<dyn Fn(StatusKind, bool) -> Vec<u8> + Send + Sync>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum StatusKind {
     Offline,
 }
 
-/// What the session shares with the rest of the agent.
+/// The channels and state the session shares with the rest of the agent.
 pub struct SessionLinks {
     pub outbox: Arc<Mutex<Outbox>>,
     /// Notified when the outbox has a new message.

@@ -59,8 +59,8 @@ pub struct TrustStore {
 }
 
 /// Decides whether the clock is trustworthy: not before `earliest_trusted_unix_s`.
-// NOTE: the agent does not persist the latest time it has seen yet, and does not ask the OS
-// whether the clock is synchronised; only the floor is checked.
+// NOTE: only this floor is checked. The agent does not persist the latest time it has seen yet,
+// and does not ask the OS whether the clock is synchronised.
 pub fn clock_trust(now_unix_s: i64, earliest_trusted_unix_s: i64) -> ClockTrust {
     if now_unix_s < earliest_trusted_unix_s {
         ClockTrust::Untrusted {
@@ -149,7 +149,7 @@ impl TrustStore {
         self.root.as_ref().map(|root| root.version)
     }
 
-    /// The latest decisions, oldest first.
+    /// Returns the latest decisions, oldest first.
     pub fn records(&self) -> &[BundleRecord] {
         &self.records
     }
@@ -389,7 +389,7 @@ fn record(
     }
 }
 
-/// A record of a rejected bundle. The file is untrusted, so its manifest is read only to name the
+/// Builds the record of a rejected bundle. The file is untrusted, so its manifest is read only to name the
 /// bundle in the record, and a file whose manifest does not decode is named by its content hash.
 fn rejected_record(file: &[u8], rule: &str, detail: &str, now_unix_s: i64) -> BundleRecord {
     let (bundle_id, stream, sequence, bundle_hash) =

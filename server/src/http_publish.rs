@@ -31,7 +31,7 @@ use crate::publish::{check_bundle, targets_agent, PublishError, MAX_DELIVERED_BU
 use crate::store::publications::{PublicationError, Publications};
 use crate::store::StoreReader;
 
-/// What publication needs: the trust root to check against, where to record, whom to send to.
+/// The state publication needs: the trust root to check against, where to record, whom to send to.
 #[derive(Clone)]
 pub struct PublishState {
     pub root: Arc<RwLock<Option<TrustRoot>>>,

@@ -3,7 +3,7 @@
 //!
 //! The server never modifies a bundle: the bytes it stores and sends are the bytes it received,
 //! and every agent verifies them again against its own pinned root. This check only spares the
-//! fleet a bundle that no agent would accept. It holds no signing key.
+//! fleet a bundle that no agent would accept. The server has no signing key.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +44,7 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// The rule code of a rejection, for the API's JSON.
+    /// Returns the rule code of a rejection, for the API's JSON.
     pub fn rule(&self) -> Option<&'static str> {
         match self {
             Self::Rejected { rule, .. } => Some(rule),
@@ -123,9 +123,9 @@ pub fn check_bundle(
     })
 }
 
-/// Whether an agent with this tier and OS is a target. An empty list matches anything. OS entries
-/// match the agent's OS name case-insensitively, as a whole word prefix (`debian` matches
-/// "Debian GNU/Linux"). Agents carry no tags yet, so a selector with tags matches no agent.
+/// Returns whether an agent with this tier and OS is a target. An empty list matches anything. An
+/// OS entry matches when it equals one word of the agent's OS name, ignoring case (`debian`
+/// matches "Debian GNU/Linux"). Agents carry no tags yet, so a selector with tags matches no agent.
 pub fn targets_agent(bundle: &CheckedBundle, tier: &str, os_name: &str) -> bool {
     let tier_matches =
         bundle.target_tiers.is_empty() || bundle.target_tiers.iter().any(|t| t == tier);
