@@ -59,7 +59,8 @@ pids+=($!)
 
 export TIDEGATE_SERVER="http://$http_listen"
 for _ in $(seq 1 150); do
-  if "$bin/tidegate" fleet list --json 2>/dev/null | grep -q '"agent_id"'; then
+  # The agent's status arrives before its first report; wait for the report.
+  if "$bin/tidegate" fleet list --json 2>/dev/null | grep -q '"last_report_unix_s":[0-9]'; then
     break
   fi
   for pid in "${pids[@]}"; do

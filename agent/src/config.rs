@@ -283,6 +283,15 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddress, String> {
         }
         _ => (rest, 1884),
     };
+    if host.contains('@') {
+        return Err(format!(
+            "{:?} carries credentials, which are not supported yet: give mqtt://HOST:PORT",
+            url.split('@')
+                .next_back()
+                .map(|rest| format!("mqtt://…@{rest}"))
+                .unwrap_or_default()
+        ));
+    }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains('/') {
         return Err(format!("{url:?} has no valid host"));
@@ -364,5 +373,11 @@ mod tests {
             .contains("invalid port"));
         assert!(parse_broker_url("mqtt://h:99999").is_err());
         assert!(parse_broker_url("mqtt://").is_err());
+        let credentials = parse_broker_url("mqtt://user:secret@h:1883").unwrap_err();
+        assert!(credentials.contains("credentials"), "{credentials}");
+        assert!(
+            !credentials.contains("secret"),
+            "the password is never echoed: {credentials}"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("root_dir {path} is not a directory; set root_dir to \"/\" for this host")]
+    RootDir { path: PathBuf },
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -56,6 +58,11 @@ pub async fn run(
             source,
         }
     })?;
+    if !config.root_dir.is_dir() {
+        return Err(DaemonError::RootDir {
+            path: config.root_dir.clone(),
+        });
+    }
     let identity = Identity::load_or_create(&config.state_dir)?;
     let agent_id = identity.agent_id.clone();
     let mut boot = [0u8; 16];

@@ -52,6 +52,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Inventory { root } => {
+            if !root.is_dir() {
+                eprintln!(
+                    "error: root {} is not a directory; give --root / for this host",
+                    root.display()
+                );
+                return ExitCode::from(2);
+            }
             let inventory = Collector::new(root).collect();
             match serde_json::to_string_pretty(&inventory) {
                 Ok(json) => print_stdout(&format!("{json}\n")),
@@ -93,6 +100,7 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match &config_path {
         Some(path) => match Config::load(path) {

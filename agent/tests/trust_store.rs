@@ -200,3 +200,41 @@ fn enrolment_root_must_carry_its_own_signatures() {
         .to_string();
     assert!(error.contains("root.tgrt"), "{error}");
 }
+
+#[test]
+fn rotated_root_survives_restart() {
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.tgrt");
+    write_root(&keys, &root_file);
+    let state = dir.path().join("state");
+    let mut store = TrustStore::open(&state, Some(&root_file), EARLIEST_TRUSTED).unwrap();
+
+    // v2 retires the v1 root key: v1's key signs for the old threshold, the new one for its own.
+    let new_root_key = SigningKey::generate(Role::Root, &SystemRandom::new()).unwrap();
+    let v2 = TrustRoot {
+        version: 2,
+        keys: vec![
+            new_root_key.public_key().clone(),
+            keys.security.public_key().clone(),
+            keys.ot.public_key().clone(),
+        ],
+        thresholds: Thresholds {
+            root: 1,
+            security: 1,
+            ot: 1,
+        },
+        tier_overrides: BTreeMap::new(),
+    };
+    let mut signed = SignedTrustRoot::new(&v2).unwrap();
+    signed.sign(&keys.root).unwrap();
+    signed.sign(&new_root_key).unwrap();
+    assert_eq!(
+        store.receive_root(&signed.encode().unwrap()).unwrap(),
+        Ok(2)
+    );
+    drop(store);
+
+    let store = TrustStore::open(&state, None, EARLIEST_TRUSTED).unwrap();
+    assert_eq!(store.root_version(), Some(2));
+}

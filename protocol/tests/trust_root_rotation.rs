@@ -328,15 +328,24 @@ fn enrollment_root_needs_its_own_threshold() {
             ..
         })
     ));
-    assert_eq!(
+    // K4 is not listed, so its signature is set aside: it neither helps nor breaks the check.
+    assert!(matches!(
         verify_initial_root(&foreign_signed),
-        Err(RootError::UnknownSigner {
-            index: 1,
-            key_id: keys.k4.key_id(),
-            previous: None,
-            offered: 1
+        Err(RootError::Threshold {
+            valid: 1,
+            required: 2,
+            ..
         })
-    );
+    ));
+}
+
+#[test]
+fn rotated_root_enrols_without_its_predecessor() {
+    let keys = Keys::new();
+    // v2 is signed by K1 (listed only in v1) as well as by K2 and K4 (listed in v2).
+    let v2 = sign_root(&keys.v2(), &[&keys.k1, &keys.k2, &keys.k4]);
+
+    assert_eq!(verify_initial_root(&v2), Ok(keys.v2()));
 }
 
 #[test]

@@ -285,7 +285,8 @@ impl SignedTrustRoot {
 
 /// Checks the first root an agent receives, at enrollment. Nothing older vouches for it, so it is
 /// trusted as given, but it must be valid and carry a threshold of signatures from its own root
-/// keys. Every signature must be by one of its root keys and must verify.
+/// keys. Every signature by a key it lists must be by a root key and must verify; signatures by
+/// keys it does not list (those of the version before, on a rotated root) are set aside.
 pub fn verify_initial_root(signed: &SignedTrustRoot) -> Result<TrustRoot, RootError> {
     let offered = signed.document()?;
     check_root_signatures(signed, &offered, None)?;
@@ -350,6 +351,12 @@ fn check_root_signatures(
         let offered_root_key = in_offered.filter(|key| key.role == Role::Root);
 
         if previous_root_key.is_none() && offered_root_key.is_none() {
+            if previous.is_none() && in_offered.is_none() {
+                // A rotated root carries signatures by the version before it, which is not at hand
+                // at enrolment, so a signature by a key this root does not list is set aside:
+                // neither counted nor rejected.
+                continue;
+            }
             return Err(match in_offered.or(in_previous) {
                 Some(key) => RootError::SignerRole {
                     index,

@@ -173,6 +173,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let mut out = stdout.lock();
     match execute(cli, &context, &mut out).and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that stopped early (`tidegate fleet list | head`) is not an error.
+        Err(CliError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("tidegate: {error}");
             ExitCode::FAILURE
