@@ -251,9 +251,10 @@ mirror_list_label="$PACKAGE_COUNT generated packages + apt list of $((PACKAGE_CO
 
 if [[ -x $host_binary ]]; then
     host_package_count=$(grep -c '^Package:' /var/lib/dpkg/status 2>/dev/null || echo 0)
-    host_list_count=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' 2>/dev/null | wc -l)
+    # The agent reads plain, LZ4 and gzip lists; a one-shot run decompresses and scans them all.
+    host_list_count=$(find /var/lib/apt/lists -maxdepth 1 \( -name '*_Packages' -o -name '*_Packages.lz4' -o -name '*_Packages.gz' \) 2>/dev/null | wc -l)
     log "measuring inventory CPU time ($runs runs each)"
-    measure_inventory_cpu "inventory collection, this host (\`--root /\`, $host_package_count dpkg packages, $host_list_count uncompressed apt lists)" /
+    measure_inventory_cpu "inventory collection, this host (\`--root /\`, $host_package_count dpkg packages, $host_list_count apt lists, read in full)" /
     measure_inventory_cpu "inventory collection, $PACKAGE_COUNT generated packages, no apt list" "$status_only_root"
     measure_inventory_cpu "inventory collection, $installed_list_label" "$installed_list_root"
     measure_inventory_cpu "inventory collection, $mirror_list_label" "$mirror_list_root"
