@@ -26,6 +26,11 @@ const HIGH_WATER_FILE: &str = "high-water";
 const RECORDS_FILE: &str = "bundles";
 const ACCEPTED_DIR: &str = "accepted";
 const DEFERRED_DIR: &str = "deferred";
+const LATEST_TIME_FILE: &str = "latest-time";
+
+/// The latest time seen is written to disk at most this often, so a clock read every report
+/// interval does not mean a disk write every report interval.
+const LATEST_TIME_WRITE_INTERVAL_S: i64 = 60;
 
 /// The earliest instant a trustworthy clock can show: the release date of this source, 2026-12-01
 /// 00:00:00 UTC. A clock before it has been reset (a dead RTC battery reads 1970), so expiry and
@@ -56,16 +61,29 @@ pub struct TrustStore {
     high_water: BTreeMap<StreamName, HighWater>,
     records: Vec<BundleRecord>,
     earliest_trusted_unix_s: i64,
+    /// The latest clock reading the agent has seen, kept on disk across restarts.
+    latest_seen_unix_s: i64,
+    latest_written_unix_s: i64,
 }
 
-/// Decides whether the clock is trustworthy: not before `earliest_trusted_unix_s`.
-// NOTE: only this floor is checked. The agent does not persist the latest time it has seen yet,
-// and does not ask the OS whether the clock is synchronised.
-pub fn clock_trust(now_unix_s: i64, earliest_trusted_unix_s: i64) -> ClockTrust {
+/// Decides whether the clock is trustworthy: not before `earliest_trusted_unix_s` (the release
+/// date) and not before `latest_seen_unix_s` (the latest reading the agent persisted).
+// NOTE: the agent does not ask the OS whether the clock is synchronised yet.
+pub fn clock_trust(
+    now_unix_s: i64,
+    earliest_trusted_unix_s: i64,
+    latest_seen_unix_s: i64,
+) -> ClockTrust {
     if now_unix_s < earliest_trusted_unix_s {
         ClockTrust::Untrusted {
             reason: format!(
                 "the clock reads {now_unix_s} s since the epoch, before the earliest trusted instant {earliest_trusted_unix_s}"
+            ),
+        }
+    } else if now_unix_s < latest_seen_unix_s {
+        ClockTrust::Untrusted {
+            reason: format!(
+                "the clock reads {now_unix_s} s since the epoch, behind the latest time this agent has seen ({latest_seen_unix_s})"
             ),
         }
     } else {
@@ -92,7 +110,13 @@ impl TrustStore {
             high_water: BTreeMap::new(),
             records: Vec::new(),
             earliest_trusted_unix_s,
+            latest_seen_unix_s: i64::MIN,
+            latest_written_unix_s: i64::MIN,
         };
+        if let Some(latest) = read_state::<i64>(&store.dir.join(LATEST_TIME_FILE))? {
+            store.latest_seen_unix_s = latest;
+            store.latest_written_unix_s = latest;
+        }
 
         let pinned = store.dir.join(ROOT_FILE);
         match std::fs::read(&pinned) {
@@ -161,6 +185,7 @@ impl TrustStore {
         tier: &str,
         now_unix_s: i64,
     ) -> Result<BundleRecord, TrustError> {
+        let clock = self.observe_clock(now_unix_s)?;
         let Some(root) = &self.root else {
             let record = rejected_record(
                 file,
@@ -172,14 +197,7 @@ impl TrustStore {
             self.push_record(record.clone())?;
             return Ok(record);
         };
-        let verdict = verify_bundle(
-            file,
-            root,
-            tier,
-            now_unix_s,
-            &clock_trust(now_unix_s, self.earliest_trusted_unix_s),
-            &self.high_water,
-        );
+        let verdict = verify_bundle(file, root, tier, now_unix_s, &clock, &self.high_water);
         let record = match verdict {
             BundleVerdict::Accepted {
                 manifest,
@@ -251,7 +269,7 @@ impl TrustStore {
         now_unix_s: i64,
     ) -> Result<Vec<BundleRecord>, TrustError> {
         if matches!(
-            clock_trust(now_unix_s, self.earliest_trusted_unix_s),
+            self.observe_clock(now_unix_s)?,
             ClockTrust::Untrusted { .. }
         ) {
             return Ok(Vec::new());
@@ -304,6 +322,32 @@ impl TrustStore {
                 Ok(Err(error.to_string()))
             }
         }
+    }
+
+    /// Judges a clock reading and, when it is trusted, records it as the latest time seen. A
+    /// reading behind the latest one is untrusted and leaves the record alone.
+    pub fn observe_clock(&mut self, now_unix_s: i64) -> Result<ClockTrust, TrustError> {
+        let trust = clock_trust(
+            now_unix_s,
+            self.earliest_trusted_unix_s,
+            self.latest_seen_unix_s,
+        );
+        if matches!(trust, ClockTrust::Trusted) {
+            self.latest_seen_unix_s = self.latest_seen_unix_s.max(now_unix_s);
+            if self.latest_seen_unix_s
+                >= self
+                    .latest_written_unix_s
+                    .saturating_add(LATEST_TIME_WRITE_INTERVAL_S)
+            {
+                let bytes =
+                    postcard::to_allocvec(&self.latest_seen_unix_s).expect("an i64 always encodes");
+                let path = self.dir.join(LATEST_TIME_FILE);
+                fsutil::write_atomic(&path, &bytes, 0o600)
+                    .map_err(|source| TrustError::Write { path, source })?;
+                self.latest_written_unix_s = self.latest_seen_unix_s;
+            }
+        }
+        Ok(trust)
     }
 
     fn push_record(&mut self, record: BundleRecord) -> Result<(), TrustError> {

@@ -238,3 +238,34 @@ fn rotated_root_survives_restart() {
     let store = TrustStore::open(&state, None, EARLIEST_TRUSTED).unwrap();
     assert_eq!(store.root_version(), Some(2));
 }
+
+#[test]
+fn clock_behind_latest_seen_defers_after_restart() {
+    let keys = keys();
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.tgrt");
+    write_root(&keys, &root_file);
+    let state = dir.path().join("state");
+    let mut store = TrustStore::open(&state, Some(&root_file), EARLIEST_TRUSTED).unwrap();
+    let first = store
+        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", MAY_10)
+        .unwrap();
+    assert_eq!(first.outcome, BundleOutcome::Accepted);
+    drop(store);
+
+    // After a restart the clock reads one day earlier than the agent has already seen.
+    let mut store = TrustStore::open(&state, None, EARLIEST_TRUSTED).unwrap();
+    let behind = store
+        .receive_bundle(&bundle(&keys, 2, b"v2"), "default", MAY_10 - 86_400)
+        .unwrap();
+    match &behind.outcome {
+        BundleOutcome::Deferred { reason } => {
+            assert!(reason.contains("behind the latest time"), "{reason}")
+        }
+        other => panic!("expected the bundle to be kept, got {other:?}"),
+    }
+
+    let retried = store.retry_deferred("default", MAY_10 + 60).unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].outcome, BundleOutcome::Accepted);
+}
