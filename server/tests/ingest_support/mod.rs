@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that should happen. Ample, because CI machines have two
+/// cores and run two test processes that each start a broker, a server and clients.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// How long a test waits to show that a message does not arrive.
 pub const QUIET: Duration = Duration::from_millis(500);
