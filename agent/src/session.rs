@@ -77,11 +77,16 @@ pub async fn run(
         settings.reconnect_initial_delay,
         settings.reconnect_max_delay,
     );
+    // Whether the broker confirmed the order subscription of the current session. A session can
+    // survive a connection that closed before its SUBACK, and the broker then reports the session
+    // as present without the subscription, so "session present" alone is not enough.
+    let mut subscribed = false;
     loop {
         if *links.shutdown.borrow() {
             return;
         }
-        let connected_at = run_connection(&settings, &status_payload, &mut links).await;
+        let connected_at =
+            run_connection(&settings, &status_payload, &mut links, &mut subscribed).await;
         if *links.shutdown.borrow() {
             return;
         }
@@ -106,6 +111,7 @@ async fn run_connection(
     settings: &SessionSettings,
     status_payload: &StatusPayload,
     links: &mut SessionLinks,
+    subscribed: &mut bool,
 ) -> Option<Instant> {
     let mut options = MqttOptions::new(
         settings.client_id.clone(),
@@ -153,6 +159,9 @@ async fn run_connection(
     let connected_at = Some(Instant::now());
     tracing::info!(session_present, host = %settings.host, port = settings.port, "connected to the broker");
     if !session_present {
+        *subscribed = false;
+    }
+    if !*subscribed {
         if let Err(error) = client.try_subscribe(settings.order_topic.clone(), QoS::AtLeastOnce) {
             tracing::warn!(%error, "cannot subscribe to the order topic");
         }
@@ -210,6 +219,17 @@ async fn run_connection(
                         if in_flight == Some(id) {
                             in_flight = None;
                         }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let granted = ack
+                        .return_codes
+                        .iter()
+                        .all(|code| !matches!(code, rumqttc::SubscribeReasonCode::Failure));
+                    if granted {
+                        *subscribed = true;
+                    } else {
+                        tracing::warn!(topic = %settings.order_topic, "the broker refused the order subscription");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {

@@ -84,6 +84,10 @@ impl Session {
         let (broker_host, broker_port) = self.options.broker_address();
         let mut backoff = Backoff::default();
         let mut classifier = Classifier::new();
+        // Whether the broker confirmed the subscriptions of the current session. A session can
+        // survive a connection that closed before its SUBACK, and the broker then reports the
+        // session as present without the subscriptions, so "session present" alone is not enough.
+        let mut subscribed = false;
         let mut discard_session = false;
         loop {
             if self.stop_requested() {
@@ -120,12 +124,16 @@ impl Session {
                                 "connected to the MQTT broker"
                             );
                             if !connack.session_present {
+                                subscribed = false;
+                            }
+                            if !subscribed {
                                 subscribe(&client);
                             }
                             self.current_client.send_replace(Some(client.clone()));
                         }
                         Ok(Event::Incoming(Packet::SubAck(suback))) => {
                             if check_suback(&suback.return_codes) {
+                                subscribed = true;
                                 IngestCounters::add(&self.counters.subscriptions_granted, 1);
                             }
                         }

@@ -117,6 +117,14 @@ impl TestServer {
         deps: IngestDeps,
         max_packet_bytes: usize,
     ) -> TestServer {
+        // Logs show in a failing test's output; RUST_LOG=debug shows more.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,rumqttd=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let config = ServerConfig {
             db_path: dir.path().join("tidegate.db"),
             http_listen: "127.0.0.1:0".parse().unwrap(),
