@@ -2,9 +2,9 @@
 //! long as the agent runs.
 //!
 //! This module owns the rumqttc client. It sends the outbox oldest first, one message in flight at
-//! a time, publishes the retained online status (the offline status is the last will), subscribes
-//! to the agent's order topic after every CONNACK without a session, and passes orders to the
-//! caller. It never removes a message from the outbox: only the server's acknowledgement does,
+//! a time, and publishes the retained online status (the offline status is the last will). It
+//! subscribes to the agent's order topic on every CONNACK until a SUBACK confirms the subscription,
+//! and passes orders to the caller. It never removes a message from the outbox: only the server's acknowledgement does,
 //! handled by the caller. Each connection gets a new rumqttc event loop, so nothing that rumqttc
 //! keeps in memory from an earlier connection is replayed behind the outbox's back.
 
@@ -229,7 +229,7 @@ async fn run_connection(
                     if granted {
                         *subscribed = true;
                     } else {
-                        tracing::warn!(topic = %settings.order_topic, "the broker refused the order subscription");
+                        tracing::warn!(topic = %settings.order_topic, "the broker rejected the order subscription");
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {

@@ -117,7 +117,7 @@ pub enum OrderBody {
     /// a delta arrived whose base it does not have.
     Resync { reason: String },
     /// The server has stored these reports of the given boot id. The agent keeps every report in
-    /// its outbox until this arrives, because a broker's PUBACK only says the broker has it: a
+    /// its outbox until this arrives, because a broker's PUBACK only confirms that the broker has it: a
     /// broker that restarts, or a server not subscribed at that moment, loses it.
     ReportAck { boot_id: BootId, seqs: Vec<u64> },
     /// A signed bundle file, exactly as security signed it. The agent verifies it against its own

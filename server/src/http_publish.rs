@@ -302,8 +302,5 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
 }
 
 fn now_unix_s() -> i64 {
-    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        Ok(since) => since.as_secs() as i64,
-        Err(_) => 0,
-    }
+    crate::ingest::Clock::now_unix_s(&crate::ingest::SystemClock::new())
 }

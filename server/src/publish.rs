@@ -95,7 +95,7 @@ pub fn check_bundle(
             BundleVerdict::Accepted { .. } => {}
             BundleVerdict::AlreadyApplied { .. } => republished = true,
             BundleVerdict::Deferred { reason, .. } => {
-                // The server's clock counts as trusted, so this cannot happen; refuse rather than guess.
+                // The server passes a trusted clock, so this cannot happen. Reject rather than guess.
                 return Err(PublishError::Rejected {
                     rule: "clock",
                     detail: reason,

@@ -49,7 +49,7 @@ impl Proxy {
                             );
                             pump(upstream, client, cut.clone());
                         }
-                        // Cut: swallow what the client sends and never answer.
+                        // Cut: read and discard what the client sends, and never reply.
                         None => pump_to_nowhere(client),
                     }
                 }

@@ -25,6 +25,8 @@
 
 use std::cmp::Ordering;
 
+use super::compare_digit_runs;
+
 /// Compares two Alpine package versions the way apk-tools does. Accepts any string: see the
 /// module documentation for how it orders versions that break apk's grammar.
 pub fn compare(a: &str, b: &str) -> Ordering {
@@ -270,19 +272,6 @@ fn compare_after_last_match(a: Token<'_>, b: Token<'_>) -> Ordering {
     }
     // The version that goes on with a token earlier in the grammar is the newer one.
     b.kind().cmp(&a.kind())
-}
-
-/// Compares two runs of ASCII digits by numeric value. It strips leading zeros and compares
-/// lengths before digits, so runs of any length compare without overflow.
-fn compare_digit_runs(a: &[u8], b: &[u8]) -> Ordering {
-    let a = strip_leading_zeros(a);
-    let b = strip_leading_zeros(b);
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
-fn strip_leading_zeros(digits: &[u8]) -> &[u8] {
-    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
-    &digits[zeros..]
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@
 
 use std::cmp::Ordering;
 
+use super::compare_digit_runs;
+
 /// The largest epoch that dpkg accepts (C `INT_MAX`).
 pub const MAX_EPOCH: u32 = i32::MAX as u32;
 
@@ -270,19 +272,6 @@ fn split_digit_run(text: &[u8]) -> (&[u8], &[u8]) {
         .position(|c| !c.is_ascii_digit())
         .unwrap_or(text.len());
     text.split_at(end)
-}
-
-/// Compares two runs of ASCII digits by numeric value. It strips leading zeros and compares
-/// lengths before digits, so runs of any length compare without overflow.
-fn compare_digit_runs(a: &[u8], b: &[u8]) -> Ordering {
-    let a = strip_leading_zeros(a);
-    let b = strip_leading_zeros(b);
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
-fn strip_leading_zeros(digits: &[u8]) -> &[u8] {
-    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
-    &digits[zeros..]
 }
 
 /// Returns whether `c` is a space or a tab, the characters that dpkg trims around a version.

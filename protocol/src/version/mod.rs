@@ -17,3 +17,16 @@ pub fn compare(ecosystem: Ecosystem, a: &str, b: &str) -> Ordering {
         Ecosystem::Apk => apk::compare(a, b),
     }
 }
+
+/// Compares two runs of ASCII digits by numeric value. It strips leading zeros and compares
+/// lengths before digits, so runs of any length compare without overflow.
+fn compare_digit_runs(a: &[u8], b: &[u8]) -> Ordering {
+    let a = strip_leading_zeros(a);
+    let b = strip_leading_zeros(b);
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+fn strip_leading_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
+    &digits[zeros..]
+}

@@ -24,6 +24,8 @@
 
 use std::cmp::Ordering;
 
+use super::compare_digit_runs;
+
 /// Compares two RPM `[epoch:]version[-release]` strings the way rpm 4.18's `rpmverCmp` does.
 /// Accepts any string, including the empty one.
 pub fn compare(a: &str, b: &str) -> Ordering {
@@ -179,19 +181,6 @@ fn split_while(text: &[u8], predicate: fn(&u8) -> bool) -> (&[u8], &[u8]) {
         .position(|c| !predicate(c))
         .unwrap_or(text.len());
     text.split_at(end)
-}
-
-/// Compares two runs of ASCII digits by numeric value. It strips leading zeros and compares
-/// lengths before digits, so runs of any length compare without overflow.
-fn compare_digit_runs(a: &[u8], b: &[u8]) -> Ordering {
-    let a = strip_leading_zeros(a);
-    let b = strip_leading_zeros(b);
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
-
-fn strip_leading_zeros(digits: &[u8]) -> &[u8] {
-    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
-    &digits[zeros..]
 }
 
 #[cfg(test)]

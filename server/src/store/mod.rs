@@ -258,7 +258,7 @@ pub struct AgentSummary {
     pub reports_received: u64,
     pub duplicate_reports: u64,
     pub outbox_dropped: u64,
-    /// The tier the agent is configured for; empty until its first report says.
+    /// The tier the agent is configured for, empty until its first report arrives.
     #[serde(default)]
     pub tier: String,
     /// The version of the trust root the agent has pinned.
