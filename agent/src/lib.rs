@@ -11,4 +11,5 @@ pub mod identity;
 pub mod outbox;
 pub mod reporter;
 pub mod session;
+pub mod steps;
 pub mod trust;
