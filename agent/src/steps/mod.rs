@@ -50,6 +50,9 @@ pub struct StepContext<'a> {
     pub payloads: &'a BTreeMap<String, Vec<u8>>,
     /// A directory of this step's own, outside the root, for the files `revert` needs.
     pub backup_dir: &'a Path,
+    /// Called with a name such as `apply-mid` at points inside a step where a crash leaves the
+    /// change half made, so tests can kill the process exactly there. Does nothing in production.
+    pub checkpoint: &'a dyn Fn(&str),
 }
 
 /// Whether a step can be undone.
