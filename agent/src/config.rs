@@ -58,6 +58,13 @@ ack_timeout_seconds = 60
 # queued and following orders. For tests and measurements, which need a known number of reports.
 max_reports = 0
 
+[clock]
+# Refuse to start changes while the operating system reports the clock as not synchronised to a
+# time source (on Linux: the kernel's adjtimex state, which chrony, ntpd and systemd-timesyncd keep).
+# Set it to false only on hosts whose clock is kept by other means (a VM's host clock, say), because
+# windows and expiry are then only as right as the clock.
+require_os_synchronised = true
+
 [outbox]
 # Maximum number of queued messages kept on disk while the broker is unreachable. When it is
 # reached, the oldest are dropped; the count of dropped messages travels in the next report.
@@ -73,6 +80,7 @@ pub struct Config {
     pub trust_root_file: PathBuf,
     pub mqtt: MqttConfig,
     pub reports: ReportsConfig,
+    pub clock: ClockConfig,
     pub outbox: OutboxConfig,
 }
 
@@ -100,6 +108,12 @@ pub struct ReportsConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    pub require_os_synchronised: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
     pub max_messages: usize,
 }
@@ -113,6 +127,7 @@ impl Default for Config {
             trust_root_file: PathBuf::new(),
             mqtt: MqttConfig::default(),
             reports: ReportsConfig::default(),
+            clock: ClockConfig::default(),
             outbox: OutboxConfig::default(),
         }
     }
@@ -140,6 +155,14 @@ impl Default for ReportsConfig {
             full_report_interval_seconds: 6 * 3600,
             ack_timeout_seconds: 60.0,
             max_reports: 0,
+        }
+    }
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            require_os_synchronised: true,
         }
     }
 }

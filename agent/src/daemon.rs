@@ -15,7 +15,7 @@ use tidegate_protocol::{
 };
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, OsClockSync};
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::identity::{Identity, IdentityError};
@@ -169,6 +169,7 @@ pub async fn run(
                 collector = Some(returned);
                 let mut inventory = inventory;
                 let now = clock.now_unix_s();
+                trust.set_os_sync(os_sync(&config, clock.as_ref()));
                 match trust.retry_deferred(&config.tier, now) {
                     Ok(records) if !records.is_empty() => tracing::info!(count = records.len(), "verified kept bundles again"),
                     Ok(_) => {}
@@ -217,6 +218,7 @@ pub async fn run(
                     recent_orders.pop_front();
                 }
                 recent_orders.push_back(order.order_id);
+                trust.set_os_sync(os_sync(&config, clock.as_ref()));
                 handle_order(order, &outbox, &mut trust, &config.tier, clock.as_ref(), &mut full_requested, &mut ticker);
             }
             _ = &mut shutdown => break,
@@ -276,6 +278,15 @@ fn handle_order(
             }
             ticker.reset_immediately();
         }
+    }
+}
+
+/// The operating system's word on the clock, unless the configuration says not to ask.
+fn os_sync(config: &Config, clock: &dyn Clock) -> OsClockSync {
+    if config.clock.require_os_synchronised {
+        clock.os_sync()
+    } else {
+        OsClockSync::Unknown
     }
 }
 

@@ -19,6 +19,7 @@ use tidegate_protocol::trust::{
 };
 use tidegate_protocol::{BundleOutcome, BundleRecord};
 
+use crate::clock::OsClockSync;
 use crate::fsutil;
 
 const ROOT_FILE: &str = "root.tgrt";
@@ -64,15 +65,19 @@ pub struct TrustStore {
     /// The latest clock reading the agent has seen, kept on disk across restarts.
     latest_seen_unix_s: i64,
     latest_written_unix_s: i64,
+    /// The operating system's latest word on the clock, or `Unknown` when the configuration
+    /// says not to ask.
+    os_sync: OsClockSync,
 }
 
 /// Decides whether the clock is trustworthy: not before `earliest_trusted_unix_s` (the release
-/// date) and not before `latest_seen_unix_s` (the latest reading the agent persisted).
-// NOTE: the agent does not ask the OS whether the clock is synchronised yet.
+/// date), not before `latest_seen_unix_s` (the latest time the agent has seen and persisted), and
+/// not reported unsynchronised by the operating system when `os_sync` says so.
 pub fn clock_trust(
     now_unix_s: i64,
     earliest_trusted_unix_s: i64,
     latest_seen_unix_s: i64,
+    os_sync: OsClockSync,
 ) -> ClockTrust {
     if now_unix_s < earliest_trusted_unix_s {
         ClockTrust::Untrusted {
@@ -85,6 +90,11 @@ pub fn clock_trust(
             reason: format!(
                 "the clock reads {now_unix_s} s since the epoch, behind the latest time this agent has seen ({latest_seen_unix_s})"
             ),
+        }
+    } else if os_sync == OsClockSync::Unsynchronised {
+        ClockTrust::Untrusted {
+            reason: "the operating system reports the clock as not synchronised to a time source"
+                .into(),
         }
     } else {
         ClockTrust::Trusted
@@ -112,6 +122,7 @@ impl TrustStore {
             earliest_trusted_unix_s,
             latest_seen_unix_s: i64::MIN,
             latest_written_unix_s: i64::MIN,
+            os_sync: OsClockSync::Unknown,
         };
         if let Some(latest) = read_state::<i64>(&store.dir.join(LATEST_TIME_FILE))? {
             store.latest_seen_unix_s = latest;
@@ -167,6 +178,21 @@ impl TrustStore {
             store.records = records;
         }
         Ok(store)
+    }
+
+    /// Records what the operating system says of the clock, read by the caller before each use.
+    pub fn set_os_sync(&mut self, os_sync: OsClockSync) {
+        self.os_sync = os_sync;
+    }
+
+    /// Raises the latest time seen to an instant a trusted source vouches for (the server's
+    /// clock, a signed document's issue time), so a clock set back behind it is caught.
+    pub fn observe_vouched_time(&mut self, vouched_unix_s: i64) -> Result<(), TrustError> {
+        if vouched_unix_s > self.latest_seen_unix_s {
+            self.latest_seen_unix_s = vouched_unix_s;
+            self.persist_latest_time()?;
+        }
+        Ok(())
     }
 
     pub fn root_version(&self) -> Option<u64> {
@@ -331,6 +357,7 @@ impl TrustStore {
             now_unix_s,
             self.earliest_trusted_unix_s,
             self.latest_seen_unix_s,
+            self.os_sync,
         );
         if matches!(trust, ClockTrust::Trusted) {
             self.latest_seen_unix_s = self.latest_seen_unix_s.max(now_unix_s);
@@ -339,15 +366,19 @@ impl TrustStore {
                     .latest_written_unix_s
                     .saturating_add(LATEST_TIME_WRITE_INTERVAL_S)
             {
-                let bytes =
-                    postcard::to_allocvec(&self.latest_seen_unix_s).expect("an i64 always encodes");
-                let path = self.dir.join(LATEST_TIME_FILE);
-                fsutil::write_atomic(&path, &bytes, 0o600)
-                    .map_err(|source| TrustError::Write { path, source })?;
-                self.latest_written_unix_s = self.latest_seen_unix_s;
+                self.persist_latest_time()?;
             }
         }
         Ok(trust)
+    }
+
+    fn persist_latest_time(&mut self) -> Result<(), TrustError> {
+        let bytes = postcard::to_allocvec(&self.latest_seen_unix_s).expect("an i64 always encodes");
+        let path = self.dir.join(LATEST_TIME_FILE);
+        fsutil::write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| TrustError::Write { path, source })?;
+        self.latest_written_unix_s = self.latest_seen_unix_s;
+        Ok(())
     }
 
     fn push_record(&mut self, record: BundleRecord) -> Result<(), TrustError> {
@@ -464,5 +495,53 @@ fn rejected_record(file: &[u8], rule: &str, detail: &str, now_unix_s: i64) -> Bu
             detail: detail.to_owned(),
         },
         decided_at_unix_s: now_unix_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RELEASE: i64 = EARLIEST_TRUSTED_UNIX_S;
+
+    #[test]
+    fn clock_is_trusted_from_the_release_date_on() {
+        let trust = |now| clock_trust(now, RELEASE, i64::MIN, OsClockSync::Unknown);
+        assert!(matches!(trust(RELEASE - 1), ClockTrust::Untrusted { .. }));
+        assert_eq!(trust(RELEASE), ClockTrust::Trusted);
+    }
+
+    #[test]
+    fn clock_behind_the_latest_time_seen_is_untrusted() {
+        let latest = RELEASE + 86_400;
+        let trust = |now| clock_trust(now, RELEASE, latest, OsClockSync::Synchronised);
+        assert!(matches!(trust(latest - 1), ClockTrust::Untrusted { .. }));
+        assert_eq!(trust(latest), ClockTrust::Trusted);
+    }
+
+    #[test]
+    fn clock_the_kernel_calls_unsynchronised_is_untrusted() {
+        let ClockTrust::Untrusted { reason } =
+            clock_trust(RELEASE + 10, RELEASE, RELEASE, OsClockSync::Unsynchronised)
+        else {
+            panic!("an unsynchronised clock was trusted");
+        };
+        assert!(reason.contains("not synchronised"), "{reason}");
+    }
+
+    #[test]
+    fn vouched_time_survives_a_restart_and_catches_a_clock_set_back() {
+        let state = tempfile::tempdir().unwrap();
+        let vouched = RELEASE + 30 * 86_400;
+        {
+            let mut store = TrustStore::open(state.path(), None, RELEASE).unwrap();
+            store.observe_vouched_time(vouched).unwrap();
+        }
+        let mut store = TrustStore::open(state.path(), None, RELEASE).unwrap();
+        assert!(matches!(
+            store.observe_clock(vouched - 60).unwrap(),
+            ClockTrust::Untrusted { .. }
+        ));
+        assert_eq!(store.observe_clock(vouched).unwrap(), ClockTrust::Trusted);
     }
 }

@@ -273,7 +273,7 @@ impl AgentSettings {
 
     pub fn write(&self, path: &Path) {
         let text = format!(
-            "root_dir = {root:?}\nstate_dir = {state:?}\ntier = {tier:?}\ntrust_root_file = {trust_root:?}\n\n[mqtt]\nbroker_url = {url:?}\nkeep_alive_seconds = {keep_alive}\nmax_packet_size_bytes = {packet}\nconnect_timeout_seconds = 3\nreconnect_initial_delay_seconds = 0.2\nreconnect_max_delay_seconds = 2\nstable_connection_seconds = 5\n\n[reports]\ninterval_seconds = {interval}\nfull_report_interval_seconds = {full}\nack_timeout_seconds = {ack}\nmax_reports = {max}\n",
+            "root_dir = {root:?}\nstate_dir = {state:?}\ntier = {tier:?}\ntrust_root_file = {trust_root:?}\n\n[mqtt]\nbroker_url = {url:?}\nkeep_alive_seconds = {keep_alive}\nmax_packet_size_bytes = {packet}\nconnect_timeout_seconds = 3\nreconnect_initial_delay_seconds = 0.2\nreconnect_max_delay_seconds = 2\nstable_connection_seconds = 5\n\n[reports]\ninterval_seconds = {interval}\nfull_report_interval_seconds = {full}\nack_timeout_seconds = {ack}\nmax_reports = {max}\n\n# Test machines need not run a time service that marks the kernel clock synchronised.\n[clock]\nrequire_os_synchronised = false\n",
             root = self.root,
             state = self.state_dir,
             tier = self.tier,
