@@ -772,10 +772,10 @@ function windowsPage() {
           "Bars are windows; the lighter end of a bar is its cutoff, after which no new bundle starts. ",
           "Hatched areas are freezes. Hover over or focus a bar for its times in the tier's zone and in UTC."),
         h("ul", { className: "legend", "aria-label": "Legend" },
-          h("li", {}, h("span", { className: "swatch window" }), " window"),
-          h("li", {}, h("span", { className: "swatch cutoff" }), " cutoff"),
-          h("li", {}, h("span", { className: "swatch freeze" }), " freeze"),
-          h("li", {}, h("span", { className: "swatch now" }), " now")),
+          h("li", {}, h("span", { className: "swatch swatch-window" }), " window"),
+          h("li", {}, h("span", { className: "swatch swatch-cutoff" }), " cutoff"),
+          h("li", {}, h("span", { className: "swatch swatch-freeze" }), " freeze"),
+          h("li", {}, h("span", { className: "swatch swatch-now" }), " now")),
         body,
       ]);
     },
@@ -813,16 +813,20 @@ function windowsPage() {
 // ---------------------------------------------------------------------------------------------
 // Bundles and rollouts
 
-// Reads a rollout's per-state agent counts from whatever field holds them.
-function rolloutCounts(rollout) {
-  for (const key of ["counts", "state_counts", "agents_by_state"]) {
+// Returns the name of the field that holds a rollout's agent counts per state, if it has one.
+function countsField(rollout) {
+  return ["counts", "state_counts", "agents_by_state"].find((key) => {
     const value = rollout[key];
-    if (value && typeof value === "object" && !Array.isArray(value)) {
-      const counts = Object.entries(value).filter(([, count]) => typeof count === "number");
-      if (counts.length) return counts;
-    }
-  }
-  return [];
+    return value && typeof value === "object" && !Array.isArray(value)
+      && Object.values(value).some((count) => typeof count === "number");
+  });
+}
+
+// Reads a rollout's agent counts per state as [state, count] pairs.
+function rolloutCounts(rollout) {
+  const field = countsField(rollout);
+  if (!field) return [];
+  return Object.entries(rollout[field]).filter(([, count]) => typeof count === "number");
 }
 
 function rolloutProgress(rollout) {
@@ -892,7 +896,9 @@ function genericValue(value) {
     if (value.length === 0) return "none";
     if (value.every((item) => item && typeof item === "object" && !Array.isArray(item))) {
       const keys = [...new Set(value.flatMap((item) => Object.keys(item)))];
-      return table(null, keys, value.map((item) => keys.map((key) => genericCell(item[key]))));
+      return table(null, keys, value.map((item) => keys.map((key) => (key === "agent_id" && typeof item[key] === "string"
+        ? h("a", { href: `#/agent/${encodeURIComponent(item[key])}` }, item[key])
+        : genericCell(item[key])))));
     }
     return value.map(displayValue).join(", ");
   }
@@ -932,10 +938,13 @@ function rolloutPage(parameters) {
       }
       const rollout = result.data || {};
       const scalars = Object.entries(rollout).filter(([, value]) => value === null || typeof value !== "object");
-      const nested = Object.entries(rollout).filter(([, value]) => value !== null && typeof value === "object");
+      const counts = rolloutCounts(rollout);
+      // The progress bar already shows the counts, so their object is not listed again.
+      const nested = Object.entries(rollout).filter(([key, value]) => value !== null && typeof value === "object"
+        && !(counts.length && value === rollout[countsField(rollout)]));
       replaceChildren(body,
         h("dl", { className: "facts" }, scalars.map(([key, value]) => [h("dt", {}, key), h("dd", {}, displayValue(value))])),
-        rolloutCounts(rollout).length ? h("p", {}, rolloutProgress(rollout)) : null,
+        counts.length ? h("p", {}, rolloutProgress(rollout)) : null,
         nested.map(([key, value]) => {
           if (key === "waves" && Array.isArray(value)) {
             return h("section", {}, h("h2", {}, `Waves (${value.length})`), value.map((wave, index) =>
