@@ -3,14 +3,16 @@
 
 Starts tidegate-server on 127.0.0.1 (free ports, a temporary --db, its embedded broker) and one
 tidegate-agent whose root is a small fixture root in a temporary directory, waits for the agent's
-first report, assigns the agent an owner team with `tidegate fleet assign`, then loads every
-console page and checks what a user would check:
+first report, assigns the agent an owner team with `tidegate fleet assign`, publishes a bundle
+signed by two security keys and waits for the agent's decision on it. Then it loads every console
+page and checks what a user would check:
 
 - the agent's hostname is listed in the fleet table under its tier, and under its owner team;
-- the agent page's package count equals the API's, and it lists a known package, also through
-  the filter box;
+- the agent page's package count equals the API's, it lists a known package, also through the
+  filter box, and its bundle history lists the bundle;
 - the windows page renders a calendar of 14 day columns;
-- the bundles page and the audit log page render their data or a "not available yet" notice;
+- the bundles page lists the bundle with its two signers, and the rollouts on it and the audit
+  log page render their data or a "not available yet" notice;
 - signing out returns to the sign-in form.
 
 It saves a screenshot of each page (PNG) to the directory given as the first argument, and exits
@@ -67,6 +69,9 @@ FIXTURE_PACKAGES = [
 SECURITY_UPDATES = [("openssl", "3.0.13-1~deb12u1")]
 MAIN_UPDATES = [("curl", "7.88.1-10+deb12u5")]
 
+BUNDLE_ID = "console-syncookies"
+BUNDLE_STEPS = '[{"Sysctl":{"key":"net.ipv4.tcp_syncookies","value":"1"}}]'
+
 WAIT_SECONDS = 30
 
 
@@ -121,6 +126,39 @@ def write_fixture_root(root):
     )
     (root / "etc").mkdir()
     (root / "etc/os-release").write_text('NAME="Fixture Linux"\nVERSION_ID="1"\n')
+
+
+def run_tidegate(tidegate, work, *arguments):
+    """Runs the operator CLI in `work` and returns its output, failing the test on an error."""
+    result = subprocess.run([str(tidegate), *arguments], cwd=work, capture_output=True, text=True)
+    check(result.returncode == 0,
+          f"tidegate {' '.join(arguments)} failed with status {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def write_trust_root_and_bundle(tidegate, work):
+    """Makes a root key, two security keys, an OT key, a signed trust root and a bundle signed by both
+    security keys, as security would at their own desks. Returns the root file and the bundle."""
+    for key, role in (("root.key", "root"), ("sec1.key", "security"), ("sec2.key", "security"), ("ot.key", "ot")):
+        run_tidegate(tidegate, work, "keys", "generate", "--role", role, "--out", key)
+    run_tidegate(tidegate, work, "root", "new", "--out", "root.json")
+    run_tidegate(tidegate, work, "root", "add-key", "root.json", "--key", "root.key", "--key", "sec1.key",
+                 "--key", "sec2.key", "--key", "ot.key")
+    run_tidegate(tidegate, work, "root", "set-threshold", "root.json", "--role", "root", "--count", "1")
+    run_tidegate(tidegate, work, "root", "set-threshold", "root.json", "--role", "security", "--count", "2")
+    run_tidegate(tidegate, work, "root", "set-threshold", "root.json", "--role", "ot", "--count", "1")
+    run_tidegate(tidegate, work, "root", "sign", "root.json", "--key", "root.key")
+    run_tidegate(tidegate, work, "root", "export", "root.json", "--out", "root.tgrt")
+
+    (work / "steps.json").write_text(BUNDLE_STEPS)
+    now = time.time()
+    stamp = lambda unix: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+    run_tidegate(tidegate, work, "bundle", "new", "--out", "fix.tgbd", "--id", BUNDLE_ID, "--stream", "baseline",
+                 "--sequence", "1", "--not-before", stamp(now - 3600), "--expires", stamp(now + 30 * 86400),
+                 "--steps", "steps.json")
+    run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec1.key")
+    run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec2.key")
+    return work / "root.tgrt", work / "fix.tgbd"
 
 
 def api_get(base, path, token):
@@ -281,6 +319,8 @@ def run_checks(console, base, token, agent_id, hostname):
     check(KNOWN_PACKAGE in names, f"the package table lacks {KNOWN_PACKAGE}: {names}")
     updates = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.updates tbody th")]
     check(updates == ["curl", "openssl"], f"the pending updates table lists {updates}, expected curl and openssl")
+    history = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.bundle-history tbody th")]
+    check(history == [BUNDLE_ID], f"the bundle history lists {history}, expected {BUNDLE_ID}")
     console.screenshot("04-agent")
     driver.find_element(By.CSS_SELECTOR, "label[for=package-filter]")
     driver.find_element(By.ID, "package-filter").send_keys("openss")
@@ -306,8 +346,11 @@ def run_checks(console, base, token, agent_id, hostname):
     console.element("the rollouts section", "#rollouts-heading")
     console.wait("the rollout and bundle data", lambda d: len(d.find_elements(
         By.CSS_SELECTOR, "section .notice:not(.error), table.rollouts, table.bundles")) >= 2)
-    bundle_notice = driver.find_elements(By.XPATH, "//p[contains(., 'No bundles have been published yet.')]")
-    check(bundle_notice, "the bundles page does not show that no bundle was published")
+    published = console.element("the published bundles table", "table.bundles tbody tr")
+    check(published.find_element(By.TAG_NAME, "th").text == BUNDLE_ID,
+          f"the bundles table's first row is {published.text!r}, expected {BUNDLE_ID}")
+    signers = published.find_elements(By.TAG_NAME, "td")[3].text.split(", ")
+    check(len(signers) == 2, f"the bundles table names the signers {signers}, expected two")
     console.screenshot("07-bundles")
 
     log("audit log page")
@@ -361,15 +404,20 @@ def main():
         mqtt_port = free_port(20000, 32000)
         base = f"http://127.0.0.1:{http_port}"
 
+        tidegate = binaries / "tidegate"
+        trust_root, bundle = write_trust_root_and_bundle(tidegate, work)
+
         processes.start("tidegate-server", [
             str(binaries / "tidegate-server"), "--db", str(work / "tidegate.db"),
             "--http-listen", f"127.0.0.1:{http_port}", "--mqtt-listen", f"127.0.0.1:{mqtt_port}",
+            "--trust-root", str(trust_root),
         ], work / "server.log")
         wait_until("the server's HTTP API", lambda: (processes.check_alive(), urllib.request.urlopen(
             f"{base}/healthz", timeout=2).read() == b"ok")[1])
 
         (work / "agent.toml").write_text(
-            f'root_dir = "{root}"\nstate_dir = "{work / "agent"}"\ntier = "{TIER}"\n\n'
+            f'root_dir = "{root}"\nstate_dir = "{work / "agent"}"\ntier = "{TIER}"\n'
+            f'trust_root_file = "{trust_root}"\n\n'
             f'[mqtt]\nbroker_url = "mqtt://127.0.0.1:{mqtt_port}"\n\n'
             f'[reports]\ninterval_seconds = 2\n')
         processes.start("tidegate-agent", [str(binaries / "tidegate-agent"), "run", "--config", str(work / "agent.toml")],
@@ -382,9 +430,15 @@ def main():
 
         agent = wait_until("the agent's first report", reported_agent)
         log(f"agent {agent['agent_id']} ({agent['hostname']}) reported {agent['package_count']} packages")
-        assign = subprocess.run([str(binaries / "tidegate"), "--server", base, "fleet", "assign",
-                                 agent["agent_id"], "--owner", OWNER], capture_output=True, text=True)
-        check(assign.returncode == 0, f"tidegate fleet assign failed: {assign.stderr.strip()}")
+        run_tidegate(tidegate, work, "--server", base, "fleet", "assign", agent["agent_id"], "--owner", OWNER)
+        run_tidegate(tidegate, work, "--server", base, "bundle", "publish", str(bundle))
+
+        def bundle_recorded():
+            processes.check_alive()
+            detail = api_get(base, f"/api/v1/agents/{agent['agent_id']}", args.token)
+            return any(record["bundle_id"] == BUNDLE_ID for record in detail["bundles"])
+
+        wait_until(f"the agent's record of bundle {BUNDLE_ID}", bundle_recorded)
 
         driver = start_browser()
         run_checks(Console(driver, base, args.screenshots), base, args.token, agent["agent_id"], agent["hostname"])
