@@ -2,8 +2,8 @@
 """Drive the web console in headless Chromium against a real server and agent.
 
 Starts tidegate-server on 127.0.0.1 (free ports, a temporary --db, its embedded broker) and one
-tidegate-agent whose root is a small fixture root in a temporary directory, waits for the agent's
-first report, assigns the agent an owner team with `tidegate fleet assign`, publishes a bundle
+tidegate-agent whose root is a small fixture root in a temporary directory. Then it waits for the
+agent's first report, assigns the agent an owner team with `tidegate fleet assign`, publishes a bundle
 signed by two security keys and waits for the agent's decision on it. Then it loads every console
 page and checks what a user would check:
 
@@ -263,7 +263,7 @@ class Console:
 
     def browser_errors(self):
         entries = self.driver.get_log("browser")
-        # Endpoints other parts of the server add later answer 404 until then; the console shows
+        # Endpoints that other parts of the server add later return 404 until then; the console shows
         # a notice for them, and Chromium logs each such response as an error.
         return [entry["message"] for entry in entries
                 if entry["level"] == "SEVERE" and "status of 404" not in entry["message"]]

@@ -42,7 +42,7 @@ pub struct BundlesResponse {
     pub bundles: Vec<PublishedBundle>,
 }
 
-/// The body of `POST /api/v1/agents/{agent_id}/owner`, and of its answer with `agent_id` set.
+/// The body of `POST /api/v1/agents/{agent_id}/owner`, and of its response with `agent_id` set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnerAssignment {
     #[serde(default, skip_serializing_if = "Option::is_none")]

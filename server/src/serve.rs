@@ -207,7 +207,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
             })
             .await
     });
-    info!(%http_addr, "HTTP API listening");
+    info!(%http_addr, console = %format!("http://{http_addr}/"), "HTTP API listening");
 
     Ok(RunningServer {
         http_addr,

@@ -1,7 +1,7 @@
 // The tidegate web console: one page whose views are picked by the URL fragment (#/fleet,
 // #/agent/ID, #/windows, #/bundles, #/rollout/ID, #/audit). Each view builds its headings and
 // controls once, then refreshes only its data regions on a timer, so filters and focus survive a
-// refresh. Every API call sends the token from the sign-in form as a bearer token; the token is
+// refresh. Every API call sends the token from the sign-in form as a bearer token. The token is
 // kept in sessionStorage, so it lives only as long as the browser tab.
 //
 // The page builds all markup with DOM calls and textContent, never by parsing strings as HTML,
@@ -319,7 +319,10 @@ function route() {
 function agentStates(agent, nowSeconds) {
   const reported = agent.last_report_unix_s !== null && agent.last_report_unix_s !== undefined;
   const stale = !reported || nowSeconds - agent.last_report_unix_s > STALE_AFTER_SECONDS;
-  const known = (passes) => (stale ? "unknown" : passes ? "pass" : "fail");
+  const known = (passes) => {
+    if (stale) return "unknown";
+    return passes ? "pass" : "fail";
+  };
   return {
     stale,
     online: agent.online ? "pass" : "fail",
@@ -516,7 +519,7 @@ function agentPage(parameters) {
         : table(null, ["Package", "Architecture", "Installed", "Candidate", "Security", "Held"],
           detail.pending_updates.map((row) => [
             { header: true, content: row.name }, row.arch, row.installed_version, row.candidate_version,
-            row.security ? stateBadge(state.security === "unknown" ? "unknown" : "fail", "security") : "no",
+            row.security ? stateBadge(state.security, "security") : "no",
             row.held ? "held" : "no",
           ]), { className: "updates" }));
 
@@ -813,7 +816,7 @@ function windowsPage() {
 // ---------------------------------------------------------------------------------------------
 // Bundles and rollouts
 
-// Returns the name of the field that holds a rollout's agent counts per state, if it has one.
+// Returns the name of the field that contains a rollout's agent counts per state, if it has one.
 function countsField(rollout) {
   return ["counts", "state_counts", "agents_by_state"].find((key) => {
     const value = rollout[key];

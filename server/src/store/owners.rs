@@ -1,4 +1,4 @@
-//! Owner teams: IT assigns each agent the team that answers for it.
+//! Owner teams: IT assigns each agent the team responsible for it.
 //!
 //! The assignment lives in the `owner` column of `agents`, which reports never touch, so it
 //! survives every report and resync. This module opens its own connection to the store file,
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
-/// The longest owner team name accepted, in characters.
+/// The maximum length of an owner team name, in characters.
 pub const MAX_OWNER_CHARS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum OwnerError {
     },
 }
 
-/// Why an owner team name is invalid.
+/// The reason an owner team name is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidOwner {
     #[error("the owner team name is longer than {MAX_OWNER_CHARS} characters")]

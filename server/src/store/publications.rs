@@ -101,7 +101,7 @@ impl Publications {
         Ok(())
     }
 
-    /// Every published bundle, newest publication first.
+    /// Lists every published bundle, newest publication first.
     pub fn list(&self) -> Result<Vec<PublishedBundle>, PublicationError> {
         let connection = self.connection.lock().expect("publication connection lock");
         let mut statement = connection
