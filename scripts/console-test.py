@@ -10,6 +10,7 @@ page and checks what a user would check:
 - the agent's hostname is listed in the fleet table under its tier, and under its owner team;
 - the agent page's package count equals the API's, it lists a known package, also through the
   filter box, and its bundle history lists the bundle;
+- the agent page refreshes its data without reloading and keeps the filter text;
 - the windows page renders a calendar of 14 day columns;
 - the bundles page lists the bundle with its two signers, and the rollouts on it and the audit
   log page render their data or a "not available yet" notice;
@@ -329,6 +330,19 @@ def run_checks(console, base, token, agent_id, hostname):
     names = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.packages tbody th")]
     check(names == [KNOWN_PACKAGE], f"the filter 'openss' shows {names}, expected only {KNOWN_PACKAGE}")
     console.screenshot("05-agent-filtered")
+
+    log("agent page refresh")
+    received_xpath = "//dt[.='Reports received']/following-sibling::dd[1]"
+    received = driver.find_element(By.XPATH, received_xpath).text
+    driver.execute_script("window.consoleTestMarker = 'not reloaded'")
+    console.wait("the agent page to refresh its report counter",
+                 lambda d: d.find_element(By.XPATH, received_xpath).text != received)
+    marker = driver.execute_script("return window.consoleTestMarker")
+    check(marker == "not reloaded", "the agent page reloaded to refresh its data")
+    check(driver.find_element(By.ID, "package-filter").get_attribute("value") == "openss",
+          "the package filter lost its text when the page refreshed")
+    check(driver.find_element(By.ID, "package-count").get_attribute("data-shown") == "1",
+          "the package filter no longer applies after the page refreshed")
 
     log("windows page")
     console.open("#/windows")

@@ -223,6 +223,7 @@ function signOut(message) {
 function showSignIn(message) {
   document.getElementById("view").replaceChildren();
   document.getElementById("session").hidden = true;
+  document.querySelector(".top-bar nav").hidden = true;
   const section = document.getElementById("sign-in");
   section.hidden = false;
   const messageElement = document.getElementById("sign-in-message");
@@ -291,6 +292,7 @@ function route() {
   }
   document.getElementById("sign-in").hidden = true;
   document.getElementById("session").hidden = false;
+  document.querySelector(".top-bar nav").hidden = false;
 
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const name = parts[0] || "fleet";
