@@ -387,9 +387,19 @@ function fleetPage() {
           ],
         };
       });
+      const memberStates = members.map((agent) => agentStates(agent, now));
+      const tally = (predicate) => memberStates.filter(predicate).length;
+      const groupSummary = [
+        `${members.filter((agent) => agent.online).length} online`,
+        `${tally((state) => state.pending === "fail")} with pending updates`,
+        `${tally((state) => state.security === "fail")} with security updates`,
+        `${tally((state) => state.reboot === "fail")} need a reboot`,
+        `${tally((state) => state.stale)} unknown`,
+      ].join(", ");
       return h("section", { className: "group", "aria-labelledby": headingId, dataset: { group: key, grouping } },
         h("h2", { id: headingId }, `${grouping === "owner" ? "Owner" : "Tier"}: ${label} `,
           h("span", { className: "count" }, `(${members.length} ${members.length === 1 ? "agent" : "agents"})`)),
+        h("p", { className: "group-summary" }, groupSummary),
         table(null,
           ["Host", otherTitle, "Online", "Pending updates", "Security updates", "Reboot", "Last report"],
           rows, { className: "fleet" }));
