@@ -225,6 +225,7 @@ class Processes:
 def start_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
+    # Chromium's sandbox does not start as root, and CI runs as root.
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
         options.add_argument(argument)
