@@ -79,6 +79,7 @@ echo
 echo "Logs and data are in $work_dir. Try:"
 echo "  TIDEGATE_SERVER=$TIDEGATE_SERVER $bin/tidegate fleet show $(hostname)"
 echo "  curl -s $TIDEGATE_SERVER/api/v1/agents"
+echo "  open $TIDEGATE_SERVER/ in a browser for the web console"
 if $once; then
   exit 0
 fi

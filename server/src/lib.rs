@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod cli;
 pub mod http;
+pub mod http_console;
 pub mod http_publish;
 pub mod ingest;
 pub mod publish;

@@ -85,6 +85,8 @@ pub enum ServeError {
     InvalidTrustRoot { path: PathBuf, reason: String },
     #[error(transparent)]
     OpenPublications(#[from] crate::store::publications::PublicationError),
+    #[error(transparent)]
+    OpenOwners(#[from] crate::store::owners::OwnerError),
     #[error("failed to open the store for reading: {0}")]
     OpenReader(StoreError),
     #[error("the store open task failed: {0}")]
@@ -137,6 +139,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     info!(db = %config.db_path.display(), "store opened");
     let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
     let publications = crate::store::publications::Publications::open(&config.db_path)?;
+    let owners = crate::store::owners::OwnerAssignments::open(&config.db_path)?;
     let trust_root = match &config.trust_root {
         Some(path) => Some(current_trust_root(path, &publications)?),
         None => None,
@@ -184,13 +187,19 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     let ingest = ingest::start(ingest_config, store, deps)?;
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let console_state = crate::http_console::ConsoleState {
+        publications: publications.clone(),
+        owners,
+    };
     let publish_state = crate::http_publish::PublishState {
         root: Arc::new(std::sync::RwLock::new(trust_root)),
         publications,
         reader: reader.clone(),
         orders: ingest.order_sender(),
     };
-    let app = crate::http::router(reader).merge(crate::http_publish::router(publish_state));
+    let app = crate::http::router(reader)
+        .merge(crate::http_publish::router(publish_state))
+        .merge(crate::http_console::router(console_state));
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async {
@@ -198,7 +207,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
             })
             .await
     });
-    info!(%http_addr, "HTTP API listening");
+    info!(%http_addr, console = %format!("http://{http_addr}/"), "HTTP API listening");
 
     Ok(RunningServer {
         http_addr,

@@ -76,10 +76,10 @@ fn fleet_list_prints_table() {
 
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let expected = "\
-AGENT         HOSTNAME   OS                   PACKAGES  PENDING    REBOOT  ONLINE  LAST SEEN
-3f2b00000000  -          -                    0         0          no      yes     3d ago
-3f2a0c9d11e4  gw-01      Debian GNU/Linux 12  4         2 (1 sec)  yes     yes     5m ago
-9c00aa11bb22  historian  Debian GNU/Linux 11  4         0          no      no      2h ago
+AGENT         HOSTNAME   TIER  OWNER  OS                   PACKAGES  PENDING    REBOOT  ONLINE  LAST SEEN
+3f2b00000000  -          -     -      -                    0         0          no      yes     3d ago
+3f2a0c9d11e4  gw-01      -     -      Debian GNU/Linux 12  4         2 (1 sec)  yes     yes     5m ago
+9c00aa11bb22  historian  -     -      Debian GNU/Linux 11  4         0          no      no      2h ago
 ";
     assert_eq!(stdout(&output), expected);
 }

@@ -100,6 +100,50 @@ impl ApiClient {
         Ok((status, body))
     }
 
+    /// Sends `body` as JSON in a POST request and returns the status and the response body,
+    /// whatever the status.
+    pub fn post_json<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<(u16, String), CliError> {
+        let body = serde_json::to_vec(body).map_err(|source| CliError::InvalidJson {
+            url: self.url(path),
+            source,
+        })?;
+        let url = self.url(path);
+        let request = self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json");
+        let mut response = match request.send(&body[..]) {
+            Ok(response) => response,
+            Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
+                return Err(CliError::InvalidServerUrl {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+            Err(error) => {
+                return Err(CliError::Unreachable {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .map_err(|error| CliError::Response {
+                url,
+                source: Box::new(error),
+            })?;
+        Ok((status, body))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

@@ -1,4 +1,4 @@
-//! `tidegate fleet list` and `tidegate fleet show`.
+//! `tidegate fleet list`, `tidegate fleet show` and `tidegate fleet assign`.
 
 use std::io::Write;
 
@@ -6,8 +6,9 @@ use tidegate_protocol::AgentId;
 
 use super::client::ApiClient;
 use super::format::{self, relative_time, render_fields, render_table, yes_no};
-use super::{CliError, Context, ListArgs, ShowArgs};
-use crate::http::FleetResponse;
+use super::{AssignArgs, CliError, Context, ListArgs, ShowArgs};
+use crate::http::{ErrorResponse, FleetResponse};
+use crate::http_console::OwnerAssignment;
 use crate::store::{AgentDetail, AgentSummary};
 
 /// How many characters of the agent id the fleet table shows.
@@ -44,6 +45,41 @@ pub fn show(
         return Ok(());
     }
     out.write_all(agent_text(&detail, args.packages, context.now_unix_s).as_bytes())?;
+    Ok(())
+}
+
+/// Assigns the agent that `args.agent` names to the owner team `args.owner`.
+pub fn assign(client: &ApiClient, args: &AssignArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let detail = find_agent(client, &args.agent)?;
+    let agent = &detail.summary;
+    let path = format!("/api/v1/agents/{}/owner", agent.agent_id);
+    let (status, body) = client.post_json(
+        &path,
+        &OwnerAssignment {
+            agent_id: None,
+            owner: args.owner.clone(),
+        },
+    )?;
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_str::<ErrorResponse>(&body)
+            .map(|response| response.error)
+            .unwrap_or_else(|_| body.chars().take(200).collect());
+        return Err(CliError::Api {
+            url: format!("{}{path}", client.base_url()),
+            status,
+            message,
+        });
+    }
+    let name = or_dash(&agent.hostname);
+    if args.owner.is_empty() {
+        writeln!(out, "removed the owner team of {name} ({})", agent.agent_id)?;
+    } else {
+        writeln!(
+            out,
+            "assigned {name} ({}) to owner team {}",
+            agent.agent_id, args.owner
+        )?;
+    }
     Ok(())
 }
 
@@ -93,6 +129,8 @@ pub fn fleet_table(agents: &[AgentSummary], now_unix_s: i64) -> String {
             vec![
                 agent.agent_id.chars().take(SHORT_ID_LEN).collect(),
                 or_dash(&agent.hostname).to_owned(),
+                or_dash(&agent.tier).to_owned(),
+                or_dash(&agent.owner).to_owned(),
                 os_label(agent),
                 agent.package_count.to_string(),
                 format::pending(agent.pending_updates, agent.security_updates),
@@ -106,6 +144,8 @@ pub fn fleet_table(agents: &[AgentSummary], now_unix_s: i64) -> String {
         &[
             "AGENT",
             "HOSTNAME",
+            "TIER",
+            "OWNER",
             "OS",
             "PACKAGES",
             "PENDING",
@@ -133,6 +173,7 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
         ("Kernel", or_dash(&agent.kernel_version).to_owned()),
         ("Architecture", or_dash(&agent.arch).to_owned()),
         ("Tier", or_dash(&agent.tier).to_owned()),
+        ("Owner team", or_dash(&agent.owner).to_owned()),
         (
             "Trust root",
             agent.trust_root_version.map_or_else(
@@ -336,6 +377,7 @@ mod tests {
             outbox_dropped: 0,
             tier: "plant-floor".into(),
             trust_root_version: Some(2),
+            owner: "plant-ops".into(),
         }
     }
 
@@ -350,15 +392,17 @@ mod tests {
         quiet.reboot_required = false;
         quiet.online = false;
         quiet.last_seen_unix_s = NOW - 3 * 60;
+        quiet.tier = String::new();
+        quiet.owner = String::new();
         let agents = vec![
             summary("3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4", "gateway-7"),
             quiet,
         ];
 
         let expected = "\
-AGENT         HOSTNAME   OS                   PACKAGES  PENDING     REBOOT  ONLINE  LAST SEEN
-3f2a0c9d11e4  gateway-7  Debian GNU/Linux 12  1234      12 (3 sec)  yes     yes     5s ago
-b71c00aa      db         -                    7         0           no      no      3m ago
+AGENT         HOSTNAME   TIER         OWNER      OS                   PACKAGES  PENDING     REBOOT  ONLINE  LAST SEEN
+3f2a0c9d11e4  gateway-7  plant-floor  plant-ops  Debian GNU/Linux 12  1234      12 (3 sec)  yes     yes     5s ago
+b71c00aa      db         -            -          -                    7         0           no      no      3m ago
 ";
         assert_eq!(fleet_table(&agents, NOW), expected);
     }
@@ -413,6 +457,10 @@ b71c00aa      db         -                    7         0           no      no  
         );
         assert!(
             text.contains("Trust root:             version 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Owner team:             plant-ops\n"),
             "{text}"
         );
         assert!(

@@ -67,6 +67,8 @@ pub enum FleetCommand {
     List(ListArgs),
     /// Show one agent's facts, counters, warnings and pending updates
     Show(ShowArgs),
+    /// Assign an agent to an owner team (needs an API token with role `it`)
+    Assign(AssignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +91,17 @@ pub struct ShowArgs {
     /// Also list every package
     #[arg(long)]
     pub packages: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    /// Agent id, unique prefix of an agent id, or exact hostname
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// The owner team, at most 64 characters; an empty string removes the assignment
+    #[arg(long, value_name = "TEAM")]
+    pub owner: String,
 }
 
 /// A failed CLI command.
@@ -191,6 +204,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
     match cli.command {
         Command::Fleet(FleetCommand::List(args)) => fleet::list(&client, &args, context, out),
         Command::Fleet(FleetCommand::Show(args)) => fleet::show(&client, &args, context, out),
+        Command::Fleet(FleetCommand::Assign(args)) => fleet::assign(&client, &args, out),
         Command::Keys(command) => keys::run(command, out),
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
@@ -240,6 +254,21 @@ mod tests {
         assert_eq!(args.agent, "gw-01");
         assert!(args.packages);
         assert!(!args.json);
+
+        let cli = Cli::try_parse_from([
+            "tidegate",
+            "fleet",
+            "assign",
+            "gw-01",
+            "--owner",
+            "plant ops",
+        ])
+        .unwrap();
+        let Command::Fleet(FleetCommand::Assign(args)) = cli.command else {
+            panic!("expected fleet assign, got {:?}", cli.command);
+        };
+        assert_eq!(args.agent, "gw-01");
+        assert_eq!(args.owner, "plant ops");
 
         let cli =
             Cli::try_parse_from(["tidegate", "fleet", "list", "--server", "http://x:1"]).unwrap();

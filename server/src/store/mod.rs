@@ -7,6 +7,7 @@
 //! cannot be applied it returns [`IngestOutcome::NeedsResync`] and the caller asks the agent for a
 //! full report.
 
+pub mod owners;
 pub mod publications;
 mod read;
 mod schema;
@@ -264,6 +265,9 @@ pub struct AgentSummary {
     /// The version of the trust root the agent has pinned.
     #[serde(default)]
     pub trust_root_version: Option<u64>,
+    /// The owner team IT assigned, empty until one is assigned.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// One package row of an agent's inventory.

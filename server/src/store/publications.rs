@@ -29,6 +29,20 @@ pub enum PublicationError {
     Conflict { stream: String, sequence: u64 },
 }
 
+/// One published bundle as `GET /api/v1/bundles` lists it, without its file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedBundle {
+    pub stream: String,
+    pub sequence: u64,
+    pub bundle_id: String,
+    pub bundle_hash: String,
+    /// The key ids of the signatures that met the threshold.
+    pub signers: Vec<String>,
+    pub publisher: String,
+    pub published_at_unix_s: i64,
+    pub size_bytes: u64,
+}
+
 /// A cheap, cloneable handle; the connection is used by one request at a time.
 #[derive(Clone)]
 pub struct Publications {
@@ -85,6 +99,37 @@ impl Publications {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Lists every published bundle, newest publication first.
+    pub fn list(&self) -> Result<Vec<PublishedBundle>, PublicationError> {
+        let connection = self.connection.lock().expect("publication connection lock");
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT stream, sequence, bundle_id, bundle_hash, signers, publisher,
+                        published_at_unix_s, length(file)
+                 FROM published_bundles
+                 ORDER BY published_at_unix_s DESC, stream, sequence DESC",
+            )
+            .map_err(PublicationError::Read)?;
+        let rows = statement
+            .query_map([], |row| {
+                let signers: String = row.get(4)?;
+                Ok(PublishedBundle {
+                    stream: row.get(0)?,
+                    sequence: row.get::<_, i64>(1)? as u64,
+                    bundle_id: row.get(2)?,
+                    bundle_hash: row.get(3)?,
+                    // Rows come only from `record`, which writes a JSON array of strings.
+                    signers: serde_json::from_str(&signers).unwrap_or_default(),
+                    publisher: row.get(5)?,
+                    published_at_unix_s: row.get(6)?,
+                    size_bytes: row.get::<_, i64>(7)? as u64,
+                })
+            })
+            .map_err(PublicationError::Read)?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(PublicationError::Read)
     }
 
     /// The highest published sequence of every stream, with its hash.

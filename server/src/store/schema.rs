@@ -13,10 +13,15 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES];
+const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES, V3_OWNERS];
 
 /// The schema version this build writes and reads.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const V3_OWNERS: &str = "
+-- The team IT assigned the agent to, empty until someone assigns one. Reports never change it.
+ALTER TABLE agents ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+";
 
 const V2_BUNDLES: &str = "
 -- What each agent reports about trust: its configured tier, its pinned trust root version, and

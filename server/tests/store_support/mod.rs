@@ -206,6 +206,11 @@ pub fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
 /// Serves the HTTP API over `reader` on 127.0.0.1 at a free port, on a thread of its own that
 /// lives until the test process ends, and returns the base URL.
 pub fn spawn_api(reader: tidegate_server::store::StoreReader) -> String {
+    spawn_app(tidegate_server::http::router(reader))
+}
+
+/// Serves `app` on 127.0.0.1 at a free port, like [`spawn_api`], and returns the base URL.
+pub fn spawn_app(app: axum::Router) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("read the bound address");
     listener
@@ -218,9 +223,7 @@ pub fn spawn_api(reader: tidegate_server::store::StoreReader) -> String {
             .expect("build a tokio runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("adopt the listener");
-            axum::serve(listener, tidegate_server::http::router(reader))
-                .await
-                .expect("serve the API");
+            axum::serve(listener, app).await.expect("serve the API");
         });
     });
     format!("http://{address}")

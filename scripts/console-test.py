@@ -1,0 +1,487 @@
+#!/usr/bin/python3
+"""Drive the web console in headless Chromium against a real server and agent.
+
+Starts tidegate-server on 127.0.0.1 (free ports, a temporary --db, its embedded broker) and one
+tidegate-agent whose root is a small fixture root in a temporary directory. Then it waits for the
+agent's first report, assigns the agent an owner team with `tidegate fleet assign`, publishes a bundle
+signed by two security keys and waits for the agent's decision on it. Then it loads every console
+page and checks what a user would check:
+
+- the agent's hostname is listed in the fleet table under its tier, and under its owner team;
+- the agent page's package count equals the API's, it lists a known package, also through the
+  filter box, and its bundle history lists the bundle;
+- the agent page refreshes its data without reloading and keeps the filter text;
+- the windows page renders a calendar of 14 day columns;
+- the bundles page lists the bundle with its two signers, and the rollouts on it and the audit
+  log page render their data or a "not available yet" notice;
+- signing out returns to the sign-in form.
+
+It saves a screenshot of each page (PNG) to the directory given as the first argument, and exits
+with status 1 naming the first check that failed.
+
+Needs Debian's chromium, chromium-driver and python3-selenium; it runs under /usr/bin/python3
+because Debian installs selenium for that interpreter. Binaries come from `cargo build` unless
+--no-build is given; CARGO_TARGET_DIR is honoured.
+
+Usage: scripts/console-test.py SCREENSHOT_DIR [--no-build] [--token TOKEN] [--keep]
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+TIER = "plant-floor"
+OWNER = "plant-ops"
+KNOWN_PACKAGE = "openssl"
+
+# Installed packages of the fixture root, as (name, version). The apt lists offer a newer
+# openssl from a security archive and a newer curl from the main archive.
+FIXTURE_PACKAGES = [
+    ("base-files", "12.4+deb12u5"),
+    ("bash", "5.2.15-2+b2"),
+    ("coreutils", "9.1-1"),
+    ("curl", "7.88.1-10+deb12u4"),
+    ("dpkg", "1.21.22"),
+    ("libc6", "2.36-9+deb12u4"),
+    ("libssl3", "3.0.11-1~deb12u2"),
+    ("openssl", "3.0.11-1~deb12u2"),
+    ("systemd", "252.22-1~deb12u1"),
+    ("tzdata", "2024a-0+deb12u1"),
+]
+SECURITY_UPDATES = [("openssl", "3.0.13-1~deb12u1")]
+MAIN_UPDATES = [("curl", "7.88.1-10+deb12u5")]
+
+BUNDLE_ID = "console-syncookies"
+BUNDLE_STEPS = '[{"Sysctl":{"key":"net.ipv4.tcp_syncookies","value":"1"}}]'
+
+WAIT_SECONDS = 30
+
+
+class CheckFailed(Exception):
+    """A check a user would make did not hold."""
+
+
+def check(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def log(message):
+    print(f"console-test: {message}", flush=True)
+
+
+def free_port(low=None, high=None):
+    """Returns a free 127.0.0.1 port, from [low, high) when given."""
+    for _ in range(200):
+        port = random.randrange(low, high) if low else 0
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise RuntimeError(f"no free port found between {low} and {high}")
+
+
+def write_fixture_root(root):
+    dpkg = root / "var/lib/dpkg"
+    dpkg.mkdir(parents=True)
+    stanzas = [
+        f"Package: {name}\nStatus: install ok installed\nPriority: optional\n"
+        f"Architecture: amd64\nVersion: {version}\nDescription: fixture package {name}\n"
+        for name, version in FIXTURE_PACKAGES
+    ]
+    (dpkg / "status").write_text("\n".join(stanzas))
+    lists = root / "var/lib/apt/lists"
+    lists.mkdir(parents=True)
+
+    def packages_file(updates):
+        return "\n".join(
+            f"Package: {name}\nArchitecture: amd64\nVersion: {version}\n" for name, version in updates
+        )
+
+    (lists / "deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages").write_text(
+        packages_file(SECURITY_UPDATES)
+    )
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text(
+        packages_file(MAIN_UPDATES)
+    )
+    (root / "etc").mkdir()
+    (root / "etc/os-release").write_text('NAME="Fixture Linux"\nVERSION_ID="1"\n')
+
+
+def run_tidegate(tidegate, work, *arguments):
+    """Runs the operator CLI in `work` and returns its output, failing the test on an error."""
+    result = subprocess.run([str(tidegate), *arguments], cwd=work, capture_output=True, text=True)
+    check(result.returncode == 0,
+          f"tidegate {' '.join(arguments)} failed with status {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def write_trust_root_and_bundle(tidegate, work):
+    """Makes a root key, two security keys, an OT key, a signed trust root and a bundle signed by both
+    security keys, as security would at their own desks. Returns the root file and the bundle."""
+    for key, role in (("root.key", "root"), ("sec1.key", "security"), ("sec2.key", "security"), ("ot.key", "ot")):
+        run_tidegate(tidegate, work, "keys", "generate", "--role", role, "--out", key)
+    run_tidegate(tidegate, work, "root", "new", "--out", "root.json")
+    run_tidegate(tidegate, work, "root", "add-key", "root.json", "--key", "root.key", "--key", "sec1.key",
+                 "--key", "sec2.key", "--key", "ot.key")
+    run_tidegate(tidegate, work, "root", "set-threshold", "root.json", "--role", "root", "--count", "1")
+    run_tidegate(tidegate, work, "root", "set-threshold", "root.json", "--role", "security", "--count", "2")
+    run_tidegate(tidegate, work, "root", "set-threshold", "root.json", "--role", "ot", "--count", "1")
+    run_tidegate(tidegate, work, "root", "sign", "root.json", "--key", "root.key")
+    run_tidegate(tidegate, work, "root", "export", "root.json", "--out", "root.tgrt")
+
+    (work / "steps.json").write_text(BUNDLE_STEPS)
+    now = time.time()
+    stamp = lambda unix: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+    run_tidegate(tidegate, work, "bundle", "new", "--out", "fix.tgbd", "--id", BUNDLE_ID, "--stream", "baseline",
+                 "--sequence", "1", "--not-before", stamp(now - 3600), "--expires", stamp(now + 30 * 86400),
+                 "--steps", "steps.json")
+    run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec1.key")
+    run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec2.key")
+    return work / "root.tgrt", work / "fix.tgbd"
+
+
+def api_get(base, path, token):
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_until(what, condition, timeout=WAIT_SECONDS):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError, ValueError) as error:
+            last_error = error
+        time.sleep(0.2)
+    raise CheckFailed(f"timed out after {timeout} s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def target_dir():
+    if os.environ.get("CARGO_TARGET_DIR"):
+        return Path(os.environ["CARGO_TARGET_DIR"])
+    metadata = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        cwd=REPOSITORY, check=True, capture_output=True, text=True,
+    )
+    return Path(json.loads(metadata.stdout)["target_directory"])
+
+
+class Processes:
+    """The server and agent processes, stopped in reverse order of start."""
+
+    def __init__(self):
+        self.running = []
+
+    def start(self, name, command, log_path):
+        log_file = open(log_path, "wb")
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+        self.running.append((name, process, log_file, log_path))
+        return process
+
+    def check_alive(self):
+        for name, process, _, log_path in self.running:
+            if process.poll() is not None:
+                raise CheckFailed(f"{name} exited with status {process.returncode}; see {log_path}")
+
+    def stop(self):
+        for _, process, log_file, _ in reversed(self.running):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            log_file.close()
+
+
+def start_browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    # Chromium's sandbox does not start as root, and CI runs as root.
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+class Console:
+    """The browser on the console, with waits that name what they waited for."""
+
+    def __init__(self, driver, base, screenshots):
+        self.driver = driver
+        self.base = base
+        self.screenshots = screenshots
+
+    def wait(self, what, condition, timeout=WAIT_SECONDS):
+        try:
+            return WebDriverWait(self.driver, timeout).until(condition)
+        except TimeoutException:
+            raise CheckFailed(f"timed out after {timeout} s waiting for {what} on {self.driver.current_url}") from None
+
+    def element(self, what, css):
+        return self.wait(what, conditions.visibility_of_element_located((By.CSS_SELECTOR, css)))
+
+    def open(self, fragment):
+        self.driver.get(f"{self.base}/{fragment}")
+
+    def screenshot(self, name):
+        # Lets the page finish painting after the last refresh.
+        time.sleep(0.3)
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(1400, max(1000, min(height + 150, 6000)))
+        path = self.screenshots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(1400, 1000)
+        log(f"saved {path}")
+
+    def browser_errors(self):
+        entries = self.driver.get_log("browser")
+        # Endpoints that other parts of the server add later return 404 until then; the console shows
+        # a notice for them, and Chromium logs each such response as an error.
+        return [entry["message"] for entry in entries
+                if entry["level"] == "SEVERE" and "status of 404" not in entry["message"]]
+
+
+def run_checks(console, base, token, agent_id, hostname):
+    driver = console.driver
+
+    log("sign-in page")
+    console.open("")
+    token_input = console.element("the sign-in form", "#token")
+    check(driver.find_element(By.CSS_SELECTOR, "label[for=token]").text == "API token",
+          "the token field has no label")
+    console.screenshot("01-sign-in")
+    token_input.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button[type=submit]").click()
+
+    log("fleet page, grouped by tier")
+    section = console.element(f"the fleet group of tier {TIER}", f'section[data-group="{TIER}"][data-grouping="tier"]')
+    heading = section.find_element(By.TAG_NAME, "h2").text
+    check(heading.startswith(f"Tier: {TIER}"), f"the tier group's heading is {heading!r}")
+    row = section.find_element(By.CSS_SELECTOR, f'tr[data-agent-id="{agent_id}"]')
+    host = row.find_element(By.CSS_SELECTOR, "th[scope=row] a")
+    check(host.text == hostname, f"the fleet table lists {host.text!r}, expected {hostname!r}")
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    check(cells[0] == OWNER, f"the owner column shows {cells[0]!r}, expected {OWNER!r}")
+    check(cells[1].endswith("online"), f"the online column shows {cells[1]!r}")
+    check(cells[2].endswith("2"), f"the pending updates column shows {cells[2]!r}, expected 2")
+    check(cells[3].endswith("1"), f"the security updates column shows {cells[3]!r}, expected 1")
+    states = [badge.get_attribute("class") for badge in row.find_elements(By.CSS_SELECTOR, ".state")]
+    check(states[0] == "state pass", f"the online badge is {states[0]!r}, expected a pass")
+    check(states[2] == "state fail", f"the security badge is {states[2]!r}, expected a fail")
+    headers = [cell.text for cell in section.find_elements(By.CSS_SELECTOR, "thead th")]
+    check(headers[0].lower() == "host", f"the fleet table's first column header is {headers[0]!r}")
+    console.screenshot("02-fleet-by-tier")
+
+    log("fleet page, grouped by owner team")
+    driver.find_element(By.CSS_SELECTOR, 'input[name=grouping][value=owner]').click()
+    section = console.element(f"the fleet group of owner {OWNER}", f'section[data-group="{OWNER}"][data-grouping="owner"]')
+    check(section.find_elements(By.CSS_SELECTOR, f'tr[data-agent-id="{agent_id}"]'),
+          f"the owner group {OWNER} does not list the agent")
+    console.screenshot("03-fleet-by-owner")
+    driver.find_element(By.CSS_SELECTOR, 'input[name=grouping][value=tier]').click()
+
+    log("agent page")
+    detail = api_get(base, f"/api/v1/agents/{agent_id}", token)
+    console.element("the agent link", f'tr[data-agent-id="{agent_id}"] th a').click()
+    count = console.wait("the package count", lambda d: d.find_element(By.ID, "package-count").get_attribute("data-total") or False)
+    check(int(count) == len(detail["packages"]),
+          f"the agent page counts {count} package rows, the API returns {len(detail['packages'])}")
+    check(driver.find_element(By.CSS_SELECTOR, "#view h1").text == hostname, "the agent page's heading is not the hostname")
+    names = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.packages tbody th")]
+    check(KNOWN_PACKAGE in names, f"the package table lacks {KNOWN_PACKAGE}: {names}")
+    updates = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.updates tbody th")]
+    check(updates == ["curl", "openssl"], f"the pending updates table lists {updates}, expected curl and openssl")
+    history = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.bundle-history tbody th")]
+    check(history == [BUNDLE_ID], f"the bundle history lists {history}, expected {BUNDLE_ID}")
+    console.screenshot("04-agent")
+    driver.find_element(By.CSS_SELECTOR, "label[for=package-filter]")
+    driver.find_element(By.ID, "package-filter").send_keys("openss")
+    console.wait("the filtered package count",
+                 lambda d: d.find_element(By.ID, "package-count").get_attribute("data-shown") == "1")
+    names = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.packages tbody th")]
+    check(names == [KNOWN_PACKAGE], f"the filter 'openss' shows {names}, expected only {KNOWN_PACKAGE}")
+    console.screenshot("05-agent-filtered")
+
+    log("agent page refresh")
+    received_xpath = "//dt[.='Reports received']/following-sibling::dd[1]"
+    received = driver.find_element(By.XPATH, received_xpath).text
+    driver.execute_script("window.consoleTestMarker = 'not reloaded'")
+    console.wait("the agent page to refresh its report counter",
+                 lambda d: d.find_element(By.XPATH, received_xpath).text != received)
+    marker = driver.execute_script("return window.consoleTestMarker")
+    check(marker == "not reloaded", "the agent page reloaded to refresh its data")
+    check(driver.find_element(By.ID, "package-filter").get_attribute("value") == "openss",
+          "the package filter lost its text when the page refreshed")
+    check(driver.find_element(By.ID, "package-count").get_attribute("data-shown") == "1",
+          "the package filter no longer applies after the page refreshed")
+
+    log("windows page")
+    console.open("#/windows")
+    calendar = console.element("the windows calendar", ".calendar")
+    days = calendar.find_elements(By.CSS_SELECTOR, ".day")
+    check(len(days) == 14, f"the calendar has {len(days)} day columns, expected 14")
+    check(all(day.find_element(By.CSS_SELECTOR, ".day-head").text for day in days), "a day column has no date")
+    unavailable = driver.find_elements(By.CSS_SELECTOR, ".notice.unavailable")
+    tiers = driver.find_elements(By.CSS_SELECTOR, "section.tier-windows")
+    check(unavailable or tiers, "the windows page shows neither tiers nor a notice")
+    console.screenshot("06-windows")
+
+    log("bundles and rollouts page")
+    console.open("#/bundles")
+    console.element("the rollouts section", "#rollouts-heading")
+    console.wait("the rollout and bundle data", lambda d: len(d.find_elements(
+        By.CSS_SELECTOR, "section .notice:not(.error), table.rollouts, table.bundles")) >= 2)
+    published = console.element("the published bundles table", "table.bundles tbody tr")
+    check(published.find_element(By.TAG_NAME, "th").text == BUNDLE_ID,
+          f"the bundles table's first row is {published.text!r}, expected {BUNDLE_ID}")
+    signers = published.find_elements(By.TAG_NAME, "td")[3].text.split(", ")
+    check(len(signers) == 2, f"the bundles table names the signers {signers}, expected two")
+    console.screenshot("07-bundles")
+
+    log("audit log page")
+    console.open("#/audit")
+    console.wait("audit rows or the not-available notice", lambda d: d.find_elements(
+        By.CSS_SELECTOR, "table.audit tbody tr, .notice.unavailable, .notice"))
+    rows = driver.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")
+    notices = [element.text for element in driver.find_elements(By.CSS_SELECTOR, ".notice")]
+    check(rows or any("not available" in text or "No audit entries" in text for text in notices),
+          f"the audit page shows no rows and no notice: {notices}")
+    check(driver.find_element(By.CSS_SELECTOR, "label[for=audit-limit]"), "the page size has no label")
+    console.screenshot("08-audit")
+
+    log("sign out")
+    driver.find_element(By.ID, "sign-out").click()
+    message = console.element("the sign-in message", "#sign-in-message")
+    check(message.text == "You signed out.", f"the sign-in message is {message.text!r}")
+    stored = driver.execute_script("return sessionStorage.getItem('tidegate.api-token')")
+    check(stored is None, "the token is still in sessionStorage after signing out")
+
+    errors = console.browser_errors()
+    check(not errors, f"the browser logged errors: {errors}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("screenshots", type=Path, help="directory for the PNG screenshots, created when missing")
+    parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    parser.add_argument("--token", default=os.environ.get("TIDEGATE_TOKEN", "console-test-token"),
+                        help="API token to sign in with [default: $TIDEGATE_TOKEN or a placeholder]")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory with logs")
+    args = parser.parse_args()
+
+    if not args.no_build:
+        log("building tidegate-server, tidegate and tidegate-agent")
+        subprocess.run(["cargo", "build", "--quiet", "-p", "tidegate-server", "-p", "tidegate-agent"],
+                       cwd=REPOSITORY, check=True)
+    binaries = target_dir() / "debug"
+    for name in ("tidegate-server", "tidegate-agent", "tidegate"):
+        if not (binaries / name).is_file():
+            log(f"error: {binaries / name} is missing; build it with cargo build, or drop --no-build")
+            return 1
+    args.screenshots.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="tidegate-console-test."))
+    processes = Processes()
+    driver = None
+    try:
+        root = work / "root"
+        write_fixture_root(root)
+        http_port = free_port()
+        mqtt_port = free_port(20000, 32000)
+        base = f"http://127.0.0.1:{http_port}"
+
+        tidegate = binaries / "tidegate"
+        trust_root, bundle = write_trust_root_and_bundle(tidegate, work)
+
+        processes.start("tidegate-server", [
+            str(binaries / "tidegate-server"), "--db", str(work / "tidegate.db"),
+            "--http-listen", f"127.0.0.1:{http_port}", "--mqtt-listen", f"127.0.0.1:{mqtt_port}",
+            "--trust-root", str(trust_root),
+        ], work / "server.log")
+        wait_until("the server's HTTP API", lambda: (processes.check_alive(), urllib.request.urlopen(
+            f"{base}/healthz", timeout=2).read() == b"ok")[1])
+
+        (work / "agent.toml").write_text(
+            f'root_dir = "{root}"\nstate_dir = "{work / "agent"}"\ntier = "{TIER}"\n'
+            f'trust_root_file = "{trust_root}"\n\n'
+            f'[mqtt]\nbroker_url = "mqtt://127.0.0.1:{mqtt_port}"\n\n'
+            f'[reports]\ninterval_seconds = 2\n')
+        processes.start("tidegate-agent", [str(binaries / "tidegate-agent"), "run", "--config", str(work / "agent.toml")],
+                        work / "agent.log")
+
+        def reported_agent():
+            processes.check_alive()
+            agents = api_get(base, "/api/v1/agents", args.token)["agents"]
+            return next((agent for agent in agents if agent.get("last_report_unix_s")), None)
+
+        agent = wait_until("the agent's first report", reported_agent)
+        log(f"agent {agent['agent_id']} ({agent['hostname']}) reported {agent['package_count']} packages")
+        run_tidegate(tidegate, work, "--server", base, "fleet", "assign", agent["agent_id"], "--owner", OWNER)
+        run_tidegate(tidegate, work, "--server", base, "bundle", "publish", str(bundle))
+
+        def bundle_recorded():
+            processes.check_alive()
+            detail = api_get(base, f"/api/v1/agents/{agent['agent_id']}", args.token)
+            return any(record["bundle_id"] == BUNDLE_ID for record in detail["bundles"])
+
+        wait_until(f"the agent's record of bundle {BUNDLE_ID}", bundle_recorded)
+
+        driver = start_browser()
+        run_checks(Console(driver, base, args.screenshots), base, args.token, agent["agent_id"], agent["hostname"])
+        log(f"all checks passed; screenshots are in {args.screenshots}")
+        return 0
+    except CheckFailed as failure:
+        log(f"FAILED: {failure}")
+        if driver:
+            try:
+                driver.save_screenshot(str(args.screenshots / "failure.png"))
+                log(f"saved {args.screenshots / 'failure.png'}")
+            except Exception as error:  # The browser may be the part that failed.
+                log(f"could not save a failure screenshot: {error}")
+        for name in ("server.log", "agent.log"):
+            path = work / name
+            if path.exists():
+                log(f"last lines of {name}:")
+                print("\n".join(path.read_text(errors="replace").splitlines()[-15:]), flush=True)
+        return 1
+    finally:
+        if driver:
+            driver.quit()
+        processes.stop()
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
