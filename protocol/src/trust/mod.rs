@@ -107,7 +107,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Formats seconds since the Unix epoch as an RFC 3339 UTC timestamp, such as
 /// `2026-06-01T00:00:00Z`, for messages that a person reads.
-pub(crate) fn format_unix_s(unix_s: i64) -> String {
+pub fn format_unix_s(unix_s: i64) -> String {
     let days = unix_s.div_euclid(86_400);
     let second_of_day = unix_s.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
