@@ -28,7 +28,7 @@ use std::fmt;
 use std::time::Duration;
 
 use jiff::civil::{Date, Time};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::cron::{CronError, CronExpr};
 use super::zone::{Zone, ZoneError};
@@ -96,8 +96,22 @@ pub struct CalendarSpec {
     pub not_before_unix_s: i64,
     /// The schedule allows nothing from this instant on: `expires <= now` is expired.
     pub expires_unix_s: i64,
+    #[serde(deserialize_with = "deserialize_window_rules")]
     pub windows: Vec<WindowRule>,
+    #[serde(deserialize_with = "deserialize_freezes")]
     pub freezes: Vec<Freeze>,
+}
+
+fn deserialize_window_rules<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<WindowRule>, D::Error> {
+    crate::trust::codec::deserialize_bounded_vec(deserializer, MAX_WINDOW_RULES)
+}
+
+fn deserialize_freezes<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Freeze>, D::Error> {
+    crate::trust::codec::deserialize_bounded_vec(deserializer, MAX_FREEZES)
 }
 
 /// One occurrence of a window rule.
@@ -341,7 +355,9 @@ impl Calendar {
                 )));
             }
             if freeze.reason.trim().is_empty() {
-                return Err(invalid("the reason is empty; say why changes are frozen".into()));
+                return Err(invalid(
+                    "the reason is empty; say why changes are frozen".into(),
+                ));
             }
             if freeze.reason.len() > MAX_REASON_LEN {
                 return Err(invalid(format!(
@@ -702,7 +718,11 @@ pub fn format_duration(seconds: i64) -> String {
         return "0s".into();
     }
     let mut rest = seconds.unsigned_abs();
-    let mut out = if seconds < 0 { "-".to_owned() } else { String::new() };
+    let mut out = if seconds < 0 {
+        "-".to_owned()
+    } else {
+        String::new()
+    };
     for (unit, name) in [(86_400, 'd'), (3_600, 'h'), (60, 'm'), (1, 's')] {
         if rest >= unit {
             out.push_str(&(rest / unit).to_string());

@@ -300,10 +300,7 @@ fn parse_value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
         }
     })?;
     if value < spec.min || value > spec.max {
-        return Err(format!(
-            "{value} is out of range {}-{}",
-            spec.min, spec.max
-        ));
+        return Err(format!("{value} is out of range {}-{}", spec.min, spec.max));
     }
     Ok(value)
 }
@@ -355,15 +352,26 @@ mod tests {
 
     #[test]
     fn never_firing_is_rejected() {
-        for text in ["0 2 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *", "0 0 30,31 FEB *"] {
+        for text in [
+            "0 2 30 2 *",
+            "0 0 31 4 *",
+            "0 0 31 2,4,6,9,11 *",
+            "0 0 30,31 FEB *",
+        ] {
             assert!(
                 matches!(CronExpr::parse(text), Err(CronError::NeverFires { .. })),
                 "{text} was accepted"
             );
         }
         assert!(CronExpr::parse("0 2 29 2 *").is_ok());
-        assert!(CronExpr::parse("0 2 30 2 MON").is_ok(), "OR rule fires on Mondays");
-        assert!(CronExpr::parse("0 0 31 4 */2").is_err(), "AND rule keeps day 31");
+        assert!(
+            CronExpr::parse("0 2 30 2 MON").is_ok(),
+            "OR rule fires on Mondays"
+        );
+        assert!(
+            CronExpr::parse("0 0 31 4 */2").is_err(),
+            "AND rule keeps day 31"
+        );
     }
 
     #[test]

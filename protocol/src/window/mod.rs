@@ -31,9 +31,9 @@ pub mod cron;
 pub mod zone;
 
 pub use calendar::{
-    format_duration, parse_duration, Calendar, CalendarSpec, Decision, DenyReason, Freeze,
-    Window, WindowError, WindowRule, MAX_FREEZES, MAX_QUERY_WINDOWS, MAX_REASON_LEN,
-    MAX_SEARCH_DAYS, MAX_WINDOW_DURATION, MAX_WINDOW_RULES,
+    format_duration, parse_duration, Calendar, CalendarSpec, Decision, DenyReason, Freeze, Window,
+    WindowError, WindowRule, MAX_FREEZES, MAX_QUERY_WINDOWS, MAX_REASON_LEN, MAX_SEARCH_DAYS,
+    MAX_WINDOW_DURATION, MAX_WINDOW_RULES,
 };
 pub use cron::{CronError, CronExpr, MAX_CRON_LEN};
 pub use zone::{Zone, ZoneError, MAX_ZONE_NAME_LEN};

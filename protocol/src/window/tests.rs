@@ -205,7 +205,10 @@ fn leap_day_fires_in_2028() {
         calendar.zone().format_local(windows[0].start_unix_s),
         "2028-02-29 02:00:00 CET (+01)"
     );
-    assert_eq!(calendar.next_allowed(from), Some(at("2028-02-29T01:00:00Z")));
+    assert_eq!(
+        calendar.next_allowed(from),
+        Some(at("2028-02-29T01:00:00Z"))
+    );
     assert!(started.elapsed().as_millis() < 500);
 }
 
@@ -229,7 +232,11 @@ fn leap_day_across_2100_stays_bounded() {
 #[test]
 fn cutoff_ends_starts_early() {
     // Daily 02:00-04:00 UTC with a 30-minute cutoff: starts are allowed until 03:30.
-    let calendar = calendar("UTC", vec![recurring("0 2 * * *", 7200, Some(1800))], vec![]);
+    let calendar = calendar(
+        "UTC",
+        vec![recurring("0 2 * * *", 7200, Some(1800))],
+        vec![],
+    );
     let window = calendar.current_window(at("2026-06-01T03:45:00Z")).unwrap();
     assert_eq!(window.cutoff_unix_s, at("2026-06-01T03:30:00Z"));
     assert!(calendar.decide(at("2026-06-01T03:29:59Z")).is_allowed());
@@ -330,7 +337,10 @@ fn expiry_ends_recurring_windows() {
         freezes: vec![],
     })
     .unwrap();
-    assert_eq!(calendar.windows_from(at("2026-05-01T00:00:00Z"), 10).len(), 3);
+    assert_eq!(
+        calendar.windows_from(at("2026-05-01T00:00:00Z"), 10).len(),
+        3
+    );
     // The window of 05-03 opened before expiry but no start is allowed from expiry on.
     assert!(calendar.decide(at("2026-05-03T02:29:59Z")).is_allowed());
     assert!(!calendar.decide(at("2026-05-03T02:30:00Z")).is_allowed());
@@ -352,9 +362,15 @@ fn invalid_specs_name_the_field() {
         Calendar::new(&spec).unwrap_err().to_string()
     };
     let error = error_of(&|spec| spec.zone = "+01:00".into());
-    assert!(error.contains("\"+01:00\" is a fixed UTC offset"), "{error}");
+    assert!(
+        error.contains("\"+01:00\" is a fixed UTC offset"),
+        "{error}"
+    );
     let error = error_of(&|spec| spec.windows = vec![recurring("0 2 * * *", 3600, Some(3600))]);
-    assert!(error.contains("window 0: the cutoff 1h is invalid"), "{error}");
+    assert!(
+        error.contains("window 0: the cutoff 1h is invalid"),
+        "{error}"
+    );
     let error = error_of(&|spec| spec.windows = vec![recurring("0 2 * * *", 8 * 86_400, None)]);
     assert!(error.contains("the duration 8d is invalid"), "{error}");
     let error = error_of(&|spec| spec.windows.clear());

@@ -179,7 +179,10 @@ mod tests {
             Zone::parse("Europe/Atlantis"),
             Err(ZoneError::Unknown { .. })
         ));
-        assert_eq!(Zone::parse("europe/berlin").unwrap().name(), "Europe/Berlin");
+        assert_eq!(
+            Zone::parse("europe/berlin").unwrap().name(),
+            "Europe/Berlin"
+        );
     }
 
     #[test]
