@@ -2,7 +2,7 @@
 //! site of a tier), its file format, and [`verify_schedule`], which decides whether an agent
 //! takes a schedule.
 //!
-//! A schedule document names its tier and optionally a site, carries a version, and holds the
+//! A schedule document names its tier and optionally a site, carries a version, and contains the
 //! window part ([`CalendarSpec`]: zone, validity, windows, freezes) that [`crate::window`]
 //! evaluates. A site schedule replaces its tier's schedule for the agents of that site. Versions
 //! count separately for a tier's own schedule and for each site's, so an agent keeps one current
@@ -54,7 +54,7 @@ use crate::InvalidId;
 
 /// Maximum size of an encoded schedule document. [`crate::window::MAX_WINDOW_RULES`] rules
 /// with 200-byte cron expressions and [`crate::window::MAX_FREEZES`] freezes with 200-byte
-/// reasons take about 70 KiB.
+/// reasons take about 70 KiB, by estimate.
 pub const MAX_SCHEDULE_DOCUMENT_BYTES: usize = 96 * 1024;
 
 /// Maximum size of a schedule file: the document, [`MAX_SIGNATURES`] signatures and framing.

@@ -5,7 +5,7 @@
 //! Conventions:
 //!
 //! - instants are seconds since the Unix epoch, UTC;
-//! - a window is the half-open interval `[start, end)`; its cutoff, when it has one, ends the
+//! - a window is the half-open interval `[start, end)`. Its cutoff, when it has one, ends the
 //!   part in which a bundle may start, so a start is allowed in `[start, cutoff)`;
 //! - durations are elapsed time, so a 2-hour window across a DST change still lasts 7200 s;
 //! - a recurring start in a skipped local hour moves to the end of the gap, and one in a
@@ -77,13 +77,13 @@ pub enum WindowRule {
     },
 }
 
-/// An interval in which no bundle starts, whatever the windows say.
+/// An interval in which no bundle starts, even inside a window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freeze {
     pub start_unix_s: i64,
     /// The freeze ends at this instant: a start exactly at `end_unix_s` may be allowed.
     pub end_unix_s: i64,
-    /// Why changes are frozen, such as `year-end closing`; shown in previews and denials.
+    /// The reason for the freeze, such as `year-end closing`, shown in previews and denials.
     pub reason: String,
 }
 
@@ -140,7 +140,7 @@ impl Window {
     }
 }
 
-/// The answer to "may a bundle start at this instant?".
+/// The decision whether a bundle may start at an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// A start is allowed; `window` is the window that allows it, the one with the latest
@@ -161,7 +161,7 @@ impl Decision {
     }
 }
 
-/// Why a start is denied.
+/// The reason a start is denied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
     /// The instant is before the schedule's `not_before`.
@@ -260,7 +260,7 @@ struct RecurringRule {
 }
 
 /// A validated [`CalendarSpec`], ready for queries. Building one parses every cron expression
-/// and the zone; the queries then never fail, they only find nothing.
+/// and the zone, so the queries return no errors, only empty results.
 #[derive(Debug, Clone)]
 pub struct Calendar {
     zone: Zone,

@@ -6,9 +6,9 @@
 //! Sunday. Ranges do not wrap around: `FRI-MON` is rejected, write `FRI-SUN,MON` instead.
 //! Macros such as `@daily` are not supported.
 //!
-//! Day of month and day of week combine as in Vixie cron and POSIX: when both fields are
-//! restricted, a day matches if either matches (OR); when either field starts with `*`, a day
-//! must match both (AND, where the `*` field matches every day or only its steps).
+//! Day of month and day of week combine as in Vixie cron and POSIX. When both fields are
+//! restricted, a day matches if either matches (OR). When either field starts with `*`, a day
+//! must match both (AND), where the `*` field matches every day or only its steps.
 //!
 //! An expression that can never fire, such as `0 2 30 2 *`, is rejected when it is parsed. The
 //! check is arithmetic over the month and day-of-month sets, so it takes no search.
@@ -38,7 +38,7 @@ pub struct CronExpr {
 /// Maximum length in bytes of a cron expression. Real expressions are a few dozen bytes.
 pub const MAX_CRON_LEN: usize = 200;
 
-/// Why a cron expression was rejected.
+/// The reason a cron expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CronError {
     #[error("invalid cron expression {expression:?}: {reason}")]
@@ -155,9 +155,9 @@ impl CronExpr {
 
     /// Rejects an expression whose day rule matches no date. Under the OR rule the day-of-week
     /// set alone matches a day every week. Under the AND rule a day matches when some month has
-    /// one of the listed days: every calendar date, 29 February included, falls on each day of
-    /// the week in some year of the 400-year Gregorian cycle, so the day-of-week set cannot
-    /// empty the match once a date exists.
+    /// one of the listed days. The day-of-week set cannot empty that match, because every
+    /// calendar date, 29 February included, falls on each day of the week in some year of the
+    /// 400-year Gregorian cycle.
     fn check_fires(&self) -> Result<(), CronError> {
         if self.uses_or_rule() {
             return Ok(());

@@ -1,7 +1,7 @@
 //! Maintenance-window arithmetic, shared by the agent and the server so that both reach the same
 //! instants to the second.
 //!
-//! A schedule's window part ([`CalendarSpec`]) holds recurring windows (a five-field cron
+//! A schedule's window part ([`CalendarSpec`]) contains recurring windows (a five-field cron
 //! expression, a duration and an optional cutoff, all in one IANA time zone), one-off windows,
 //! freezes that override every window, and a validity interval. [`Calendar::new`] validates it:
 //! an expression that can never fire, a fixed UTC offset in place of a zone name, or a cutoff

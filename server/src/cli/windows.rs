@@ -7,7 +7,7 @@
 //! edit checks the new entry at once (a cron expression that never fires, a cutoff longer than
 //! its window) and drops the signatures, because they cover the exact document. `windows
 //! export` writes the signed schedule file (magic `TGWS`, see
-//! `tidegate_protocol::trust::schedule`); every command that reads a schedule accepts either
+//! `tidegate_protocol::trust::schedule`). Every command that reads a schedule accepts either
 //! form, and `windows sign` writes back the form it read.
 //!
 //! Times given on the command line are either RFC 3339 with an offset (`2026-12-20T00:00:00Z`),
@@ -166,7 +166,7 @@ pub struct FreezeArgs {
     #[arg(long, value_name = "TIME")]
     pub end: String,
 
-    /// Why changes are frozen, shown in previews and in the agents' reports
+    /// The reason for the freeze, shown in previews and in the agents' reports
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
 }
@@ -221,7 +221,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
 
-    /// The schedule version the agent holds now; a lower or equal version is not accepted
+    /// The schedule version the agent has now; a lower or equal version is not accepted
     #[arg(long, value_name = "N")]
     pub current_version: Option<u64>,
 }
