@@ -34,8 +34,9 @@ use super::cron::{CronError, CronExpr};
 use super::zone::{Zone, ZoneError};
 use crate::trust::format_unix_s;
 
-/// Maximum duration of a recurring window. Enumeration starts this far before the queried
-/// instant to find a window that is still open, so it bounds the work of every query.
+/// Maximum duration of a recurring window. Enumeration starts as far before the queried
+/// instant as the longest window lasts, to find a window that is still open, so this bounds the
+/// work of every query.
 pub const MAX_WINDOW_DURATION: Duration = Duration::from_secs(7 * 86_400);
 
 /// Maximum number of window rules, recurring and one-off together, in one schedule.
@@ -267,6 +268,9 @@ pub struct Calendar {
     not_before_unix_s: i64,
     expires_unix_s: i64,
     recurring: Vec<RecurringRule>,
+    /// The longest duration of the recurring rules: enumeration starts this far before a
+    /// queried instant, to find a window that is still open.
+    max_duration_s: i64,
     /// Occurrences of the one-off rules, sorted.
     once: Vec<Window>,
     /// Sorted by start.
@@ -369,11 +373,17 @@ impl Calendar {
         let mut freezes = spec.freezes.clone();
         freezes.sort_by_key(|freeze| (freeze.start_unix_s, freeze.end_unix_s));
 
+        let max_duration_s = recurring
+            .iter()
+            .map(|rule| rule.duration_s)
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             zone,
             not_before_unix_s: spec.not_before_unix_s,
             expires_unix_s: spec.expires_unix_s,
             recurring,
+            max_duration_s,
             once,
             freezes,
         })
@@ -529,7 +539,7 @@ impl Calendar {
 
     /// Enumerates the windows that have not ended at `unix_s`, sorted by start.
     fn occurrences_from(&self, unix_s: i64) -> Occurrences<'_> {
-        let earliest_start = unix_s.saturating_sub(MAX_WINDOW_DURATION.as_secs() as i64);
+        let earliest_start = unix_s.saturating_sub(self.max_duration_s);
         // A day earlier still, because a local date can begin before the UTC one.
         let next_date = self
             .zone

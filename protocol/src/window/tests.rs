@@ -601,3 +601,67 @@ proptest! {
         let _ = CronExpr::parse(&text);
     }
 }
+
+#[test]
+fn dense_rules_and_many_freezes_stay_bounded() {
+    // The costliest schedule the limits allow in one rule: a window every minute lasting the
+    // maximum 7 days, and the maximum number of freezes, back to back with one-minute gaps.
+    let base = at("2026-06-01T00:00:00Z");
+    let freezes: Vec<Freeze> = (0..MAX_FREEZES as i64)
+        .map(|index| Freeze {
+            start_unix_s: base + index * 3660,
+            end_unix_s: base + index * 3660 + 3600,
+            reason: format!("freeze {index}"),
+        })
+        .collect();
+    let calendar = calendar(
+        "Europe/Berlin",
+        vec![recurring(
+            "* * * * *",
+            MAX_WINDOW_DURATION.as_secs() as u32,
+            None,
+        )],
+        freezes,
+    );
+    let started = Instant::now();
+    // Inside the first freeze: the first gap opens at base + 3600.
+    assert_eq!(calendar.next_allowed(base), Some(base + 3600));
+    let decision = calendar.decide(base + 10);
+    assert!(!decision.is_allowed());
+    assert_eq!(calendar.windows_from(base, 100).len(), 100);
+    let elapsed = started.elapsed();
+    assert!(elapsed.as_secs() < 5, "queries took {elapsed:?}");
+}
+
+#[test]
+fn daily_utc_window_after_clock_fix() {
+    // The agent side of the clock case: once the clock reads 2026-05-10T00:30Z, a daily 02:00
+    // UTC window valid in May 2026 next allows a start at 02:00Z that day.
+    let calendar = Calendar::new(&CalendarSpec {
+        zone: "UTC".into(),
+        not_before_unix_s: at("2026-05-01T00:00:00Z"),
+        expires_unix_s: at("2026-06-01T00:00:00Z"),
+        windows: vec![recurring("0 2 * * *", 3600, None)],
+        freezes: vec![],
+    })
+    .unwrap();
+    let fixed = at("2026-05-10T00:30:00Z");
+    assert_eq!(
+        calendar.decide(fixed),
+        Decision::Denied {
+            reason: DenyReason::OutsideWindows,
+            next_allowed_unix_s: Some(at("2026-05-10T02:00:00Z")),
+        }
+    );
+    // Read at 1970-01-01T00:00:10Z the schedule is not valid yet; an agent must not get this
+    // far with an untrusted clock, but the answer is still bounded and exact.
+    assert_eq!(
+        calendar.decide(10),
+        Decision::Denied {
+            reason: DenyReason::NotYetValid {
+                not_before_unix_s: at("2026-05-01T00:00:00Z")
+            },
+            next_allowed_unix_s: Some(at("2026-05-01T02:00:00Z")),
+        }
+    );
+}
