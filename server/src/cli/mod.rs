@@ -1,5 +1,6 @@
 //! The operator CLI `tidegate`: reads the fleet through the server's HTTP API and prints it, and
-//! manages signing keys, trust roots and bundles in files on the operator's machine.
+//! manages signing keys, trust roots, bundles and window schedules in files on the operator's
+//! machine.
 //!
 //! It never opens the store itself, so it works from any machine that reaches the API. Private
 //! keys never leave their files: only `bundle publish` sends anything, the signed bundle file.
@@ -11,6 +12,7 @@ mod fleet;
 pub mod format;
 mod keys;
 mod root;
+mod windows;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -22,6 +24,7 @@ pub use bundle::BundleCommand;
 pub use client::ApiClient;
 pub use keys::KeysCommand;
 pub use root::RootCommand;
+pub use windows::WindowsCommand;
 
 /// The server URL when neither `--server` nor `TIDEGATE_SERVER` sets one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8740";
@@ -59,6 +62,9 @@ pub enum Command {
     /// Build, sign, check, inspect and publish remediation bundles
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Define, preview, sign and check a tier's maintenance windows and freezes
+    #[command(subcommand)]
+    Windows(WindowsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +160,8 @@ pub enum CliError {
     Root(#[from] root::RootCommandError),
     #[error(transparent)]
     Bundle(#[from] bundle::BundleCommandError),
+    #[error(transparent)]
+    Windows(#[from] windows::WindowsCommandError),
 }
 
 /// The environment and clock a command reads, passed in so tests can fix them.
@@ -208,6 +216,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Keys(command) => keys::run(command, out),
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
+        Command::Windows(command) => windows::run(command, context, out),
     }
 }
 
