@@ -278,6 +278,10 @@ fn handle_order(
             }
             ticker.reset_immediately();
         }
+        OrderBody::Schedule { .. } => {
+            // Window enforcement is not part of this agent build, so a schedule changes nothing.
+            tracing::warn!(order_id = %order.order_id, "ignored a window schedule: this agent does not enforce windows");
+        }
     }
 }
 

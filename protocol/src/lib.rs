@@ -13,6 +13,7 @@ pub mod message;
 pub mod topics;
 pub mod trust;
 pub mod version;
+pub mod window;
 
 pub use envelope::{decode, encode, DecodeError, EncodeError};
 pub use ids::{AgentId, BootId, InvalidId, OrderId};

@@ -3,7 +3,8 @@
 //! This module owns the trust decisions an agent makes before it touches a host. [`keys`] defines
 //! which keys exist and what each may sign, and [`root`] how the list of keys moves from one
 //! version to the next. [`bundle`] defines what a bundle file contains, and [`verify`] whether an
-//! agent may apply one. It is pure logic over bytes: it reads no files and no clock, and it draws random
+//! agent may apply one. [`schedule`] defines the signed maintenance-window schedules and whether an
+//! agent takes one. It is pure logic over bytes: it reads no files and no clock, and it draws random
 //! numbers only from a generator the caller passes in. The caller reads `now` once, decides
 //! whether its clock is trustworthy, stores the pinned root and the per-stream high-water marks,
 //! and acts on the verdict.
@@ -16,11 +17,12 @@
 //! manifest) must be in canonical postcard encoding, so one document has exactly one byte form and
 //! one hash.
 
-mod codec;
+pub(crate) mod codec;
 
 pub mod bundle;
 pub mod keys;
 pub mod root;
+pub mod schedule;
 pub mod verify;
 
 pub use bundle::{
@@ -36,6 +38,10 @@ pub use keys::{
 pub use root::{
     verify_initial_root, verify_root_update, RootError, SignedTrustRoot, Thresholds,
     TierThresholds, TrustRoot,
+};
+pub use schedule::{
+    verify_schedule, ScheduleDocument, ScheduleError, ScheduleHash, ScheduleVerdict,
+    SignedSchedule, MAX_SCHEDULE_DOCUMENT_BYTES, MAX_SCHEDULE_FILE_BYTES,
 };
 pub use verify::{
     verify_bundle, verify_signatures, BundleVerdict, ClockTrust, HighWater, RejectRule,
@@ -107,7 +113,7 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Formats seconds since the Unix epoch as an RFC 3339 UTC timestamp, such as
 /// `2026-06-01T00:00:00Z`, for messages that a person reads.
-pub(crate) fn format_unix_s(unix_s: i64) -> String {
+pub fn format_unix_s(unix_s: i64) -> String {
     let days = unix_s.div_euclid(86_400);
     let second_of_day = unix_s.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);

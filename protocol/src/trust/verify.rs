@@ -132,6 +132,11 @@ pub enum RejectRule {
     Rollback,
     /// The sequence equals the stream's high-water mark, but the bundle hash differs.
     SequenceReused,
+    /// A schedule decodes but breaks a rule of its own, such as a cron expression that never
+    /// fires.
+    InvalidSchedule,
+    /// A schedule is for another tier or site than the agent's.
+    WrongTarget,
 }
 
 impl RejectRule {
@@ -153,6 +158,8 @@ impl RejectRule {
             Self::Expired => "expired",
             Self::Rollback => "rollback",
             Self::SequenceReused => "sequence-reused",
+            Self::InvalidSchedule => "invalid-schedule",
+            Self::WrongTarget => "wrong-target",
         }
     }
 }
