@@ -11,6 +11,7 @@ mod fleet;
 pub mod format;
 mod keys;
 mod root;
+mod windows_server;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Build, sign, check, inspect and publish remediation bundles
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Publish maintenance-window schedules and list each tier's next windows
+    #[command(subcommand)]
+    Windows(windows_server::WindowsServerCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +145,8 @@ pub enum CliError {
     Root(#[from] root::RootCommandError),
     #[error(transparent)]
     Bundle(#[from] bundle::BundleCommandError),
+    #[error(transparent)]
+    WindowsServer(#[from] windows_server::WindowsServerError),
 }
 
 /// The environment and clock a command reads, passed in so tests can fix them.
@@ -194,6 +200,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Keys(command) => keys::run(command, out),
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
+        Command::Windows(command) => windows_server::run(command, &client, context, out),
     }
 }
 

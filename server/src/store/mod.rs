@@ -8,6 +8,7 @@
 //! full report.
 
 pub mod publications;
+pub mod schedules;
 mod read;
 mod schema;
 mod write;
