@@ -409,3 +409,150 @@ pub fn bundles_earliest(
 
 /// The largest schedule file `POST /api/v1/schedules` reads.
 pub const MAX_PUBLISHED_SCHEDULE_BYTES: usize = MAX_SCHEDULE_FILE_BYTES;
+
+#[cfg(test)]
+mod tests {
+    use tidegate_protocol::trust::ScheduleDocument;
+    use tidegate_protocol::window::{CalendarSpec, Freeze, WindowRule};
+
+    use super::*;
+
+    /// 2026-10-20T12:00:00Z, a Tuesday. Berlin leaves summer time on Sunday 2026-10-25.
+    const NOW: i64 = 1_792_497_600;
+    /// Saturday 2026-10-24T00:00:00Z, 02:00 CEST.
+    const SAT_24: i64 = 1_792_800_000;
+    /// Saturday 2026-10-31T01:00:00Z, 02:00 CET.
+    const SAT_31: i64 = 1_793_408_400;
+    /// 2026-10-23T00:00:00Z to 2026-10-26T00:00:00Z.
+    const FREEZE: (i64, i64) = (1_792_713_600, 1_792_972_800);
+
+    /// Version 3 of `plant-floor`'s schedule: Saturdays 02:00 Berlin for 4 hours, the last
+    /// 30 minutes without new starts, and a freeze over the weekend of 2026-10-24.
+    fn stored(freezes: Vec<Freeze>) -> StoredSchedule {
+        let document = ScheduleDocument {
+            tier: "plant-floor".into(),
+            site: None,
+            version: 3,
+            calendar: CalendarSpec {
+                zone: "Europe/Berlin".into(),
+                // 2026-10-01T00:00:00Z to 2027-01-01T00:00:00Z.
+                not_before_unix_s: 1_790_812_800,
+                expires_unix_s: 1_798_761_600,
+                windows: vec![WindowRule::Recurring {
+                    cron: "0 2 * * SAT".into(),
+                    duration_s: 4 * 3600,
+                    cutoff_s: Some(1800),
+                }],
+                freezes,
+            },
+        };
+        let file = SignedSchedule::new(&document).unwrap().encode().unwrap();
+        StoredSchedule {
+            tier: "plant-floor".into(),
+            site: None,
+            version: 3,
+            schedule_hash: String::new(),
+            file,
+            signers: vec![],
+            publisher: "ot@desk".into(),
+            published_at_unix_s: NOW,
+        }
+    }
+
+    fn audit() -> Freeze {
+        Freeze {
+            start_unix_s: FREEZE.0,
+            end_unix_s: FREEZE.1,
+            reason: "plant audit".into(),
+        }
+    }
+
+    #[test]
+    fn windows_cross_the_dst_change() {
+        let listed = tier_windows(&stored(vec![audit()]), NOW, 14).unwrap();
+        assert_eq!(listed.zone, "Europe/Berlin");
+        assert_eq!(listed.schedule_version, 3);
+        assert_eq!(
+            listed.windows,
+            vec![
+                WindowSpan {
+                    start_unix_s: SAT_24,
+                    cutoff_unix_s: SAT_24 + 3 * 3600 + 1800,
+                    end_unix_s: SAT_24 + 4 * 3600,
+                },
+                WindowSpan {
+                    start_unix_s: SAT_31,
+                    cutoff_unix_s: SAT_31 + 3 * 3600 + 1800,
+                    end_unix_s: SAT_31 + 4 * 3600,
+                },
+            ]
+        );
+        assert_eq!(
+            listed.freezes,
+            vec![FreezeSpan {
+                start_unix_s: FREEZE.0,
+                end_unix_s: FREEZE.1,
+                reason: "plant audit".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn window_days_bound_the_list() {
+        // Four days from Tuesday noon end on Saturday noon: only 2026-10-24 starts before.
+        let listed = tier_windows(&stored(vec![]), NOW, 4).unwrap();
+        assert_eq!(listed.windows.len(), 1);
+        assert_eq!(listed.windows[0].start_unix_s, SAT_24);
+        // A window still open at now is listed.
+        let listed = tier_windows(&stored(vec![]), SAT_24 + 3600, 1).unwrap();
+        assert_eq!(listed.windows[0].start_unix_s, SAT_24);
+        // A freeze that starts after the horizon is left out.
+        let listed = tier_windows(&stored(vec![audit()]), NOW, 2).unwrap();
+        assert!(listed.freezes.is_empty());
+    }
+
+    #[test]
+    fn window_days_are_checked() {
+        assert_eq!(parse_window_days(None), Ok(14));
+        assert_eq!(parse_window_days(Some("1")), Ok(1));
+        assert_eq!(parse_window_days(Some("62")), Ok(62));
+        for bad in ["0", "63", "-1", "two", ""] {
+            let error = parse_window_days(Some(bad)).unwrap_err();
+            assert!(error.contains("from 1 to 62"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn earliest_start_skips_the_freeze() {
+        let calendar = stored_calendar(&stored(vec![audit()])).unwrap();
+        // 2026-10-24T01:00Z is inside the window of the 24th and inside the freeze.
+        let not_before = SAT_24 + 3600;
+        let expires = 1_795_996_800; // 2026-11-30T00:00:00Z
+        assert_eq!(
+            earliest_start(&calendar, NOW, not_before, expires),
+            Some(SAT_31)
+        );
+        // Without the freeze it starts at its not_before, inside the window.
+        let open = stored_calendar(&stored(vec![])).unwrap();
+        assert_eq!(
+            earliest_start(&open, NOW, not_before, expires),
+            Some(not_before)
+        );
+        // Now inside a window and past not_before: now.
+        assert_eq!(
+            earliest_start(&open, SAT_24 + 60, SAT_24 - 86_400, expires),
+            Some(SAT_24 + 60)
+        );
+        // Expiring on 2026-10-30, before the next window after the freeze.
+        assert_eq!(
+            earliest_start(&calendar, NOW, not_before, 1_793_318_400),
+            None
+        );
+        // Expiring exactly at the window's start: expires <= start means expired.
+        assert_eq!(earliest_start(&calendar, NOW, not_before, SAT_31), None);
+        assert_eq!(
+            earliest_start(&calendar, NOW, not_before, SAT_31 + 1),
+            Some(SAT_31)
+        );
+    }
+}
