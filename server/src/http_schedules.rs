@@ -254,14 +254,14 @@ async fn list_windows(
     let now = state.clock.now_unix_s();
     let schedules = state.schedules.clone();
     let listed = tokio::task::spawn_blocking(move || {
-        let stored = schedules
-            .current_all()
-            .map_err(|error| error.to_string())?;
+        let stored = schedules.current_all().map_err(|error| error.to_string())?;
         let mut tiers = Vec::new();
-        for schedule in stored
-            .iter()
-            .filter(|schedule| query.tier.as_ref().is_none_or(|tier| &schedule.tier == tier))
-        {
+        for schedule in stored.iter().filter(|schedule| {
+            query
+                .tier
+                .as_ref()
+                .is_none_or(|tier| &schedule.tier == tier)
+        }) {
             tiers.push(tier_windows(schedule, now, days).map_err(|error| error.to_string())?);
         }
         Ok::<_, String>(WindowsResponse { tiers })
@@ -279,9 +279,7 @@ async fn list_earliest(State(state): State<ScheduleState>) -> Response {
     let schedules = state.schedules.clone();
     let reader = state.reader.clone();
     let listed = tokio::task::spawn_blocking(move || {
-        let stored = schedules
-            .current_all()
-            .map_err(|error| error.to_string())?;
+        let stored = schedules.current_all().map_err(|error| error.to_string())?;
         let mut calendars = Vec::with_capacity(stored.len());
         for schedule in stored {
             let calendar = stored_calendar(&schedule).map_err(|error| error.to_string())?;

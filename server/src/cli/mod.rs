@@ -200,7 +200,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Keys(command) => keys::run(command, out),
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
-        Command::Windows(command) => windows_server::run(command, &client, context, out),
+        Command::Windows(command) => windows_server::run(command, &client, out),
     }
 }
 

@@ -16,7 +16,7 @@ use tidegate_protocol::window::Zone;
 
 use super::format::render_table;
 use super::keys::{self, count_noun, FileError};
-use super::{ApiClient, CliError, Context};
+use super::{ApiClient, CliError};
 use crate::http_schedules::{ScheduleErrorResponse, SchedulePublishResponse};
 use crate::schedules::{
     EarliestResponse, EarliestStatus, TierWindows, WindowsResponse, DEFAULT_WINDOW_DAYS,
@@ -99,12 +99,11 @@ pub enum WindowsServerError {
 pub fn run(
     command: WindowsServerCommand,
     client: &ApiClient,
-    context: &Context,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     match command {
         WindowsServerCommand::Publish(args) => publish(&args, client, out),
-        WindowsServerCommand::List(args) => list(&args, client, context, out),
+        WindowsServerCommand::List(args) => list(&args, client, out),
     }
 }
 
@@ -186,12 +185,7 @@ fn publish(args: &PublishArgs, client: &ApiClient, out: &mut dyn Write) -> Resul
     Ok(())
 }
 
-fn list(
-    args: &ListArgs,
-    client: &ApiClient,
-    context: &Context,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
+fn list(args: &ListArgs, client: &ApiClient, out: &mut dyn Write) -> Result<(), CliError> {
     let mut windows_path = format!("/api/v1/windows?days={}", args.days);
     if let Some(tier) = &args.tier {
         windows_path.push_str(&format!("&tier={}", encode_query_value(tier)));
@@ -234,7 +228,7 @@ fn list(
     }
 
     writeln!(out)?;
-    write_earliest(&earliest, context, out)?;
+    write_earliest(&earliest, out)?;
     Ok(())
 }
 
@@ -308,11 +302,7 @@ fn write_tier(tier: &TierWindows, days: u32, out: &mut dyn Write) -> Result<(), 
     Ok(())
 }
 
-fn write_earliest(
-    earliest: &EarliestResponse,
-    context: &Context,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
+fn write_earliest(earliest: &EarliestResponse, out: &mut dyn Write) -> Result<(), CliError> {
     if earliest.bundles.is_empty() {
         writeln!(out, "no published bundle waits")?;
         return Ok(());
@@ -336,7 +326,7 @@ fn write_earliest(
                 (EarliestStatus::Scheduled, Some(start)) => format!(
                     "{} ({})",
                     format_unix_s(start),
-                    super::format::relative_time(context.now_unix_s, start)
+                    super::format::relative_time(earliest.now_unix_s, start)
                 ),
                 (EarliestStatus::NoSchedule, _) => "never: the tier has no schedule".to_owned(),
                 _ => format!(

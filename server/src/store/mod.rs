@@ -8,8 +8,8 @@
 //! full report.
 
 pub mod publications;
-pub mod schedules;
 mod read;
+pub mod schedules;
 mod schema;
 mod write;
 

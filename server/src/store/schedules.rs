@@ -160,7 +160,9 @@ impl Schedules {
         let signers = serde_json::to_string(&schedule.signers).expect("strings always encode");
         transaction
             .execute(
-                &format!("INSERT INTO schedules ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                &format!(
+                    "INSERT INTO schedules ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ),
                 params![
                     schedule.tier,
                     schedule.site,
@@ -296,21 +298,15 @@ mod tests {
         schedules
             .record(&schedule("plant", Some("hamburg"), 1))
             .unwrap();
-        schedules
-            .record(&schedule("plant", None, 3))
-            .unwrap();
+        schedules.record(&schedule("plant", None, 3)).unwrap();
 
-        let error = schedules
-            .record(&schedule("plant", None, 2))
-            .unwrap_err();
+        let error = schedules.record(&schedule("plant", None, 2)).unwrap_err();
         assert_eq!(
             error.to_string(),
             "schedule version 2 for tier plant is not newer than the stored version 3; publish \
              a higher version"
         );
-        let error = schedules
-            .record(&schedule("plant", None, 3))
-            .unwrap_err();
+        let error = schedules.record(&schedule("plant", None, 3)).unwrap_err();
         assert!(matches!(
             error,
             ScheduleStoreError::NotNewer {
