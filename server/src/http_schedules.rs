@@ -4,12 +4,17 @@
 //!   (`application/octet-stream`) with the publisher's name in `X-Tidegate-Publisher`. The file
 //!   is checked against the server's trust root as an agent of its tier and site would check it
 //!   ([`crate::schedules::check_schedule`]), stored byte for byte, and sent in a
-//!   [`OrderBody::Schedule`] order, not retained, to every known agent of its tier. `201` with a
-//!   [`SchedulePublishResponse`]; `200` with the same body when the file is already the current
-//!   schedule of its target (it is sent again); `409` with `{"error", "rule": "not-newer"}` when
-//!   the target already has this version or a higher one; `422` with `{"error", "rule"}` when a
-//!   check fails, naming the rule (`bad-signature`, `wrong-role`, `threshold`, ...); `503` when
-//!   the server has no trust root. Callers need the role `ot`.
+//!   [`OrderBody::Schedule`] order, not retained, to every known agent of its tier. Responses:
+//!   - `201` with a [`SchedulePublishResponse`];
+//!   - `200` with the same body when the file is already the current schedule of its target,
+//!     which is sent again;
+//!   - `409` with `{"error", "rule": "not-newer"}` when the target already has this version or a
+//!     higher one;
+//!   - `422` with `{"error", "rule"}` naming the check that failed (`bad-signature`,
+//!     `wrong-role`, `threshold`, ...);
+//!   - `503` when the server has no trust root.
+//!
+//!   Callers need the role `ot`.
 //! - `GET /api/v1/windows?days=14[&tier=T]`: the windows and freezes of every current schedule
 //!   (or of tier `T`'s) in the next `days` days (1 to 62, 14 by default) from the server's
 //!   clock, as a [`WindowsResponse`]; `400` for another `days`. At most 1,000 windows per
@@ -43,8 +48,8 @@ use crate::schedules::{
 use crate::store::schedules::{ScheduleStoreError, Schedules, StoredSchedule};
 use crate::store::StoreReader;
 
-/// What the schedule routes need: the trust root publications are checked against (shared with
-/// trust root rotation), the schedule store, the fleet, the order sender and the clock.
+/// The state of the schedule routes: the trust root publications are checked against (shared
+/// with trust root rotation), the schedule store, the fleet, the order sender and the clock.
 #[derive(Clone)]
 pub struct ScheduleState {
     pub root: Arc<RwLock<Option<TrustRoot>>>,

@@ -2,7 +2,7 @@
 //! published, each tier's next windows and freezes, and the earliest instant at which each
 //! waiting bundle can start on each tier.
 //!
-//! The server holds no OT key and never changes a schedule file: it checks a file as an agent of
+//! The server has no OT key and never changes a schedule file. It checks a file as an agent of
 //! the file's tier and site would, with [`verify_schedule`] against the server's trust root, so
 //! the fleet is spared a file no agent would take. Every agent verifies the same bytes again
 //! against its own pinned root, and decides from them alone when a bundle may start; the instants
@@ -19,12 +19,12 @@ use tidegate_protocol::window::{Calendar, MAX_QUERY_WINDOWS};
 
 use crate::store::schedules::{describe_target, StoredSchedule};
 
-/// The number of days `GET /api/v1/windows` looks ahead when the request does not say.
+/// The number of days `GET /api/v1/windows` looks ahead when the request gives no `days`.
 pub const DEFAULT_WINDOW_DAYS: u32 = 14;
 
-/// The longest look-ahead of `GET /api/v1/windows`, in days: two months, enough to plan a
-/// rollout and small enough that a schedule with a window every hour stays below
-/// [`MAX_QUERY_WINDOWS`] windows.
+/// The maximum look-ahead of `GET /api/v1/windows`, in days: two months, enough to plan a
+/// rollout. A schedule with more than [`MAX_QUERY_WINDOWS`] windows in that time (more than 16
+/// a day) is listed up to its first [`MAX_QUERY_WINDOWS`].
 pub const MAX_WINDOW_DAYS: u32 = 62;
 
 /// A schedule file that passed the publication check.
@@ -47,7 +47,7 @@ impl CheckedSchedule {
     }
 }
 
-/// Why a schedule file is not published.
+/// A reason a schedule file is not published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleCheckError {
     #[error(
@@ -235,7 +235,7 @@ pub fn stored_calendar(schedule: &StoredSchedule) -> Result<Calendar, StoredSche
 
 /// Lists the windows of `schedule` that are open at `now_unix_s` or start within `days` days
 /// of it (at most [`MAX_QUERY_WINDOWS`]), and the freezes that have not ended by then and start
-/// within the same days. Windows inside a freeze are listed too: the freezes say which starts
+/// within the same days. Windows inside a freeze are listed too: the freezes show which starts
 /// they deny.
 pub fn tier_windows(
     schedule: &StoredSchedule,
@@ -310,7 +310,7 @@ pub struct TierEarliest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EarliestStatus {
-    /// `earliest_start_unix_s` holds the instant.
+    /// `earliest_start_unix_s` contains the instant.
     Scheduled,
     /// No window allows a start between now (or the bundle's `not_before`) and its expiry.
     NoneBeforeExpiry,

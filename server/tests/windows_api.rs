@@ -271,7 +271,8 @@ impl WindowsServer {
     }
 }
 
-/// The schedule files among the publishes `agent` receives until `deadline`.
+/// Collects the schedule files among the publishes `agent` receives until `deadline`, or until
+/// the first one with `stop_at_first`.
 async fn schedule_orders(
     agent: &mut TestAgent,
     deadline: Instant,
@@ -424,8 +425,8 @@ async fn schedule_publication_reaches_its_tier() {
     server.stop().await;
 }
 
-/// A bundle of one sysctl step for `tiers`, valid in `[not_before, expires)`, signed by
-/// `signer`, recorded in the store as if published.
+/// Records in the store, as if published, a bundle of one sysctl step for `tiers`, valid in
+/// `[not_before, expires)` and signed by `signer`.
 fn record_bundle(
     publications: &Publications,
     signer: &SigningKey,

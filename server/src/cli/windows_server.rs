@@ -1,7 +1,7 @@
 //! `tidegate windows publish` and `tidegate windows list`: the parts of `tidegate windows` that
 //! talk to the server.
 //!
-//! `publish` sends a signed schedule file, byte for byte, to `POST /api/v1/schedules`; the server
+//! `publish` sends a signed schedule file, byte for byte, to `POST /api/v1/schedules`. The server
 //! checks it against its trust root, stores it and sends it to the agents of its tier. `list`
 //! reads `GET /api/v1/windows` and `GET /api/v1/bundles/earliest` and prints each tier's next
 //! windows in the zone's local time and in UTC, its freezes, and for each bundle that waits the
@@ -48,7 +48,7 @@ pub struct PublishArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// Who publishes, recorded by the server [default: $USER@hostname]
+    /// Name of the publisher, recorded by the server [default: $USER@hostname]
     #[arg(long, value_name = "NAME")]
     pub publisher: Option<String>,
 }
