@@ -522,6 +522,98 @@ mod tests {
         }
     }
 
+    /// An unsigned bundle file for `tiers`, valid in `[not_before, expires)`.
+    fn bundle(id: &str, tiers: &[&str], not_before: i64, expires: i64) -> Vec<u8> {
+        use tidegate_protocol::trust::{
+            BundleFile, BundleId, BundleManifest, Step, StreamName, TargetSelector,
+        };
+        let manifest = BundleManifest {
+            bundle_id: BundleId::parse(id).unwrap(),
+            stream: StreamName::parse("baseline").unwrap(),
+            sequence: 1,
+            not_before_unix_s: not_before,
+            expires_unix_s: expires,
+            target: TargetSelector {
+                tiers: tiers.iter().map(|tier| tier.to_string()).collect(),
+                ..TargetSelector::default()
+            },
+            steps: vec![Step::Sysctl {
+                key: "net.ipv4.tcp_syncookies".into(),
+                value: "1".into(),
+            }],
+            payloads: vec![],
+        };
+        BundleFile::new(&manifest, vec![])
+            .unwrap()
+            .encode()
+            .unwrap()
+    }
+
+    #[test]
+    fn bundle_without_tiers_targets_known_tiers() {
+        let tier = stored(vec![audit()]);
+        let mut site = stored(vec![]);
+        site.site = Some("hamburg".into());
+        site.version = 1;
+        let mut lab_site = stored(vec![]);
+        lab_site.tier = "lab".into();
+        lab_site.site = Some("bremen".into());
+        let schedules: Vec<(StoredSchedule, Calendar)> = [tier, site, lab_site]
+            .into_iter()
+            .map(|schedule| {
+                let calendar = stored_calendar(&schedule).unwrap();
+                (schedule, calendar)
+            })
+            .collect();
+        let known = vec!["lab".to_owned(), "plant-floor".to_owned()];
+        let files = vec![
+            bundle("everywhere", &[], NOW - 60, 1_795_996_800),
+            // Expired at now: left out.
+            bundle("old", &["plant-floor"], NOW - 7200, NOW),
+        ];
+
+        let listed = bundles_earliest(&files, &schedules, &known, NOW);
+
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].bundle_id, "everywhere");
+        let entry = |tier: &str, site: Option<&str>, version, start, status| TierEarliest {
+            tier: tier.into(),
+            site: site.map(str::to_owned),
+            schedule_version: version,
+            earliest_start_unix_s: start,
+            status,
+        };
+        assert_eq!(
+            listed[0].tiers,
+            vec![
+                // The lab tier has only a site schedule, so agents without that site wait forever.
+                entry("lab", None, None, None, EarliestStatus::NoSchedule),
+                entry(
+                    "lab",
+                    Some("bremen"),
+                    Some(3),
+                    Some(SAT_24),
+                    EarliestStatus::Scheduled
+                ),
+                // The tier's own schedule freezes 2026-10-24; its site's schedule does not.
+                entry(
+                    "plant-floor",
+                    None,
+                    Some(3),
+                    Some(SAT_31),
+                    EarliestStatus::Scheduled
+                ),
+                entry(
+                    "plant-floor",
+                    Some("hamburg"),
+                    Some(1),
+                    Some(SAT_24),
+                    EarliestStatus::Scheduled
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn earliest_start_skips_the_freeze() {
         let calendar = stored_calendar(&stored(vec![audit()])).unwrap();

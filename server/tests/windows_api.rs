@@ -527,6 +527,42 @@ async fn earliest_start_waits_for_window_after_freeze() {
     );
     assert!(stdout.contains("publisher: alice@plant"), "{stdout}");
 
+    // An older version, and a draft that was never exported, fail with the reason.
+    std::fs::write(
+        work.path().join("old.tgws"),
+        schedule(2, vec![], &[&keys.ot1]),
+    )
+    .unwrap();
+    std::fs::write(work.path().join("draft.json"), "{}").unwrap();
+    let dir = work.path().to_owned();
+    let base_for_errors = base.clone();
+    let (old, draft) = tokio::task::spawn_blocking(move || {
+        let server = ["--server", base_for_errors.as_str()];
+        let old = tidegate(
+            &dir,
+            &[&server[..], &["windows", "publish", "old.tgws"]].concat(),
+        );
+        let draft = tidegate(
+            &dir,
+            &[&server[..], &["windows", "publish", "draft.json"]].concat(),
+        );
+        (old, draft)
+    })
+    .await
+    .unwrap();
+    assert_eq!(old.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        stderr.contains("(409, rule not-newer): schedule version 2 for tier plant-floor is not newer than the stored version 3"),
+        "{stderr}"
+    );
+    assert_eq!(draft.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&draft.stderr);
+    assert!(
+        stderr.contains("draft.json is not a signed schedule file"),
+        "{stderr}"
+    );
+
     let publications = Publications::open(&server.db).unwrap();
     // Its not_before, Saturday 2026-10-24T01:00Z, is inside a window but also inside the freeze,
     // so it waits for the next window after the freeze: 2026-10-31T01:00Z.
