@@ -701,3 +701,33 @@ async fn earliest_start_waits_for_window_after_freeze() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publication_without_trust_root_is_unavailable() {
+    let keys = Keys::generate();
+    let server = TestServer::embedded().await;
+    let url = format!("http://{}/api/v1/schedules", server.http);
+    let file = schedule(1, vec![], &[&keys.ot1]);
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let response = ureq::post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(&file[..])
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.into_body().read_json::<Value>().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--trust-root FILE"),
+        "{body}"
+    );
+    server.stop().await;
+}
