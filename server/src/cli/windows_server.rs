@@ -379,6 +379,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn list_days_are_bounded() {
+        use clap::Parser;
+
+        let parse = |days: &str| {
+            super::super::Cli::try_parse_from(["tidegate", "windows", "list", "--days", days])
+        };
+        for days in ["1", "62"] {
+            assert!(parse(days).is_ok(), "--days {days} was rejected");
+        }
+        for days in ["0", "63", "x"] {
+            let error = parse(days).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "--days {days}");
+        }
+    }
+
+    #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(encode_query_value("plant-floor_2"), "plant-floor_2");
         assert_eq!(encode_query_value("a b&c"), "a%20b%26c");
