@@ -22,7 +22,7 @@
 //! - `GET /api/v1/bundles/earliest`: for each published bundle that has not expired, the
 //!   earliest instant it can start on each tier it targets, as an [`EarliestResponse`].
 //!
-//! Agents know no site yet, so a site's schedule is sent to every agent of its tier; each agent
+//! Agents report no site yet, so a site's schedule is sent to every agent of its tier. Each agent
 //! keeps only the schedules of its own tier and site. Orders that do not reach the broker are not
 //! retried here: [`crate::store::schedules::latest_schedule_files_for`] returns what an agent
 //! should hold, for the code that sends it again on reconnect.
