@@ -2,7 +2,8 @@
 //! manages signing keys, trust roots and bundles in files on the operator's machine.
 //!
 //! It never opens the store itself, so it works from any machine that reaches the API. Private
-//! keys never leave their files: only `bundle publish` sends anything, the signed bundle file.
+//! keys never leave their files: only `bundle publish` and `windows publish` send anything, the
+//! signed file.
 //! Exit codes: 0 on success, 1 on an error, 2 on invalid usage (clap exits with 2 itself).
 
 mod bundle;
