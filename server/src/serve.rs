@@ -87,6 +87,8 @@ pub enum ServeError {
     OpenPublications(#[from] crate::store::publications::PublicationError),
     #[error(transparent)]
     OpenOwners(#[from] crate::store::owners::OwnerError),
+    #[error(transparent)]
+    OpenSchedules(#[from] crate::store::schedules::ScheduleStoreError),
     #[error("failed to open the store for reading: {0}")]
     OpenReader(StoreError),
     #[error("the store open task failed: {0}")]
@@ -184,6 +186,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         max_packet_bytes: config.mqtt_max_packet_bytes,
         ..IngestConfig::new(broker_url)
     };
+    let clock = deps.clock.clone();
     let ingest = ingest::start(ingest_config, store, deps)?;
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
@@ -191,14 +194,23 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         publications: publications.clone(),
         owners,
     };
+    let trust_root = Arc::new(std::sync::RwLock::new(trust_root));
     let publish_state = crate::http_publish::PublishState {
-        root: Arc::new(std::sync::RwLock::new(trust_root)),
+        root: trust_root.clone(),
         publications,
         reader: reader.clone(),
         orders: ingest.order_sender(),
     };
+    let schedule_state = crate::http_schedules::ScheduleState {
+        root: trust_root,
+        schedules: crate::store::schedules::Schedules::open(&config.db_path)?,
+        reader: reader.clone(),
+        orders: ingest.order_sender(),
+        clock,
+    };
     let app = crate::http::router(reader)
         .merge(crate::http_publish::router(publish_state))
+        .merge(crate::http_schedules::router(schedule_state))
         .merge(crate::http_console::router(console_state));
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)

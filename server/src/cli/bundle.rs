@@ -732,7 +732,7 @@ fn join_key_ids(key_ids: &[KeyId]) -> String {
 }
 
 /// Returns `$USER@hostname`, with `unknown` for a part that cannot be read.
-fn default_publisher() -> String {
+pub(super) fn default_publisher() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()

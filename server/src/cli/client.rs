@@ -149,7 +149,7 @@ impl ApiClient {
     }
 
     /// Sends a GET request and decodes the JSON body. Returns `None` on 404.
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
+    pub(super) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
         let url = self.url(path);
         let mut response = match self.agent.get(&url).call() {
             Ok(response) => response,

@@ -3,7 +3,8 @@
 //! machine.
 //!
 //! It never opens the store itself, so it works from any machine that reaches the API. Private
-//! keys never leave their files: only `bundle publish` sends anything, the signed bundle file.
+//! keys never leave their files: only `bundle publish` and `windows publish` send anything, the
+//! signed file.
 //! Exit codes: 0 on success, 1 on an error, 2 on invalid usage (clap exits with 2 itself).
 
 mod bundle;
@@ -13,6 +14,7 @@ pub mod format;
 mod keys;
 mod root;
 mod windows;
+mod windows_server;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -162,6 +164,8 @@ pub enum CliError {
     Bundle(#[from] bundle::BundleCommandError),
     #[error(transparent)]
     Windows(#[from] windows::WindowsCommandError),
+    #[error(transparent)]
+    WindowsServer(#[from] windows_server::WindowsServerError),
 }
 
 /// The environment and clock a command reads, passed in so tests can fix them.
@@ -216,7 +220,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Keys(command) => keys::run(command, out),
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
-        Command::Windows(command) => windows::run(command, context, out),
+        Command::Windows(command) => windows::run(command, &client, context, out),
     }
 }
 

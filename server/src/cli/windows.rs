@@ -75,6 +75,8 @@ pub enum WindowsCommand {
     Show(FileArgs),
     /// Write the signed schedule file that is published to the agents
     Export(ExportArgs),
+    #[command(flatten)]
+    Server(super::windows_server::WindowsServerCommand),
 }
 
 #[derive(Debug, Args)]
@@ -569,6 +571,7 @@ struct LoadedSchedule {
 
 pub fn run(
     command: WindowsCommand,
+    client: &super::client::ApiClient,
     context: &Context,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -582,6 +585,7 @@ pub fn run(
         WindowsCommand::Verify(args) => verify(&args, context, out),
         WindowsCommand::Show(args) => show(&args, out),
         WindowsCommand::Export(args) => export(&args, out),
+        WindowsCommand::Server(command) => super::windows_server::run(command, client, out),
     }
 }
 

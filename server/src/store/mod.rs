@@ -10,6 +10,7 @@
 pub mod owners;
 pub mod publications;
 mod read;
+pub mod schedules;
 mod schema;
 mod write;
 

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES, V3_OWNERS];
+const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES, V3_OWNERS, V4_SCHEDULES];
 
 /// The schema version this build writes and reads.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -50,6 +50,27 @@ CREATE TABLE published_bundles (
     published_at_unix_s INTEGER NOT NULL,
     PRIMARY KEY (stream, sequence)
 );
+";
+
+const V4_SCHEDULES: &str = "
+-- Every published maintenance-window schedule version, byte for byte as the OT key holders signed
+-- it. The row with the highest version of a (tier, site) is that target's current schedule.
+CREATE TABLE schedules (
+    tier TEXT NOT NULL,
+    -- NULL for the schedule of the whole tier.
+    site TEXT,
+    version INTEGER NOT NULL,
+    -- SHA-256 of the signed document bytes, in lowercase hex.
+    schedule_hash TEXT NOT NULL,
+    file BLOB NOT NULL,
+    -- A JSON array of the signers' key ids.
+    signers TEXT NOT NULL,
+    publisher TEXT NOT NULL,
+    published_at_unix_s INTEGER NOT NULL
+);
+
+-- Site names are never empty, so '' stands for the whole tier without colliding with a site.
+CREATE UNIQUE INDEX schedules_by_target ON schedules (tier, coalesce(site, ''), version);
 ";
 
 const V1_FLEET: &str = "
