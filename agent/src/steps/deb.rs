@@ -569,9 +569,9 @@ pub(super) fn apply(step: &Step, cx: &StepContext<'_>) -> Result<(), StepError> 
             install_file(kind, cx, package, &deb, "apply-mid")
         }
         Step::RemoveDeb { .. } => {
-            if !current
+            if current
                 .as_ref()
-                .is_some_and(|p| p.state() != "config-files")
+                .is_none_or(|p| p.state() == "config-files")
             {
                 return Ok(());
             }

@@ -130,6 +130,17 @@ fn verb(action: UnitAction) -> &'static str {
     }
 }
 
+fn past_tense(action: UnitAction) -> &'static str {
+    match action {
+        UnitAction::Enable => "enabled",
+        UnitAction::Disable => "disabled",
+        UnitAction::Mask => "masked",
+        UnitAction::Unmask => "unmasked",
+        UnitAction::Start | UnitAction::Restart => "active",
+        UnitAction::Stop => "inactive",
+    }
+}
+
 pub(super) fn plan(
     step: &Step,
     cx: &StepContext<'_>,
@@ -193,7 +204,7 @@ pub(super) fn verify(step: &Step, cx: &StepContext<'_>) -> Result<(), StepError>
         return Err(StepError::Verify {
             kind: KIND,
             target: unit.to_owned(),
-            expected: format!("the unit to be {}ed", verb(action).trim_end_matches('e')),
+            expected: format!("the unit to be {}", past_tense(action)),
             actual: match &current.activity {
                 Some(activity) => format!("{}, {activity}", current.enablement),
                 None => current.enablement,
