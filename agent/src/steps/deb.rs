@@ -569,10 +569,7 @@ pub(super) fn apply(step: &Step, cx: &StepContext<'_>) -> Result<(), StepError> 
             install_file(kind, cx, package, &deb, "apply-mid")
         }
         Step::RemoveDeb { .. } => {
-            if current
-                .as_ref()
-                .is_none_or(|p| p.state() == "config-files")
-            {
+            if current.as_ref().is_none_or(|p| p.state() == "config-files") {
                 return Ok(());
             }
             super::run_checked(kind, cx, &dpkg(cx, &["--remove", package]))?;
@@ -696,17 +693,8 @@ mod tests {
         let scratch = harness.scratch();
         let old = testkit::build_deb(&scratch, "hello", "1.0-1", &files(b"hello one\n"));
         let new = testkit::build_deb(&scratch, "hello", "1.0-2", &files(b"hello two\n"));
-        let status = std::process::Command::new("dpkg")
-            .arg(format!("--root={}", harness.root().display()))
-            .arg("--install")
-            .arg(&old)
-            .output()
-            .unwrap();
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        testkit::dpkg_install(harness.root(), &old);
+        harness.also_compare("dpkg-query", testkit::dpkg_query_all);
         if cached {
             fs::copy(
                 &old,

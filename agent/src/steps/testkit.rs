@@ -5,7 +5,9 @@
 //! ([`RecordingRunner`]).
 //!
 //! Compiled for this crate's unit tests and, with the `testkit` feature, for other crates' tests.
-//! Everything here writes only below directories the caller created, and runs only `dpkg-deb`.
+//! Everything here writes only below directories the caller created, and runs only `dpkg-deb`,
+//! `dpkg --root` and `dpkg-query --admindir` on them. The tests that use it run as root, because
+//! they give files owners and install packages with `dpkg --root`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -29,7 +31,12 @@ pub struct Harness {
     live: bool,
     /// Path prefixes below the root that [`Harness::round_trip`] leaves out of its comparison.
     skip: Vec<String>,
+    /// Further state that [`Harness::round_trip`] compares, by name.
+    readers: Vec<(String, StateReader)>,
 }
+
+/// Reads some state of a root as text, such as `dpkg-query` output.
+type StateReader = Box<dyn Fn(&Path) -> String>;
 
 impl Default for Harness {
     fn default() -> Self {
@@ -57,6 +64,7 @@ impl Harness {
             runner: Box::new(SystemRunner),
             live: false,
             skip: Vec::new(),
+            readers: Vec::new(),
         }
     }
 
@@ -91,6 +99,12 @@ impl Harness {
     /// comparison, such as dpkg's own database, whose backup files change with every run.
     pub fn skip_in_comparison(&mut self, prefix: &str) {
         self.skip.push(prefix.to_owned());
+    }
+
+    /// Adds state that [`Harness::round_trip`] compares besides the files, such as
+    /// [`dpkg_query_all`]. It appears in snapshots under the key `@NAME`.
+    pub fn also_compare(&mut self, name: &str, read: impl Fn(&Path) -> String + 'static) {
+        self.readers.push((name.to_owned(), Box::new(read)));
     }
 
     /// A context whose checkpoints do nothing.
@@ -355,6 +369,40 @@ pub fn build_deb(out_dir: &Path, package: &str, version: &str, files: &[DebFile<
         String::from_utf8_lossy(&output.stderr)
     );
     deb
+}
+
+/// Installs a package file into `root` with `dpkg --root --install`, and panics with dpkg's
+/// message when that fails.
+pub fn dpkg_install(root: &Path, deb: &Path) {
+    let output = Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .arg("--install")
+        .arg(deb)
+        .output()
+        .expect("run dpkg");
+    assert!(
+        output.status.success(),
+        "dpkg --install {} failed: {}",
+        deb.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Returns one line per package dpkg knows in `root`: name, version, architecture and status.
+pub fn dpkg_query_all(root: &Path) -> String {
+    let output = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args([
+            "-W",
+            "-f",
+            "${Package} ${Version} ${Architecture} ${Status}\n",
+        ])
+        .output()
+        .expect("run dpkg-query");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Returns what `dpkg-query -W` reports for `package` in `root`: version, architecture and the
