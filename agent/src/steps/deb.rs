@@ -757,6 +757,41 @@ mod tests {
         );
     }
 
+    /// Lists a package file's data entries as `dpkg-deb --contents` prints them, without the
+    /// modification times: permissions, owner, size and path.
+    fn contents(deb: &std::path::Path) -> Vec<String> {
+        let output = std::process::Command::new("dpkg-deb")
+            .arg("--contents")
+            .arg(deb)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                format!("{} {} {} {}", words[0], words[1], words[2], words[5..].join(" "))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rebuilt_package_matches_original() {
+        let harness = harness(false);
+        let original = harness.scratch().join("hello_1.0-1_all.deb");
+        harness.probe_and_backup(&upgrade());
+        let kept = harness.backup_dir().join("previous.deb");
+
+        assert_eq!(contents(&kept), contents(&original));
+        let conffiles = std::process::Command::new("dpkg-deb")
+            .arg("--info")
+            .arg(&kept)
+            .arg("conffiles")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&conffiles.stdout), "/etc/hello.conf\n");
+        assert!(!harness.backup_dir().join("repack").exists());
+    }
+
     #[test]
     fn upgrade_round_trip_from_apt_cache() {
         let harness = harness(true);
