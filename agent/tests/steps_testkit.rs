@@ -22,7 +22,7 @@ fn testkit_upgrade_round_trip() {
     let new = testkit::build_deb(&scratch, "doc-test", "2.1-2", &[file(b"two\n")]);
     testkit::dpkg_install(harness.root(), &old);
     harness.add_payload("doc-test.deb", &fs::read(new).unwrap());
-    harness.also_compare("dpkg-query", |root| testkit::dpkg_query_all(root));
+    harness.also_compare("dpkg-query", testkit::dpkg_query_all);
 
     harness.round_trip(&Step::UpgradeDeb {
         package: "doc-test".into(),

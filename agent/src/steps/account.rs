@@ -4,8 +4,8 @@
 //! replaced atomically with its mode and owner kept, and never call `usermod` or `passwd`, which
 //! would need PAM and a chroot.
 //!
-//! - lock puts `!` in front of the password hash, as `usermod -L` does; unlock removes it, and
-//!   fails rather than leave an account with an empty password, as `passwd -u` does;
+//! - lock puts `!` in front of the password hash, as `usermod -L` does. Unlock removes it, and
+//!   fails rather than leave an account with an empty password, as `passwd -u` does.
 //! - expire sets the expiry field of `etc/shadow` to day 1 (2 January 1970), as
 //!   `usermod --expiredate 1` does, since day 0 means "never" to some readers;
 //! - the prior state of these keeps the account's exact `etc/shadow` line, and revert puts that
@@ -331,8 +331,8 @@ fn fingerprint_of(step: &Step) -> &str {
 /// Returns the `SHA256:` fingerprint of an `authorized_keys` line, or `None` for comments, blank
 /// lines and lines without a key.
 ///
-/// A line is `[options] keytype base64 [comment]`; options may hold quoted spaces, so the key is
-/// found as the first token that names a key type and is followed by valid base64.
+/// A line is `[options] keytype base64 [comment]`. Options may contain quoted spaces, so the key
+/// is found as the first token that names a key type and is followed by valid base64.
 pub(crate) fn line_fingerprint(line: &str) -> Option<String> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -566,10 +566,9 @@ pub(super) fn backup_removal(
     Ok(())
 }
 
-/// Returns a group database's text without `user`: removed from every member list (field 4 of
-/// `etc/group`, fields 3 and 4 of `etc/gshadow`), and without the group named after the user
-/// when `own_gid` is its id (or, in `etc/gshadow`, when it was removed from `etc/group`) and no
-/// one else is in it.
+/// Returns a group database's text with `user` removed from the member lists in
+/// `member_fields` (field 4 of `etc/group`, fields 3 and 4 of `etc/gshadow`, counted from 1).
+/// The group named after the user is left out too when `drop_group` returns true for its fields.
 fn group_text_without(
     text: &str,
     user: &str,
@@ -613,7 +612,7 @@ pub(super) fn apply_removal(step: &Step, cx: &StepContext<'_>) -> Result<(), Ste
         .and_then(|line| line.split(':').nth(3))
         .map(str::to_owned);
 
-    // The group file first, while etc/passwd still says which group is the account's own.
+    // The group file first, while etc/passwd still names the account's primary group.
     let mut group_removed = false;
     if let Some(group) = read_database(kind, cx, GROUP)? {
         let drop = |fields: &[&str]| {

@@ -2,9 +2,9 @@
 //! a line, replacing the first line that starts with the step's prefix, or appending the line
 //! when none does. The file keeps its mode and owner; revert restores it byte for byte.
 //!
-//! The file must exist. The line is appended at the end of the file, so in an `sshd_config` that
-//! ends in a `Match` block an appended line would belong to that block; such files should carry
-//! the setting already, for the step to replace it in place.
+//! The file must exist. The line is appended at the end of the file. In an `sshd_config` that
+//! ends in a `Match` block, an appended line would belong to that block, so such a file should
+//! already contain the setting for the step to replace it in place.
 
 use tidegate_protocol::trust::Step;
 

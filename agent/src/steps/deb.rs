@@ -3,7 +3,7 @@
 //! without a network.
 //!
 //! - Probe and verify read the package's version and status as `dpkg-query --admindir` reports
-//!   them, so they see what dpkg sees, the entries of its `updates` journal included.
+//!   them, so they read dpkg's own view, the entries of its `updates` journal included.
 //! - Backup takes the previous version's package file from `var/cache/apt/archives` below the root
 //!   when the file of that exact version is there, and otherwise rebuilds it from the installed
 //!   files, the control fields and the maintainer scripts in dpkg's database, as `dpkg-repack`
@@ -14,6 +14,8 @@
 //!   handles a package a crash left half-installed or unpacked, so a revert run again after a
 //!   crash still ends in the prior version and state.
 //!
+//! dpkg runs a package's maintainer scripts inside the root with `chroot`, so a root other than
+//! `/` needs its own shell and tools for packages that have scripts (the test packages have none).
 //! Configuration files changed on the host are kept (`--force-confold`), because dpkg cannot ask
 //! anyone here. A package installed for several architectures is read for the first one
 //! `dpkg-query` lists; the steps do not name an architecture.
@@ -44,7 +46,7 @@ pub struct InstalledPackage {
 }
 
 impl InstalledPackage {
-    /// The last status word: `installed`, `config-files`, `unpacked`, `half-installed`, ...
+    /// Returns the last status word: `installed`, `config-files`, `unpacked`, ...
     pub fn state(&self) -> &str {
         self.status.split_whitespace().nth(2).unwrap_or("")
     }
@@ -54,8 +56,8 @@ impl InstalledPackage {
     }
 }
 
-/// A package as a deb step found it. When `previous` is installed, the backup holds its package
-/// file.
+/// A package as a deb step found it. When `previous` is installed, the backup contains its
+/// package file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebPrior {
     pub package: String,
@@ -93,7 +95,7 @@ fn dpkg(cx: &StepContext<'_>, action: &[&str]) -> Vec<String> {
     command
 }
 
-/// Returns what dpkg reports for `package`, or `None` when it knows nothing of it.
+/// Returns what dpkg reports for `package`, or `None` when dpkg has no record of it.
 pub(crate) fn query(
     kind: &'static str,
     cx: &StepContext<'_>,
@@ -684,8 +686,8 @@ mod tests {
         ]
     }
 
-    /// A dpkg root with hello 1.0-1 installed, and the payload `hello_1.0-2_all.deb`. With
-    /// `cached`, the 1.0-1 package file is also in `var/cache/apt/archives`.
+    /// Builds a dpkg root with hello 1.0-1 installed, and the payload `hello_1.0-2_all.deb`.
+    /// With `cached`, the 1.0-1 package file is also in `var/cache/apt/archives`.
     fn harness(cached: bool) -> Harness {
         let mut harness = Harness::new();
         testkit::init_dpkg_root(harness.root());
@@ -769,7 +771,13 @@ mod tests {
             .lines()
             .map(|line| {
                 let words: Vec<&str> = line.split_whitespace().collect();
-                format!("{} {} {} {}", words[0], words[1], words[2], words[5..].join(" "))
+                format!(
+                    "{} {} {} {}",
+                    words[0],
+                    words[1],
+                    words[2],
+                    words[5..].join(" ")
+                )
             })
             .collect()
     }
@@ -788,7 +796,10 @@ mod tests {
             .arg("conffiles")
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&conffiles.stdout), "/etc/hello.conf\n");
+        assert_eq!(
+            String::from_utf8_lossy(&conffiles.stdout),
+            "/etc/hello.conf\n"
+        );
         assert!(!harness.backup_dir().join("repack").exists());
     }
 

@@ -11,7 +11,7 @@ use super::{PlannedChange, StepContext, StepError};
 
 const KIND: &str = "write-file";
 
-/// What the step writes, with the owner and group resolved to ids.
+/// The file the step writes, with the owner and group resolved to ids.
 struct Wanted<'a> {
     path: &'a str,
     content: &'a [u8],

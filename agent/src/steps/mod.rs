@@ -144,7 +144,7 @@ pub struct PlannedChange {
     pub summary: String,
     /// A unified diff for files, empty when there is nothing more to show.
     pub detail: String,
-    /// False when the host already is in the state the step asks for.
+    /// False when the host already is in the state the step requests.
     pub changes: bool,
 }
 
@@ -268,7 +268,7 @@ pub fn reversibility(step: &Step) -> Reversibility {
 /// of reverting the bundle.
 ///
 /// Every step type whose apply reads the host afresh and ends in the same state however often it
-/// runs is resumable. A command is not, because nothing tells what running it twice does.
+/// runs is resumable. A command is not, because the effect of running it twice is unknown.
 pub fn resumable(step: &Step) -> bool {
     !matches!(step, Step::RunCommand { .. })
 }
@@ -444,8 +444,8 @@ pub(crate) fn command_failed(
     }
 }
 
-/// The error of a step module called with a step of another type, which the dispatch in this
-/// module never does.
+/// Builds the error of a step module called with a step of another type, which the dispatch in
+/// this module never does.
 pub(crate) fn wrong_step(kind: &'static str, step: &Step) -> StepError {
     StepError::Invalid {
         kind,

@@ -58,9 +58,10 @@ pub(crate) fn io_error(
 
 /// Resolves `relative` below `root`.
 ///
-/// Rejects a path that is absolute or has `.`, `..` or empty components, an existing directory on
-/// the way whose real location is outside the root (a symbolic link pointing out), and a last
-/// component that is a symbolic link or a directory, since steps replace regular files only.
+/// Rejects a path that is absolute or has `.`, `..` or empty components. Rejects an existing
+/// directory on the way whose real location is outside the root (a symbolic link pointing out).
+/// Rejects a last component that is a symbolic link or a directory, because steps replace
+/// regular files only.
 /// Components that do not exist yet are accepted as they are.
 pub(crate) fn resolve(
     kind: &'static str,
@@ -439,8 +440,9 @@ enum Edit<'a> {
     Insert(&'a str),
 }
 
-/// A longest-common-subsequence line diff. Configuration files are small, so its quadratic table
-/// is cheap; above a million cells it falls back to deleting and inserting everything.
+/// Computes a longest-common-subsequence line diff. Configuration files are small, so its
+/// quadratic table is cheap. Above a million cells it falls back to deleting and inserting
+/// everything.
 fn diff_lines<'a>(old: &[&'a str], new: &[&'a str]) -> Vec<Edit<'a>> {
     if old.len().saturating_mul(new.len()) > 1_000_000 {
         return old

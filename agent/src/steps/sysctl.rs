@@ -3,8 +3,9 @@
 //! the runner when the root is the live system.
 //!
 //! One file per key keeps revert exact: it restores or removes that file and nothing else. The
-//! `99-` prefix sorts it after the distribution's files, so it wins over them at boot; a later
-//! file in `/run/sysctl.d` or `/etc/sysctl.conf` read after `sysctl.d` could still override it.
+//! `99-` prefix sorts it after the distribution's files, so it wins over them at boot. A file
+//! read after it, such as `/etc/sysctl.conf` with procps' `sysctl --system`, can still override
+//! it.
 
 use tidegate_protocol::trust::Step;
 
@@ -29,7 +30,7 @@ fn fields(step: &Step) -> Result<(&str, &str), StepError> {
     }
 }
 
-/// The persistent file of `key` below the root. Slashes in a key (`net/ipv4/ip_forward`, which
+/// Returns the persistent file of `key` below the root. Slashes in a key (`net/ipv4/ip_forward`, which
 /// `sysctl` also accepts) become dots, so the file name is one component.
 pub(crate) fn conf_path(key: &str) -> String {
     format!("etc/sysctl.d/99-tidegate-{}.conf", key.replace('/', "."))

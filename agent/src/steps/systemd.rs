@@ -17,9 +17,9 @@ const KIND: &str = "systemd-unit";
 /// A unit's state as the step found it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemdPrior {
-    /// What `systemctl is-enabled` printed: `enabled`, `disabled`, `masked`, `static`, ...
+    /// The output of `systemctl is-enabled`: `enabled`, `disabled`, `masked`, `static`, ...
     pub enablement: String,
-    /// What `systemctl is-active` printed, read only on the live root.
+    /// The output of `systemctl is-active`, read only on the live root.
     pub activity: Option<String>,
 }
 
@@ -40,8 +40,8 @@ fn systemctl(cx: &StepContext<'_>, verb: &str, unit: &str) -> Vec<String> {
     ])
 }
 
-/// Runs a query verb such as `is-enabled`, whose exit status is not 0 for a negative answer, and
-/// returns its first line of output.
+/// Runs a query verb such as `is-enabled`, whose exit status is not 0 for a negative result,
+/// and returns its first line of output.
 fn query(
     cx: &StepContext<'_>,
     verb: &str,
@@ -103,7 +103,8 @@ pub(super) fn probe(step: &Step, cx: &StepContext<'_>) -> Result<SystemdPrior, S
     })
 }
 
-/// Whether the unit already is in the state `action` asks for.
+/// Whether the unit already is in the state `action` requests, or `None` when that is unknown
+/// because the root is not live.
 fn satisfied(action: UnitAction, prior: &SystemdPrior) -> Option<bool> {
     let enablement = prior.enablement.as_str();
     let active = prior.activity.as_deref().map(|a| a == "active");
@@ -264,7 +265,7 @@ mod tests {
     use super::super::{self as steps, StepError};
     use tidegate_protocol::trust::{Step, UnitAction};
 
-    /// A root with `demo.service`, wanted by `multi-user.target`, enabled when `enabled` is set.
+    /// Builds a root with `demo.service`, wanted by `multi-user.target`, enabled when `enabled` is set.
     fn harness(enabled: bool) -> Harness {
         let mut harness = Harness::new();
         let units = harness.root().join("usr/lib/systemd/system");

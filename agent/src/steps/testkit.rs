@@ -1,8 +1,8 @@
 //! Helpers for tests of steps and of the executor: a temporary root with a backup directory
 //! ([`Harness`]), a minimal dpkg root ([`init_dpkg_root`]), small `.deb` packages built with
 //! `dpkg-deb --build` ([`build_deb`]), test account databases ([`write_accounts`]), a hash of a
-//! whole tree ([`tree_snapshot`]) and a command runner that records and answers
-//! ([`RecordingRunner`]).
+//! whole tree ([`tree_snapshot`]) and a command runner that records commands and returns canned
+//! outputs ([`RecordingRunner`]).
 //!
 //! Compiled for this crate's unit tests and, with the `testkit` feature, for other crates' tests.
 //! Everything here writes only below directories the caller created, and runs only `dpkg-deb`,
@@ -72,7 +72,8 @@ impl Harness {
         &self.root
     }
 
-    /// A directory outside the root for the test's own files, such as built packages.
+    /// Creates and returns a directory outside the root for the test's own files, such as built
+    /// packages.
     pub fn scratch(&self) -> PathBuf {
         let path = self.dir.path().join("scratch");
         fs::create_dir_all(&path).expect("create the scratch directory");
@@ -107,7 +108,7 @@ impl Harness {
         self.readers.push((name.to_owned(), Box::new(read)));
     }
 
-    /// A context whose checkpoints do nothing.
+    /// Returns a context whose checkpoints do nothing.
     pub fn cx(&self) -> StepContext<'_> {
         self.cx_with(&|_| {})
     }
@@ -388,7 +389,7 @@ pub fn dpkg_install(root: &Path, deb: &Path) {
     );
 }
 
-/// Returns one line per package dpkg knows in `root`: name, version, architecture and status.
+/// Returns one line per package in dpkg's database in `root`: name, version, architecture and status.
 pub fn dpkg_query_all(root: &Path) -> String {
     let output = Command::new("dpkg-query")
         .arg(format!(
@@ -406,7 +407,7 @@ pub fn dpkg_query_all(root: &Path) -> String {
 }
 
 /// Returns what `dpkg-query -W` reports for `package` in `root`: version, architecture and the
-/// status words, or `None` when dpkg knows nothing of it.
+/// status words, or `None` when dpkg has no record of it.
 pub fn dpkg_query(root: &Path, package: &str) -> Option<String> {
     let output = Command::new("dpkg-query")
         .arg(format!(
@@ -427,8 +428,8 @@ pub fn dpkg_query(root: &Path, package: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// Records every command and answers each with a canned output chosen by the first rule whose
-/// prefix the command starts with, or exit status 0 with no output.
+/// Records every command and returns a canned output for it: that of the first rule whose prefix
+/// the command starts with, or exit status 0 with no output.
 #[derive(Default)]
 pub struct RecordingRunner {
     pub commands: Mutex<Vec<Vec<String>>>,
@@ -440,7 +441,7 @@ impl RecordingRunner {
         Self::default()
     }
 
-    /// Answers commands starting with `prefix` with `status` and `stdout`.
+    /// Adds a rule: commands starting with `prefix` return `status` and `stdout`.
     pub fn answer(mut self, prefix: &[&str], status: i32, stdout: &str) -> Self {
         self.rules.push((
             prefix.iter().map(|s| s.to_string()).collect(),
