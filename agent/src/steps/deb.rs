@@ -850,6 +850,53 @@ mod tests {
         );
     }
 
+    /// Kills dpkg, the parent of the maintainer script, as a power loss or SIGKILL would.
+    const KILL_DPKG: &str = "#!/bin/sh\nkill -9 $PPID\n";
+
+    #[test]
+    fn revert_after_dpkg_killed() {
+        // dpkg killed while unpacking (in the new preinst) leaves the package half-installed,
+        // and killed while configuring (in the new postinst) leaves it half-configured.
+        for (script, state_after_kill) in [
+            ("preinst", "1.0-1 all install reinstreq half-installed"),
+            ("postinst", "1.0-2 all install ok half-configured"),
+        ] {
+            let mut harness = harness(false);
+            testkit::install_shell(harness.root());
+            let scratch = harness.scratch();
+            let killing = testkit::build_deb_with_scripts(
+                &scratch,
+                "hello",
+                "1.0-2",
+                &files(b"hello two\n"),
+                &[(script, KILL_DPKG)],
+            );
+            harness.add_payload("hello_1.0-2_all.deb", &fs::read(killing).unwrap());
+            let before = harness.snapshot();
+
+            let prior = harness.probe_and_backup(&upgrade());
+            let error = steps::apply(&upgrade(), &harness.cx(), &prior).unwrap_err();
+            assert!(
+                error.to_string().contains("failed with a signal"),
+                "{script}: {error}"
+            );
+            assert_eq!(
+                installed(&harness).as_deref(),
+                Some(state_after_kill),
+                "{script}"
+            );
+
+            steps::revert(&upgrade(), &harness.cx(), &prior).unwrap();
+
+            assert_eq!(
+                installed(&harness).as_deref(),
+                Some("1.0-1 all install ok installed"),
+                "{script}"
+            );
+            assert_eq!(harness.snapshot(), before, "{script}");
+        }
+    }
+
     #[test]
     fn install_round_trip_purges_new_package() {
         let mut harness = harness(false);

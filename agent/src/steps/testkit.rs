@@ -329,8 +329,21 @@ pub struct DebFile<'a> {
 }
 
 /// Builds `PACKAGE_VERSION_all.deb` in `out_dir` with `dpkg-deb --build --root-owner-group`,
-/// holding `files` and no maintainer scripts, and returns its path.
+/// containing `files` and no maintainer scripts, and returns its path.
 pub fn build_deb(out_dir: &Path, package: &str, version: &str, files: &[DebFile<'_>]) -> PathBuf {
+    build_deb_with_scripts(out_dir, package, version, files, &[])
+}
+
+/// Builds a package as [`build_deb`] does, with maintainer scripts given as (name, content) pairs
+/// such as `("preinst", "#!/bin/sh\nexit 0\n")`. dpkg runs them inside the root, which then
+/// needs [`install_shell`].
+pub fn build_deb_with_scripts(
+    out_dir: &Path,
+    package: &str,
+    version: &str,
+    files: &[DebFile<'_>],
+    scripts: &[(&str, &str)],
+) -> PathBuf {
     let tree = out_dir.join(format!("{package}-{version}-tree"));
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(tree.join("DEBIAN")).expect("create DEBIAN");
@@ -357,6 +370,12 @@ pub fn build_deb(out_dir: &Path, package: &str, version: &str, files: &[DebFile<
     if !conffiles.is_empty() {
         fs::write(tree.join("DEBIAN/conffiles"), conffiles).expect("write conffiles");
     }
+    for (name, content) in scripts {
+        let path = tree.join("DEBIAN").join(name);
+        fs::write(&path, content).expect("write a maintainer script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("set the mode");
+    }
+
     let deb = out_dir.join(format!("{package}_{version}_all.deb"));
     let output = Command::new("dpkg-deb")
         .args(["--build", "--root-owner-group", "-Zgzip"])
@@ -370,6 +389,25 @@ pub fn build_deb(out_dir: &Path, package: &str, version: &str, files: &[DebFile<
         String::from_utf8_lossy(&output.stderr)
     );
     deb
+}
+
+/// Copies the host's `/bin/sh` and the shared libraries `ldd` lists for it to the same paths
+/// below `root`, so that dpkg can run maintainer scripts there with `chroot`.
+pub fn install_shell(root: &Path) {
+    let shell = fs::canonicalize("/bin/sh").expect("resolve /bin/sh");
+    let output = Command::new("ldd").arg(&shell).output().expect("run ldd");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let libraries = listing
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .map(PathBuf::from);
+    for (source, target) in std::iter::once((shell, PathBuf::from("bin/sh")))
+        .chain(libraries.map(|l| (l.clone(), l.strip_prefix("/").unwrap_or(&l).to_path_buf())))
+    {
+        let target = root.join(target);
+        fs::create_dir_all(target.parent().expect("a parent")).expect("create a directory");
+        fs::copy(&source, &target).expect("copy the shell");
+    }
 }
 
 /// Installs a package file into `root` with `dpkg --root --install`, and panics with dpkg's
