@@ -71,6 +71,17 @@ impl Wanted<'_> {
 
 pub(super) fn probe(step: &Step, cx: &StepContext<'_>) -> Result<FilePrior, StepError> {
     let wanted = wanted(step, cx)?;
+    let target = rootfs::resolve(KIND, cx.root, wanted.path)?;
+    if !target.parent().is_some_and(|dir| dir.is_dir()) {
+        return Err(StepError::Invalid {
+            kind: KIND,
+            reason: format!(
+                "the directory of {} does not exist below {}; the step creates no directories",
+                wanted.path,
+                cx.root.display()
+            ),
+        });
+    }
     rootfs::probe_file(KIND, cx, wanted.path)
 }
 
@@ -272,5 +283,22 @@ mod tests {
         };
         let error = steps::probe(&escaping, &harness.cx()).unwrap_err();
         assert!(matches!(error, StepError::OutsideRoot { .. }), "{error}");
+
+        let no_directory = Step::WriteFile {
+            path: "etc/absent/motd".into(),
+            payload: "motd".into(),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+        };
+        let error = steps::probe(&no_directory, &harness.cx()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "write-file step: invalid step: the directory of etc/absent/motd does not exist \
+                 below {}; the step creates no directories",
+                harness.root().display()
+            )
+        );
     }
 }

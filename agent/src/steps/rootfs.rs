@@ -201,10 +201,16 @@ pub(crate) fn replace_file(
     checkpoint: &dyn Fn(),
 ) -> Result<(), StepError> {
     let temp = temp_path(path);
+    // A stale temporary file is removed rather than opened, and the new one is created with
+    // O_EXCL, so a symbolic link planted at the temporary path is never followed.
+    match fs::remove_file(&temp) {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(kind, "remove", &temp)(error)),
+    }
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&temp)
         .map_err(io_error(kind, "create", &temp))?;
@@ -537,6 +543,21 @@ mod tests {
             "--- /dev/null\n+++ b/x\n@@ -0,0 +1 @@\n+one\n"
         );
         assert_eq!(unified_diff("a", "b", "same\n", "same\n"), "");
+    }
+
+    #[test]
+    fn replace_file_ignores_planted_temp_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "untouched").unwrap();
+        let target = dir.path().join("motd");
+        std::os::unix::fs::symlink(&outside, dir.path().join(".motd.tidegate-new")).unwrap();
+
+        replace_file("write-file", &target, b"new\n", 0o644, 0, 0, &|| {}).unwrap();
+
+        assert_eq!(fs::read(&outside).unwrap(), b"untouched");
+        assert_eq!(fs::read(&target).unwrap(), b"new\n");
+        assert!(fs::symlink_metadata(dir.path().join(".motd.tidegate-new")).is_err());
     }
 
     #[test]
