@@ -613,7 +613,9 @@ pub(super) fn apply_removal(step: &Step, cx: &StepContext<'_>) -> Result<(), Ste
         .map(str::to_owned);
 
     // The group file first, while etc/passwd still names the account's primary group.
-    let mut group_removed = false;
+    // Whether etc/group still has a group named after the user, which etc/gshadow then keeps.
+    // It is read from the file as written, so a run resumed after a crash agrees with it.
+    let mut own_group_kept = true;
     if let Some(group) = read_database(kind, cx, GROUP)? {
         let drop = |fields: &[&str]| {
             let members_empty = fields
@@ -625,12 +627,11 @@ pub(super) fn apply_removal(step: &Step, cx: &StepContext<'_>) -> Result<(), Ste
             is_primary && members_empty
         };
         let text = group_text_without(&group.text, user, &[3], &drop);
-        group_removed = group.line_of(user).is_some()
-            && !text.lines().any(|l| l.split(':').next() == Some(user));
+        own_group_kept = text.lines().any(|l| l.split(':').next() == Some(user));
         group.write(kind, &text, &|| (cx.checkpoint)("apply-mid"))?;
     }
     if let Some(gshadow) = read_database(kind, cx, GSHADOW)? {
-        let drop = |_: &[&str]| group_removed;
+        let drop = |_: &[&str]| !own_group_kept;
         let text = group_text_without(&gshadow.text, user, &[2, 3], &drop);
         gshadow.write(kind, &text, &|| {})?;
     }
@@ -803,6 +804,29 @@ mod tests {
         };
         let error = steps::probe(&step, &harness.cx()).unwrap_err();
         assert!(matches!(error, StepError::OutsideRoot { .. }), "{error}");
+    }
+
+    #[test]
+    fn remove_account_resumes_after_crash() {
+        let harness = harness();
+        let step = Step::RemoveAccount {
+            user: "alice".into(),
+        };
+        assert!(steps::resumable(&step));
+        let prior = harness.probe_and_backup(&step);
+        let reached = harness.interrupt_at("apply-mid", |cx| {
+            let _ = steps::apply(&step, cx, &prior);
+        });
+        assert!(reached);
+
+        steps::apply(&step, &harness.cx(), &prior).unwrap();
+
+        let read = |name: &str| fs::read_to_string(harness.root().join(name)).unwrap();
+        assert_eq!(
+            read("etc/gshadow"),
+            "root:*::\nadm:*::\nbob:!::\nshadow:*::\n"
+        );
+        assert!(!read("etc/passwd").contains("alice"));
     }
 
     #[test]
