@@ -568,7 +568,9 @@ pub(super) fn apply(step: &Step, cx: &StepContext<'_>) -> Result<(), StepError> 
                     ),
                 });
             }
-            install_file(kind, cx, package, &deb, "apply-mid")
+            install_file(kind, cx, package, &deb, "apply-mid")?;
+            // Only a resumed apply needs the written-out payload, and it writes it again.
+            fs::remove_file(&deb).map_err(io_error(kind, "remove", &deb))
         }
         Step::RemoveDeb { .. } => {
             if current.as_ref().is_none_or(|p| p.state() == "config-files") {

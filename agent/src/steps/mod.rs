@@ -461,3 +461,98 @@ where
 {
     parts.into_iter().map(Into::into).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use tidegate_protocol::trust::{Step, UnitAction};
+
+    use super::testkit::{self, DebFile, Harness};
+
+    #[test]
+    fn probe_and_plan_change_nothing() {
+        let mut harness = Harness::new();
+        testkit::write_accounts(harness.root());
+        testkit::init_dpkg_root(harness.root());
+        let scratch = harness.scratch();
+        let file = |content: &'static [u8]| DebFile {
+            path: "/usr/share/tool/data",
+            content,
+            mode: 0o644,
+            conffile: false,
+        };
+        let old = testkit::build_deb(&scratch, "tool", "1.0-1", &[file(b"one\n")]);
+        let new = testkit::build_deb(&scratch, "tool", "1.0-2", &[file(b"two\n")]);
+        testkit::dpkg_install(harness.root(), &old);
+        harness.add_payload("tool.deb", &fs::read(new).unwrap());
+        harness.add_payload("motd", b"hello\n");
+        fs::create_dir_all(harness.root().join("etc/ssh")).unwrap();
+        fs::write(
+            harness.root().join("etc/ssh/sshd_config"),
+            "PermitRootLogin yes\n",
+        )
+        .unwrap();
+        fs::create_dir_all(harness.root().join("usr/lib/systemd/system")).unwrap();
+        fs::write(
+            harness.root().join("usr/lib/systemd/system/demo.service"),
+            "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        let steps = [
+            Step::WriteFile {
+                path: "etc/motd".into(),
+                payload: "motd".into(),
+                mode: 0o644,
+                owner: "root".into(),
+                group: "root".into(),
+            },
+            Step::EnsureConfigLine {
+                path: "etc/ssh/sshd_config".into(),
+                match_prefix: "PermitRootLogin".into(),
+                line: "PermitRootLogin no".into(),
+            },
+            Step::UpgradeDeb {
+                package: "tool".into(),
+                version: "1.0-2".into(),
+                payload: "tool.deb".into(),
+            },
+            Step::Sysctl {
+                key: "kernel.kptr_restrict".into(),
+                value: "2".into(),
+            },
+            Step::SystemdUnit {
+                unit: "demo.service".into(),
+                action: UnitAction::Enable,
+            },
+            Step::LockAccount {
+                user: "alice".into(),
+            },
+            Step::RemoveAccount { user: "bob".into() },
+        ];
+        fs::create_dir_all(harness.root().join("etc/sysctl.d")).unwrap();
+        let before = testkit::tree_snapshot(harness.root());
+
+        let mut summaries = Vec::new();
+        for step in &steps {
+            let prior = super::probe(step, &harness.cx()).unwrap();
+            let planned = super::plan(step, &harness.cx(), &prior).unwrap();
+            assert!(planned.changes, "{}", planned.summary);
+            summaries.push(planned.summary);
+        }
+
+        assert_eq!(testkit::tree_snapshot(harness.root()), before);
+        assert_eq!(
+            summaries,
+            [
+                "write etc/motd (0644 root:root)",
+                "set etc/ssh/sshd_config: PermitRootLogin no",
+                "upgrade tool 1.0-1 -> 1.0-2",
+                "set kernel.kptr_restrict = 2 in etc/sysctl.d/99-tidegate-kernel.kptr_restrict.conf",
+                "enable demo.service (now disabled)",
+                "lock account alice",
+                "remove account bob (irreversible)",
+            ]
+        );
+    }
+}
