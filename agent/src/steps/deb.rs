@@ -14,6 +14,8 @@
 //!   handles a package a crash left half-installed or unpacked, so a revert run again after a
 //!   crash still ends in the prior version and state.
 //!
+//! dpkg logs to `var/log/dpkg.log` below the root; when that directory is missing it warns and
+//! logs nothing.
 //! dpkg runs a package's maintainer scripts inside the root with `chroot`, so a root other than
 //! `/` needs its own shell and tools for packages that have scripts (the test packages have none).
 //! Configuration files changed on the host are kept (`--force-confold`), because dpkg cannot ask
@@ -88,6 +90,8 @@ fn dpkg(cx: &StepContext<'_>, action: &[&str]) -> Vec<String> {
     let mut command = argv([
         "dpkg".to_owned(),
         format!("--root={}", cx.root.display()),
+        // dpkg 1.21 logs to the host's /var/log/dpkg.log even with --root.
+        format!("--log={}", cx.root.join("var/log/dpkg.log").display()),
         "--force-confdef".to_owned(),
         "--force-confold".to_owned(),
     ]);

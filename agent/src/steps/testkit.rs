@@ -410,11 +410,12 @@ pub fn install_shell(root: &Path) {
     }
 }
 
-/// Installs a package file into `root` with `dpkg --root --install`, and panics with dpkg's
-/// message when that fails.
+/// Installs a package file into `root` with `dpkg --root --install`, logging below `root`, and
+/// panics with dpkg's message when that fails.
 pub fn dpkg_install(root: &Path, deb: &Path) {
     let output = Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
+        .arg(format!("--log={}", root.join("var/log/dpkg.log").display()))
         .arg("--install")
         .arg(deb)
         .output()
