@@ -63,9 +63,11 @@ fn bundle(keys: &Keys, sequence: u64, content: &[u8]) -> Vec<u8> {
         expires_unix_s: EXPIRES,
         target: TargetSelector::default(),
         steps: vec![Step::WriteFile {
-            path: "/etc/motd".into(),
+            path: "etc/motd".into(),
             payload: "motd".into(),
             mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
         }],
         payloads: vec![PayloadRef::of_content("motd", content)],
     };

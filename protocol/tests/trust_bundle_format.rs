@@ -247,7 +247,7 @@ fn manifest_rules_are_enforced() {
         ),
     ];
 
-    for (invalid, expected) in cases {
+    for (invalid, expected) in cases.into_iter().chain(invalid_step_cases()) {
         let error = invalid.encode().unwrap_err();
         let message = error.to_string();
         assert_eq!(error.rule(), RejectRule::InvalidManifest, "{message}");
@@ -258,6 +258,101 @@ fn manifest_rules_are_enforced() {
             "{message}"
         );
     }
+}
+
+/// Returns manifests whose one step names something that would escape the root or be read as
+/// an option, each with the start of the reason the manifest is rejected for.
+fn invalid_step_cases() -> Vec<(BundleManifest, &'static str)> {
+    let write_file = |path: &str, mode: u32, owner: &str| Step::WriteFile {
+        path: path.into(),
+        payload: PAYLOAD_NAME.into(),
+        mode,
+        owner: owner.into(),
+        group: "root".into(),
+    };
+    let cases = [
+        (
+            write_file("/etc/motd", 0o644, "root"),
+            "step 0 (write-file): path \"/etc/motd\" is absolute",
+        ),
+        (
+            write_file("etc/../../motd", 0o644, "root"),
+            "step 0 (write-file): path \"etc/../../motd\" has an empty, \".\" or \"..\" component",
+        ),
+        (
+            write_file("etc//motd", 0o644, "root"),
+            "step 0 (write-file): path \"etc//motd\" has an empty",
+        ),
+        (
+            write_file("etc/motd", 0o10644, "root"),
+            "step 0 (write-file): mode 10644 has bits beyond the permission bits 7777",
+        ),
+        (
+            write_file("etc/motd", 0o644, "Root"),
+            "step 0 (write-file): owner \"Root\" is not a valid account name",
+        ),
+        (
+            write_file("etc/motd", 0o644, "4294967296"),
+            "step 0 (write-file): owner id 4294967296 is larger than 4294967295",
+        ),
+        (
+            Step::EnsureConfigLine {
+                path: "etc/ssh/sshd_config".into(),
+                match_prefix: "PermitRootLogin".into(),
+                line: "PasswordAuthentication no".into(),
+            },
+            "step 0 (ensure-config-line): line \"PasswordAuthentication no\" does not start with",
+        ),
+        (
+            Step::EnsureConfigLine {
+                path: "etc/ssh/sshd_config".into(),
+                match_prefix: "PermitRootLogin".into(),
+                line: "PermitRootLogin no\nPort 2".into(),
+            },
+            "step 0 (ensure-config-line): line \"PermitRootLogin no\\nPort 2\" contains a line break",
+        ),
+        (
+            Step::RemoveDeb {
+                package: "-rf".into(),
+            },
+            "step 0 (remove-deb): package name \"-rf\" is not valid",
+        ),
+        (
+            Step::Sysctl {
+                key: "net/../../etc".into(),
+                value: "1".into(),
+            },
+            "step 0 (sysctl): sysctl key \"net/../../etc\" is not valid",
+        ),
+        (
+            Step::SystemdUnit {
+                unit: "--root=/".into(),
+                action: tidegate_protocol::trust::UnitAction::Enable,
+            },
+            "step 0 (systemd-unit): unit name \"--root=/\" is not valid",
+        ),
+        (
+            Step::LockAccount {
+                user: "../root".into(),
+            },
+            "step 0 (lock-account): user \"../root\" is not a valid account name",
+        ),
+        (
+            Step::RemoveAuthorizedKey {
+                user: "guest".into(),
+                key_fingerprint: "MD5:16:27:ac".into(),
+            },
+            "step 0 (remove-authorized-key): key fingerprint \"MD5:16:27:ac\" is not valid",
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(step, expected)| {
+            let mut manifest = manifest(1);
+            manifest.steps = vec![step];
+            (manifest, expected)
+        })
+        .collect()
 }
 
 #[test]
@@ -280,12 +375,14 @@ fn manifest_round_trips_with_every_step_type() {
         .push(PayloadRef::of_content("tool.deb", b"deb"));
     all_steps.steps = vec![
         Step::WriteFile {
-            path: "/etc/motd".into(),
+            path: "etc/motd".into(),
             payload: PAYLOAD_NAME.into(),
             mode: 0o600,
+            owner: "root".into(),
+            group: "root".into(),
         },
         Step::EnsureConfigLine {
-            path: "/etc/ssh/sshd_config".into(),
+            path: "etc/ssh/sshd_config".into(),
             match_prefix: "PasswordAuthentication".into(),
             line: "PasswordAuthentication no".into(),
         },
@@ -316,6 +413,19 @@ fn manifest_round_trips_with_every_step_type() {
         Step::RunCommand {
             argv: vec!["/usr/bin/true".into()],
             revert_argv: Some(vec!["/usr/bin/false".into(), "--undo".into()]),
+        },
+        Step::UnlockAccount {
+            user: "guest".into(),
+        },
+        Step::ExpireAccount {
+            user: "guest".into(),
+        },
+        Step::RemoveAuthorizedKey {
+            user: "guest".into(),
+            key_fingerprint: "SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8".into(),
+        },
+        Step::RemoveAccount {
+            user: "guest".into(),
         },
     ];
 

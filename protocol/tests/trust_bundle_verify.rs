@@ -516,7 +516,7 @@ fn bundle_with_several_steps_and_payloads_is_accepted() {
             payload: "openssl_3.0.15-1~deb12u1_amd64.deb".into(),
         },
         Step::EnsureConfigLine {
-            path: "/etc/ssh/sshd_config".into(),
+            path: "etc/ssh/sshd_config".into(),
             match_prefix: "PermitRootLogin".into(),
             line: "PermitRootLogin no".into(),
         },

@@ -37,28 +37,52 @@ fn text() -> impl Strategy<Value = String> {
     "[ -~]{0,40}"
 }
 
+fn relative_path() -> impl Strategy<Value = String> {
+    "[a-z0-9_-]{1,12}(/[a-zA-Z0-9_.-]{0,10}[a-z0-9]){0,3}"
+}
+
+fn user() -> impl Strategy<Value = String> {
+    "[a-z_][a-z0-9_-]{0,31}"
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (text(), text()).prop_map(|(path, line)| Step::EnsureConfigLine {
-            match_prefix: line.chars().take(5).collect(),
-            path,
-            line,
+        (relative_path(), "[A-Za-z]{1,10}", "[ -~]{0,30}").prop_map(|(path, prefix, rest)| {
+            Step::EnsureConfigLine {
+                line: format!("{prefix}{rest}"),
+                match_prefix: prefix,
+                path,
+            }
         }),
-        text().prop_map(|package| Step::RemoveDeb { package }),
-        (text(), text()).prop_map(|(key, value)| Step::Sysctl { key, value }),
-        (text(), 0..7usize).prop_map(|(unit, action)| Step::SystemdUnit {
-            unit,
-            action: [
-                UnitAction::Enable,
-                UnitAction::Disable,
-                UnitAction::Start,
-                UnitAction::Stop,
-                UnitAction::Restart,
-                UnitAction::Mask,
-                UnitAction::Unmask,
-            ][action],
+        "[a-z0-9][a-z0-9+.-]{1,30}".prop_map(|package| Step::RemoveDeb { package }),
+        ("[a-z0-9_]{1,10}(\\.[a-z0-9_]{1,10}){0,3}", "[!-~]{1,20}")
+            .prop_map(|(key, value)| Step::Sysctl { key, value }),
+        (
+            "[a-z0-9][a-z0-9_-]{0,19}\\.(service|socket|timer)",
+            0..7usize
+        )
+            .prop_map(|(unit, action)| {
+                Step::SystemdUnit {
+                    unit,
+                    action: [
+                        UnitAction::Enable,
+                        UnitAction::Disable,
+                        UnitAction::Start,
+                        UnitAction::Stop,
+                        UnitAction::Restart,
+                        UnitAction::Mask,
+                        UnitAction::Unmask,
+                    ][action],
+                }
+            }),
+        user().prop_map(|user| Step::LockAccount { user }),
+        user().prop_map(|user| Step::UnlockAccount { user }),
+        user().prop_map(|user| Step::ExpireAccount { user }),
+        user().prop_map(|user| Step::RemoveAccount { user }),
+        (user(), "[A-Za-z0-9+/]{43}").prop_map(|(user, digest)| Step::RemoveAuthorizedKey {
+            user,
+            key_fingerprint: format!("SHA256:{digest}"),
         }),
-        text().prop_map(|user| Step::LockAccount { user }),
         (
             prop::collection::vec(text(), 1..4),
             prop::option::of(prop::collection::vec(text(), 1..4))

@@ -124,7 +124,7 @@ fn fixture() -> Fixture {
     fs::write(
         path.join("steps.json"),
         r#"[
-            {"WriteFile": {"path": "/etc/motd", "payload": "motd", "mode": 420}},
+            {"WriteFile": {"path": "etc/motd", "payload": "motd", "mode": 420, "owner": "root", "group": "root"}},
             {"Sysctl": {"key": "net.ipv4.ip_forward", "value": "0"}}
         ]"#,
     )
@@ -364,7 +364,9 @@ fn inspect_text_lists_steps_and_payloads() {
     assert_eq!(field(&text, "signers"), "none");
     assert_eq!(field(&text, "target tiers"), "any");
     assert!(
-        text.contains("  0. write-file: write payload motd to /etc/motd with mode 0644\n"),
+        text.contains(
+            "  0. write-file: write payload motd to etc/motd with mode 0644, owned by root:root\n"
+        ),
         "{text}"
     );
     assert!(

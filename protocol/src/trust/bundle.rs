@@ -197,11 +197,15 @@ pub enum UnitAction {
 /// appended, and a variant's fields never change once a release has signed bundles with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
-    /// Writes the content of payload `payload` to `path` with permission bits `mode`.
+    /// Writes the content of payload `payload` to `path` with permission bits `mode`, owned by
+    /// `owner` and `group`. The owner and group are names looked up in the root's `etc/passwd`
+    /// and `etc/group`, or decimal ids.
     WriteFile {
         path: String,
         payload: String,
         mode: u32,
+        owner: String,
+        group: String,
     },
     /// Makes `path` contain `line`: the first line that starts with `match_prefix` is replaced,
     /// and `line` is appended when no line does.
@@ -238,6 +242,21 @@ pub enum Step {
         #[serde(deserialize_with = "deserialize_optional_command")]
         revert_argv: Option<Vec<String>>,
     },
+    /// Unlocks local account `user`, undoing a lock of its password.
+    UnlockAccount { user: String },
+    /// Sets the expiry date of local account `user` in the past, so that it can no longer log in
+    /// by any means.
+    ExpireAccount { user: String },
+    /// Removes the key with SHA-256 fingerprint `key_fingerprint` from `user`'s
+    /// `~/.ssh/authorized_keys`. The fingerprint has the form `ssh-keygen -l` prints,
+    /// `SHA256:` followed by 43 characters of unpadded base64.
+    RemoveAuthorizedKey {
+        user: String,
+        key_fingerprint: String,
+    },
+    /// Removes local account `user` from the account databases. It cannot be reverted, because the
+    /// files the account owned elsewhere are kept with a number that no longer names anyone.
+    RemoveAccount { user: String },
 }
 
 impl Step {
@@ -253,6 +272,10 @@ impl Step {
             Self::SystemdUnit { .. } => "systemd-unit",
             Self::LockAccount { .. } => "lock-account",
             Self::RunCommand { .. } => "run-command",
+            Self::UnlockAccount { .. } => "unlock-account",
+            Self::ExpireAccount { .. } => "expire-account",
+            Self::RemoveAuthorizedKey { .. } => "remove-authorized-key",
+            Self::RemoveAccount { .. } => "remove-account",
         }
     }
 
@@ -366,6 +389,8 @@ impl BundleManifest {
                         .map_err(invalid)?;
                 }
             }
+            validate_step_fields(step)
+                .map_err(|reason| invalid(format!("step {index} ({}): {reason}", step.kind())))?;
         }
 
         for (list, entries) in [
@@ -407,6 +432,257 @@ impl BundleManifest {
         manifest.validate()?;
         Ok(manifest)
     }
+}
+
+/// Maximum length of a user or group name, as in shadow-utils' default `LOGIN_NAME_MAX` of 32.
+pub const MAX_USER_NAME_LEN: usize = 32;
+
+/// Maximum length in bytes of a path a step names.
+pub const MAX_STEP_PATH_LEN: usize = 1024;
+
+/// Checks the fields of one step that name things on the host: paths, accounts, packages, units
+/// and kernel parameters. The agent trusts these checks to keep every step below its root
+/// directory and every argument it passes to a program from being read as an option.
+fn validate_step_fields(step: &Step) -> Result<(), String> {
+    match step {
+        Step::WriteFile {
+            path,
+            mode,
+            owner,
+            group,
+            ..
+        } => {
+            validate_step_path(path)?;
+            if *mode > 0o7777 {
+                return Err(format!(
+                    "mode {mode:o} has bits beyond the permission bits 7777"
+                ));
+            }
+            validate_owner("owner", owner)?;
+            validate_owner("group", group)
+        }
+        Step::EnsureConfigLine {
+            path,
+            match_prefix,
+            line,
+        } => {
+            validate_step_path(path)?;
+            if match_prefix.is_empty() {
+                return Err("match_prefix is empty".into());
+            }
+            if !line.starts_with(match_prefix.as_str()) {
+                return Err(format!(
+                    "line {line:?} does not start with match_prefix {match_prefix:?}, so a \
+                     second run would append it again"
+                ));
+            }
+            for (field, value) in [("match_prefix", match_prefix), ("line", line)] {
+                if value.contains(['\n', '\r', '\0']) {
+                    return Err(format!("{field} {value:?} contains a line break or NUL"));
+                }
+            }
+            Ok(())
+        }
+        Step::InstallDeb {
+            package, version, ..
+        }
+        | Step::UpgradeDeb {
+            package, version, ..
+        } => {
+            validate_package_name(package)?;
+            validate_package_version(version)
+        }
+        Step::RemoveDeb { package } => validate_package_name(package),
+        Step::Sysctl { key, value } => {
+            validate_sysctl_key(key)?;
+            if value.is_empty() || value.contains(['\n', '\r', '\0']) || value.len() > 256 {
+                return Err(format!(
+                    "sysctl value {value:?} must be 1 to 256 bytes without line breaks"
+                ));
+            }
+            Ok(())
+        }
+        Step::SystemdUnit { unit, .. } => validate_unit_name(unit),
+        Step::LockAccount { user }
+        | Step::UnlockAccount { user }
+        | Step::ExpireAccount { user }
+        | Step::RemoveAccount { user } => validate_user_name("user", user),
+        Step::RemoveAuthorizedKey {
+            user,
+            key_fingerprint,
+        } => {
+            validate_user_name("user", user)?;
+            validate_key_fingerprint(key_fingerprint)
+        }
+        Step::RunCommand { .. } => Ok(()),
+    }
+}
+
+/// Accepts a relative path of normal components: no leading `/`, no `.` or `..`, no empty
+/// component and no NUL. A step resolves it below the agent's root directory.
+pub fn validate_step_path(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.len() > MAX_STEP_PATH_LEN {
+        return Err(format!(
+            "path {path:?} must be 1 to {MAX_STEP_PATH_LEN} bytes long"
+        ));
+    }
+    if path.starts_with('/') {
+        return Err(format!(
+            "path {path:?} is absolute; write it relative to the root, such as \"etc/motd\""
+        ));
+    }
+    if path.contains('\0') {
+        return Err(format!("path {path:?} contains NUL"));
+    }
+    for component in path.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(format!(
+                "path {path:?} has an empty, \".\" or \"..\" component"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Accepts a user or group name as shadow-utils does by default: a lowercase letter or `_`, then
+/// lowercase letters, digits, `_` or `-`, optionally ending in `$`, at most 32 bytes.
+pub fn validate_user_name(field: &str, name: &str) -> Result<(), String> {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let valid_start = body
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let valid_rest = body
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid_start || !valid_rest || name.len() > MAX_USER_NAME_LEN {
+        return Err(format!(
+            "{field} {name:?} is not a valid account name: a lowercase letter or '_', then \
+             lowercase letters, digits, '_' or '-', at most {MAX_USER_NAME_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts an account name or a decimal id, for the owner and group of a file.
+fn validate_owner(field: &str, value: &str) -> Result<(), String> {
+    if !value.is_empty() && value.len() <= 10 && value.chars().all(|c| c.is_ascii_digit()) {
+        return value
+            .parse::<u32>()
+            .map(|_| ())
+            .map_err(|_| format!("{field} id {value} is larger than 4294967295"));
+    }
+    validate_user_name(field, value)
+}
+
+/// Accepts a Debian package name: lowercase letters, digits and `+-.`, at least two characters,
+/// starting with a letter or digit (Debian Policy 5.6.1).
+fn validate_package_name(name: &str) -> Result<(), String> {
+    let valid = name.len() >= 2
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if !valid {
+        return Err(format!(
+            "package name {name:?} is not valid: 2 to 128 characters of lowercase letters, \
+             digits and '+-.', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts a Debian version: letters, digits and `.+~-:` as Debian Policy 5.6.12 allows, starting
+/// with a digit.
+fn validate_package_version(version: &str) -> Result<(), String> {
+    let valid = version.len() <= 128
+        && version.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~-:".contains(c));
+    if !valid {
+        return Err(format!(
+            "package version {version:?} is not valid: letters, digits and '.+~-:', starting \
+             with a digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts a kernel parameter name such as `net.ipv4.ip_forward`: dot- or slash-separated
+/// components of letters, digits, `_` and `-`, with no component `..`.
+fn validate_sysctl_key(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && key.len() <= 256
+        && key.split(['.', '/']).all(|component| {
+            !component.is_empty()
+                && component
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !valid {
+        return Err(format!(
+            "sysctl key {key:?} is not valid: components of letters, digits, '_' and '-' \
+             separated by '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts a systemd unit name such as `telnet.socket` or `getty@tty1.service`: a name, a dot and
+/// a unit type, without `/` and not starting with `-`.
+fn validate_unit_name(unit: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ":-_.\\@".contains(c);
+    let valid = !unit.is_empty()
+        && unit.len() <= 255
+        && !unit.starts_with(['-', '.'])
+        && unit.chars().all(allowed)
+        && unit.rsplit_once('.').is_some_and(|(name, suffix)| {
+            !name.is_empty()
+                && [
+                    "service",
+                    "socket",
+                    "timer",
+                    "target",
+                    "path",
+                    "mount",
+                    "automount",
+                    "swap",
+                    "device",
+                    "slice",
+                    "scope",
+                ]
+                .contains(&suffix)
+        });
+    if !valid {
+        return Err(format!(
+            "unit name {unit:?} is not valid: a name of letters, digits and ':-_.\\@' followed by \
+             a unit type such as .service or .socket"
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts an SSH key fingerprint as `ssh-keygen -l -E sha256` prints it: `SHA256:` and 43
+/// characters of unpadded standard base64.
+fn validate_key_fingerprint(fingerprint: &str) -> Result<(), String> {
+    let valid = fingerprint.strip_prefix("SHA256:").is_some_and(|digest| {
+        digest.len() == 43
+            && digest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    });
+    if !valid {
+        return Err(format!(
+            "key fingerprint {fingerprint:?} is not valid: expected \"SHA256:\" and 43 \
+             characters of base64, as `ssh-keygen -l` prints it"
+        ));
+    }
+    Ok(())
 }
 
 fn check_count(count: usize, max: usize, items: &str) -> Result<(), String> {

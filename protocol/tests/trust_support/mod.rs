@@ -66,9 +66,11 @@ pub fn manifest(sequence: u64) -> BundleManifest {
         expires_unix_s: EXPIRES,
         target: TargetSelector::default(),
         steps: vec![Step::WriteFile {
-            path: "/etc/motd".into(),
+            path: "etc/motd".into(),
             payload: PAYLOAD_NAME.into(),
             mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
         }],
         payloads: vec![PayloadRef::of_content(PAYLOAD_NAME, PAYLOAD_CONTENT)],
     }

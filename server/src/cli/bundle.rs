@@ -687,7 +687,11 @@ fn describe_step(step: &Step) -> String {
             path,
             payload,
             mode,
-        } => format!("write payload {payload} to {path} with mode {mode:04o}"),
+            owner,
+            group,
+        } => format!(
+            "write payload {payload} to {path} with mode {mode:04o}, owned by {owner}:{group}"
+        ),
         Step::EnsureConfigLine {
             path,
             match_prefix,
@@ -712,6 +716,13 @@ fn describe_step(step: &Step) -> String {
             format!("{} unit {unit}", format!("{action:?}").to_lowercase())
         }
         Step::LockAccount { user } => format!("lock account {user}"),
+        Step::UnlockAccount { user } => format!("unlock account {user}"),
+        Step::ExpireAccount { user } => format!("expire account {user}"),
+        Step::RemoveAuthorizedKey {
+            user,
+            key_fingerprint,
+        } => format!("remove the authorized SSH key {key_fingerprint} of {user}"),
+        Step::RemoveAccount { user } => format!("remove account {user} (irreversible)"),
         Step::RunCommand { argv, revert_argv } => match revert_argv {
             Some(revert) => format!("run {argv:?}, reverted by {revert:?}"),
             None => format!("run {argv:?} (irreversible)"),
@@ -1047,13 +1058,15 @@ mod tests {
     #[test]
     fn step_descriptions_name_kind_and_target() {
         let step = Step::WriteFile {
-            path: "/etc/motd".into(),
+            path: "etc/motd".into(),
             payload: "motd".into(),
             mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
         };
         assert_eq!(
             describe_step(&step),
-            "write-file: write payload motd to /etc/motd with mode 0644"
+            "write-file: write payload motd to etc/motd with mode 0644, owned by root:root"
         );
         let step = Step::RunCommand {
             argv: vec!["true".into()],
