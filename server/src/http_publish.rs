@@ -8,6 +8,9 @@
 //! `{"version", "delivered_to"}`, `422` with `{"error"}` when the check fails. The current
 //! version, byte for byte, is accepted with `200` and sent again to the agents behind it.
 //!
+//! Both routes need the `security` role (see [`crate::auth::policy`]). Each publication is
+//! recorded in the audit log with its signers and the caller's token, and each order sent with it.
+//!
 //! `201` with a [`PublishResponse`] when the bundle passed the check and was stored and sent to
 //! the agents it targets; `200` with the same body when this exact bundle was published before
 //! (it is sent again, so re-publishing reaches agents that were offline); `422` with
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tidegate_protocol::trust::{verify_root_update, SignedTrustRoot, TrustRoot};
 use tidegate_protocol::{AgentId, Order, OrderBody, OrderId};
 
+use crate::auth::Principal;
 use crate::ingest::OrderSender;
 use crate::publish::{check_bundle, targets_agent, PublishError, MAX_DELIVERED_BUNDLE_BYTES};
 use crate::store::publications::{PublicationError, Publications};
@@ -72,7 +76,12 @@ fn error_response(status: StatusCode, error: String, rule: Option<&'static str>)
     (status, Json(PublishErrorBody { error, rule })).into_response()
 }
 
-async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(
+    State(state): State<PublishState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let publisher = headers
         .get("x-tidegate-publisher")
         .and_then(|value| value.to_str().ok())
@@ -114,8 +123,11 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
         let checked = checked.clone();
         let file = body.clone();
         let publisher = publisher.clone();
-        tokio::task::spawn_blocking(move || publications.record(&checked, &file, &publisher, now))
-            .await
+        let actor = principal.actor();
+        tokio::task::spawn_blocking(move || {
+            publications.record(&checked, &file, &publisher, now, &actor)
+        })
+        .await
     };
     match record {
         Ok(Ok(())) => {}
@@ -159,7 +171,11 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
                 file: body.to_vec(),
             },
         };
-        if state.orders.send(&agent_id, order).await {
+        let detail = serde_json::Map::from_iter([
+            ("bundle_id".to_owned(), checked.bundle_id.clone().into()),
+            ("bundle_hash".to_owned(), checked.bundle_hash.clone().into()),
+        ]);
+        if state.orders.send_with_detail(&agent_id, order, detail).await {
             delivered_to += 1;
         }
     }
@@ -198,7 +214,11 @@ pub struct TrustRootResponse {
     pub delivered_to: usize,
 }
 
-async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> Response {
+async fn publish_trust_root(
+    State(state): State<PublishState>,
+    principal: Principal,
+    body: Bytes,
+) -> Response {
     let offered = match SignedTrustRoot::decode(&body) {
         Ok(offered) => offered,
         Err(error) => {
@@ -237,8 +257,9 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
 
     let publications = state.publications.clone();
     let file = body.to_vec();
+    let actor = principal.actor();
     let stored = tokio::task::spawn_blocking(move || {
-        publications.record_trust_root(version, &file, now_unix_s())?;
+        publications.record_trust_root(version, &file, now_unix_s(), &actor)?;
         publications.trust_roots()
     })
     .await;
@@ -280,7 +301,14 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
                 body: OrderBody::TrustRoot { file: file.clone() },
             };
             tracing::debug!(agent.id = %agent_id, version = root_version, "sending a trust root");
-            sent_any |= state.orders.send(&agent_id, order).await;
+            let detail = serde_json::Map::from_iter([(
+                "trust_root_version".to_owned(),
+                (*root_version).into(),
+            )]);
+            sent_any |= state
+                .orders
+                .send_with_detail(&agent_id, order, detail)
+                .await;
         }
         if sent_any {
             delivered_to += 1;

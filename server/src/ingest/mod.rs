@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::MqttOptions;
-use tidegate_protocol::{AgentId, Order};
+use tidegate_protocol::{AgentId, Order, OrderBody};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -65,6 +65,7 @@ pub use classify::{Classified, Classifier};
 pub use clock::{Clock, RandomSource, SystemClock, SystemRandom};
 pub use writer::{MAX_BATCH, RESYNC_INTERVAL};
 
+use crate::audit::{AuditEntry, AuditLog};
 use crate::store::Store;
 
 /// The client id of the server's MQTT session. Two servers with the same id take the session from
@@ -353,6 +354,7 @@ pub fn start(
     let orders = OrderSender {
         client: current_client_rx.clone(),
         counters: counters.clone(),
+        audit: None,
     };
     let acknowledger = tokio::spawn(connection::acknowledge(
         committed_rx,
@@ -383,20 +385,67 @@ pub fn start(
 
 /// Sends orders to agents over ingest's broker connection, for parts of the server other than
 /// ingest (bundle publication). Orders are never retained.
+///
+/// With an audit log attached ([`OrderSender::with_audit`]), every order sent through it is
+/// recorded as `order.sent` by the `server` actor, with its id, its kind and whether it reached
+/// the broker's queue. Report acknowledgements and resync orders, which ingest sends itself for
+/// every report, are not recorded: they carry no decision and would outnumber everything else.
 #[derive(Clone)]
 pub struct OrderSender {
     client: watch::Receiver<Option<rumqttc::AsyncClient>>,
     counters: Arc<IngestCounters>,
+    audit: Option<AuditLog>,
 }
 
 impl OrderSender {
+    /// Records every order sent from now on in `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Publishes one order; returns whether it reached the broker's outgoing queue. An order is
     /// lost while ingest is not connected, and the caller decides whether to send it again.
     pub async fn send(&self, agent_id: &AgentId, order: Order) -> bool {
+        self.send_with_detail(agent_id, order, serde_json::Map::new())
+            .await
+    }
+
+    /// Sends like [`OrderSender::send`], adding `detail` (such as the bundle id) to the audit
+    /// entry of the order.
+    pub async fn send_with_detail(
+        &self,
+        agent_id: &AgentId,
+        order: Order,
+        mut detail: serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        let order_id = order.order_id;
+        let kind = order_kind(&order.body);
         let client = self.client.borrow().clone();
-        let connected = client.is_some();
-        connection::publish_order(client, agent_id, order, &self.counters).await;
-        connected
+        let queued = connection::publish_order(client, agent_id, order, &self.counters).await;
+        if let (Some(audit), Some(kind)) = (&self.audit, kind) {
+            detail.insert("order_id".to_owned(), order_id.to_string().into());
+            detail.insert("kind".to_owned(), kind.into());
+            detail.insert("queued".to_owned(), queued.into());
+            audit
+                .record(AuditEntry::new(
+                    crate::audit::SERVER_ACTOR,
+                    "order.sent",
+                    agent_id.as_str(),
+                    serde_json::Value::Object(detail),
+                ))
+                .await;
+        }
+        queued
+    }
+}
+
+/// The name of an order kind for the audit log, or `None` for the kinds it does not record.
+fn order_kind(body: &OrderBody) -> Option<&'static str> {
+    match body {
+        OrderBody::ReportAck { .. } | OrderBody::Resync { .. } => None,
+        OrderBody::Bundle { .. } => Some("bundle"),
+        OrderBody::TrustRoot { .. } => Some("trust-root"),
     }
 }
 
