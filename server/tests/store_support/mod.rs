@@ -203,9 +203,31 @@ pub fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
     (dir, path, store)
 }
 
-/// Serves the HTTP API over `reader` on 127.0.0.1 at a free port, on a thread of its own that
-/// lives until the test process ends, and returns the base URL.
-pub fn spawn_api(reader: tidegate_server::store::StoreReader) -> String {
+/// The API that [`spawn_api`] serves, with its admin token.
+pub struct TestApi {
+    pub base: String,
+    pub token: String,
+}
+
+/// Serves the HTTP API of the store at `path` (fleet reads, audit log and tokens, behind the
+/// token check) on 127.0.0.1 at a free port, on a thread of its own that lives until the test
+/// process ends. Creates the store's first admin token and returns it with the base URL.
+pub fn spawn_api(path: &std::path::Path) -> TestApi {
+    use tidegate_server::audit::AuditLog;
+    use tidegate_server::auth::{AuthState, Tokens};
+
+    let reader = tidegate_server::store::StoreReader::open(path).expect("open a store reader");
+    let tokens = Tokens::open(path).expect("open the token table");
+    let audit = AuditLog::open(path).expect("open the audit log");
+    let token = tokens
+        .create_first_admin(1_700_000_000, |_| Ok(()))
+        .expect("create the first admin token")
+        .expect("the store had no token yet");
+    let api = tidegate_server::http::router(reader)
+        .merge(tidegate_server::audit::routes(audit.clone()))
+        .merge(tidegate_server::auth::routes(tokens.clone()));
+    let app = tidegate_server::http::app(api, AuthState { tokens, audit });
+
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("read the bound address");
     listener
@@ -218,10 +240,11 @@ pub fn spawn_api(reader: tidegate_server::store::StoreReader) -> String {
             .expect("build a tokio runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("adopt the listener");
-            axum::serve(listener, tidegate_server::http::router(reader))
-                .await
-                .expect("serve the API");
+            axum::serve(listener, app).await.expect("serve the API");
         });
     });
-    format!("http://{address}")
+    TestApi {
+        base: format!("http://{address}"),
+        token,
+    }
 }
