@@ -254,7 +254,11 @@ fn published_bundle_is_verified_by_the_agent() {
     assert_eq!(refused["subject"], "/api/v1/bundles");
     assert_eq!(refused["actor"], "token:sec-publisher/security");
 
-    let output = server.tidegate().args(["audit", "verify"]).output().unwrap();
+    let output = server
+        .tidegate()
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.starts_with("audit log intact: "), "{stdout}");

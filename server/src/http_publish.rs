@@ -175,7 +175,11 @@ async fn publish(
             ("bundle_id".to_owned(), checked.bundle_id.clone().into()),
             ("bundle_hash".to_owned(), checked.bundle_hash.clone().into()),
         ]);
-        if state.orders.send_with_detail(&agent_id, order, detail).await {
+        if state
+            .orders
+            .send_with_detail(&agent_id, order, detail)
+            .await
+        {
             delivered_to += 1;
         }
     }

@@ -28,7 +28,9 @@ async fn call(
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut request = ureq::http::Request::builder().method(method.as_str()).uri(&url);
+        let mut request = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
@@ -258,7 +260,10 @@ async fn first_admin_token_is_written_once() {
     let written = std::fs::metadata(&file).unwrap().modified().unwrap();
     let server = TestServer::start_in(dir, embedded_broker(), Default::default()).await;
     assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
-    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), written);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().modified().unwrap(),
+        written
+    );
     let (status, body) = call(&server, "GET", "/api/v1/tokens", Some(&server.token), None).await;
     assert_eq!(status, 200);
     assert_eq!(body["tokens"].as_array().unwrap().len(), 1, "{body}");
@@ -302,7 +307,10 @@ async fn changes_are_audited_and_verify_through_the_api() {
             (4, "token:auditor/viewer", "api.denied", "/api/v1/bundles"),
         ]
     );
-    assert_eq!(entries[1]["detail"], json!({"name": "auditor", "role": "viewer"}));
+    assert_eq!(
+        entries[1]["detail"],
+        json!({"name": "auditor", "role": "viewer"})
+    );
     assert_eq!(
         entries[2]["detail"],
         json!({"method": "POST", "path": "/api/v1/tokens", "status": 201})

@@ -140,7 +140,10 @@ fn edited_byte_is_named() {
         .unwrap();
     assert_eq!(changed, 1);
 
-    assert_eq!(verify_file(&path).problems, vec![Problem::Altered { seq: 3 }]);
+    assert_eq!(
+        verify_file(&path).problems,
+        vec![Problem::Altered { seq: 3 }]
+    );
 
     let output = tidegate(&["audit", "verify", "--db", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
@@ -184,7 +187,10 @@ fn whitespace_in_detail_is_named() {
             [],
         )
         .unwrap();
-    assert_eq!(verify_file(&path).problems, vec![Problem::Altered { seq: 2 }]);
+    assert_eq!(
+        verify_file(&path).problems,
+        vec![Problem::Altered { seq: 2 }]
+    );
 }
 
 #[test]

@@ -118,7 +118,10 @@ fn fleet_show_by_id_prefix_and_hostname() {
     let (_dir, base, token) = fleet_server();
 
     for query in [AGENT, "3f2a", "gw-01"] {
-        let output = tidegate(&token, &["--server", &base, "fleet", "show", query, "--json"]);
+        let output = tidegate(
+            &token,
+            &["--server", &base, "fleet", "show", query, "--json"],
+        );
         assert!(output.status.success(), "{query}: {}", stderr(&output));
         let detail: AgentDetail = serde_json::from_str(&stdout(&output)).unwrap();
         assert_eq!(detail.summary.agent_id, AGENT, "query {query}");
@@ -159,14 +162,17 @@ fn fleet_show_prints_text() {
         "{text}"
     );
 
-    let output = tidegate(&token, &[
-        "--server",
-        &base,
-        "fleet",
-        "show",
-        "historian",
-        "--packages",
-    ]);
+    let output = tidegate(
+        &token,
+        &[
+            "--server",
+            &base,
+            "fleet",
+            "show",
+            "historian",
+            "--packages",
+        ],
+    );
     let text = stdout(&output);
     // The VERSION column is as wide as curl's 17-character version.
     assert!(
@@ -242,7 +248,15 @@ fn token_file_is_read() {
 
     let output = tidegate(
         "",
-        &["--server", &base, "--token-file", file.to_str().unwrap(), "fleet", "list", "--json"],
+        &[
+            "--server",
+            &base,
+            "--token-file",
+            file.to_str().unwrap(),
+            "fleet",
+            "list",
+            "--json",
+        ],
     );
 
     assert!(output.status.success(), "stderr: {}", stderr(&output));
@@ -261,14 +275,22 @@ fn missing_token_explains() {
         message.contains("did not accept the API token: missing Authorization header"),
         "{message}"
     );
-    assert!(message.contains("--token-file PATH or TIDEGATE_TOKEN"), "{message}");
+    assert!(
+        message.contains("--token-file PATH or TIDEGATE_TOKEN"),
+        "{message}"
+    );
 }
 
 #[test]
 fn unreadable_token_file_names_it() {
     let output = tidegate(
         "",
-        &["--token-file", "/nonexistent/tidegate.token", "fleet", "list"],
+        &[
+            "--token-file",
+            "/nonexistent/tidegate.token",
+            "fleet",
+            "list",
+        ],
     );
 
     assert_eq!(output.status.code(), Some(1));

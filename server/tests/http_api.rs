@@ -72,7 +72,11 @@ fn reads_need_a_known_token() {
     assert_eq!(status, 401);
     assert_eq!(content_type, "application/json");
     let error: ErrorResponse = serde_json::from_str(&body).unwrap();
-    assert!(error.error.contains("missing Authorization header"), "{}", error.error);
+    assert!(
+        error.error.contains("missing Authorization header"),
+        "{}",
+        error.error
+    );
 
     let unknown = format!("tg_{}", "0".repeat(64));
     let (status, _, body) = get_as(&api, "/api/v1/agents", Some(&unknown));

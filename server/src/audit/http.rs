@@ -48,11 +48,19 @@ async fn read_page(State(log): State<AuditLog>, Query(query): Query<PageQuery>) 
         Ok(Err(error)) => {
             tracing::error!(%error, "failed to read the audit log");
             let error = error.to_string();
-            (StatusCode::INTERNAL_SERVER_ERROR, Json(ErrorResponse { error })).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(ErrorResponse { error }),
+            )
+                .into_response()
         }
         Err(error) => {
             let error = format!("the audit read task failed: {error}");
-            (StatusCode::INTERNAL_SERVER_ERROR, Json(ErrorResponse { error })).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(ErrorResponse { error }),
+            )
+                .into_response()
         }
     }
 }

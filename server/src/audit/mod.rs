@@ -134,7 +134,13 @@ pub fn canonical_bytes(
     prev_hash: &[u8; 32],
 ) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(
-        HASH_DOMAIN.len() + 16 + 16 + actor.len() + action.len() + subject.len() + detail_json.len()
+        HASH_DOMAIN.len()
+            + 16
+            + 16
+            + actor.len()
+            + action.len()
+            + subject.len()
+            + detail_json.len()
             + 32,
     );
     bytes.extend_from_slice(HASH_DOMAIN);
@@ -425,11 +431,13 @@ impl AuditLog {
 
 /// Reads every entry of the store file at `path` without writing to it, for `tidegate audit`.
 pub fn read_file(path: &Path) -> Result<Vec<AuditRecord>, AuditError> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = Connection::open_with_flags(path, flags).map_err(|source| AuditError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection =
+        Connection::open_with_flags(path, flags).map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
     read_after(&connection, 0, usize::MAX).map_err(|source| AuditError::Read {
         path: path.to_owned(),
         source,

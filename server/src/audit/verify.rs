@@ -59,7 +59,10 @@ impl fmt::Display for Problem {
                 f,
                 "entry {seq} is out of order: it was written as entry {written_as} (reordered)"
             ),
-            Self::BrokenLink { seq, previous_seq: 0 } => write!(
+            Self::BrokenLink {
+                seq,
+                previous_seq: 0,
+            } => write!(
                 f,
                 "entry {seq} does not start the chain: its prev_hash is not all zeros, so \
                  earlier entries were removed"
@@ -161,7 +164,9 @@ pub fn verify(records: &[AuditRecord]) -> VerifyReport {
 fn positions_by_chain(ordered: &[&AuditRecord]) -> HashMap<usize, u64> {
     let mut by_prev_hash: HashMap<&str, usize> = HashMap::with_capacity(ordered.len());
     for (index, record) in ordered.iter().enumerate() {
-        by_prev_hash.entry(record.prev_hash.as_str()).or_insert(index);
+        by_prev_hash
+            .entry(record.prev_hash.as_str())
+            .or_insert(index);
     }
     let mut positions = HashMap::with_capacity(ordered.len());
     let mut current = GENESIS_HASH;

@@ -122,7 +122,11 @@ fn token_error(error: TokenError) -> Response {
 
 fn task_failed(error: tokio::task::JoinError) -> Response {
     let error = format!("the token task failed: {error}");
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(ErrorResponse { error })).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(ErrorResponse { error }),
+    )
+        .into_response()
 }
 
 fn now_unix_s() -> i64 {

@@ -111,7 +111,11 @@ pub struct AuthState {
 }
 
 /// Checks the caller's token and role, runs the handler, and records what was not a read.
-pub async fn authorize(State(state): State<AuthState>, mut request: Request, next: Next) -> Response {
+pub async fn authorize(
+    State(state): State<AuthState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -244,7 +248,11 @@ mod tests {
         assert!(permits(Role::Admin, &post, "/api/v1/bundles"));
         assert!(!permits(Role::Security, &post, "/api/v1/tokens"));
         assert!(!permits(Role::Viewer, &Method::GET, "/api/v1/tokens"));
-        assert!(permits(Role::Viewer, &Method::GET, "/api/v1/agents/{agent_id}"));
+        assert!(permits(
+            Role::Viewer,
+            &Method::GET,
+            "/api/v1/agents/{agent_id}"
+        ));
     }
 
     #[test]

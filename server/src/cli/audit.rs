@@ -83,8 +83,9 @@ fn read_records(
     let mut records = Vec::new();
     let mut cursor = after;
     loop {
-        let page: AuditPage =
-            client.get_json(&format!("{AUDIT_PATH}?after={cursor}&limit={MAX_PAGE_LIMIT}"))?;
+        let page: AuditPage = client.get_json(&format!(
+            "{AUDIT_PATH}?after={cursor}&limit={MAX_PAGE_LIMIT}"
+        ))?;
         let Some(last) = page.last() else {
             break;
         };

@@ -167,7 +167,11 @@ impl ApiClient {
 }
 
 /// Decodes a 2xx JSON body, or turns another status into an error with the server's message.
-fn decode_success<T: DeserializeOwned>(url: String, status: u16, body: &str) -> Result<T, CliError> {
+fn decode_success<T: DeserializeOwned>(
+    url: String,
+    status: u16,
+    body: &str,
+) -> Result<T, CliError> {
     if !(200..300).contains(&status) {
         let message = serde_json::from_str::<ErrorResponse>(body)
             .map(|response| response.error)

@@ -23,10 +23,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use audit::AuditCommand;
 pub use bundle::BundleCommand;
 pub use client::ApiClient;
 pub use keys::KeysCommand;
-pub use audit::AuditCommand;
 pub use root::RootCommand;
 pub use tokens::TokensCommand;
 
@@ -153,10 +153,7 @@ pub enum CliError {
     )]
     Unauthorized { url: String, message: String },
     #[error("cannot read the token file {path}: {source}")]
-    TokenFile {
-        path: PathBuf,
-        source: io::Error,
-    },
+    TokenFile { path: PathBuf, source: io::Error },
     #[error("the token file {path} is empty")]
     EmptyTokenFile { path: PathBuf },
     #[error(

@@ -134,7 +134,13 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         assert!(lines[0].starts_with("NAME"), "{table}");
-        assert!(lines[1].contains("admin") && lines[1].ends_with('-'), "{table}");
-        assert!(lines[2].contains("viewer") && lines[2].ends_with("2m ago"), "{table}");
+        assert!(
+            lines[1].contains("admin") && lines[1].ends_with('-'),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("viewer") && lines[2].ends_with("2m ago"),
+            "{table}"
+        );
     }
 }

@@ -230,8 +230,7 @@ impl Publications {
                 ])
             })
             .map_err(write_error)?;
-        audit::append(&transaction, now_unix_s, &entry("bundle.published"))
-            .map_err(write_error)?;
+        audit::append(&transaction, now_unix_s, &entry("bundle.published")).map_err(write_error)?;
         transaction.commit().map_err(write_error)?;
         Ok(())
     }

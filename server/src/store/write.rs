@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use tidegate_protocol::{
-    BootId, BundleRecord, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey, PendingUpdate,
-    RebootRequired, Report, ReportBody, Status, StatusState, Warning,
+    BootId, BundleRecord, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
+    PendingUpdate, RebootRequired, Report, ReportBody, Status, StatusState, Warning,
 };
 
 use super::IngestOutcome;
