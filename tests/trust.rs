@@ -203,7 +203,7 @@ fn published_bundle_is_verified_by_the_agent() {
         },
     );
 
-    // The audit log holds the publications with their signers, the orders and the outcomes.
+    // The audit log contains the publications with their signers, the orders and the outcomes.
     let entries = server.audit_entries();
     let find = |action: &str, subject: &str| {
         entries

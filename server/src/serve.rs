@@ -62,8 +62,8 @@ pub struct ServerConfig {
     /// The signed trust root bundles are checked against before they are published. Without it,
     /// publication is refused.
     pub trust_root: Option<PathBuf>,
-    /// Where to write the admin token created on the first start (mode 0600), besides handing it
-    /// to the caller. Never written on later starts.
+    /// The file that receives the admin token created on the first start (mode 0600), besides the
+    /// caller. Later starts never write it.
     pub admin_token_file: Option<PathBuf>,
 }
 
@@ -142,8 +142,8 @@ pub async fn run(
     server.run_until(shutdown).await
 }
 
-/// Prints the first admin token on stdout, on a line of its own that says what it is. Logs go to
-/// stderr, so stdout holds only this line.
+/// Prints the first admin token on stdout, on a line of its own that names what it is. Logs go to
+/// stderr, so stdout contains only this line.
 pub fn print_first_admin_token(token: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();

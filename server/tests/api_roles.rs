@@ -1,5 +1,5 @@
-//! Roles and tokens on a whole server: every route of the role table answers each role as the
-//! table says, tokens are stored hashed, revoked tokens stop working, and what changed is in the
+//! Roles and tokens on a whole server: every route of the role table accepts or rejects each
+//! role as the table lists, tokens are stored hashed, revoked tokens stop working, and what changed is in the
 //! audit log, which verifies through the API.
 
 mod ingest_support;
@@ -11,8 +11,8 @@ use ring::digest::{digest, SHA256};
 use serde_json::{json, Value};
 use tidegate_server::auth::{Role, ROUTE_ROLES};
 
-/// Sends `method path` with `token` (or none) and a JSON body for writes; returns the status and
-/// the body as JSON (`Null` when it is not JSON).
+/// Sends `method path` with `token` (or none) and `body` as JSON. Returns the status and the
+/// response body as JSON (`Null` when it is not JSON).
 async fn call(
     server: &TestServer,
     method: &str,
@@ -68,7 +68,7 @@ async fn create_token(server: &TestServer, name: &str, role: &str) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
 
-/// The route template with each `{parameter}` replaced by a value no test creates.
+/// Replaces each `{parameter}` of a route template with a value no test creates.
 fn concrete_path(template: &str) -> String {
     template
         .split('/')
@@ -126,7 +126,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
                 );
             }
         }
-        // Without a token, every route answers 401.
+        // Without a token, every route returns 401.
         let (status, _) = call(&server, rule.method, &path, None, body.clone()).await;
         assert_eq!(status, 401, "{} {} without a token", rule.method, rule.path);
     }
@@ -254,7 +254,8 @@ async fn first_admin_token_is_written_once() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let first = std::fs::read_to_string(&file).unwrap();
-    assert!(first.starts_with("tg_") && first.ends_with('\n'), "{first}");
+    assert!(first.starts_with("tg_"), "{first}");
+    assert!(first.ends_with('\n'), "{first}");
     let dir = server.stop().await;
 
     let written = std::fs::metadata(&file).unwrap().modified().unwrap();

@@ -411,12 +411,13 @@ impl Server {
         }
     }
 
-    /// The file the server writes its first admin token to: next to `db`, as `NAME.admin-token`.
+    /// Returns the file the server writes its first admin token to: `NAME.admin-token` next to
+    /// `db`.
     pub fn token_file(db: &Path) -> PathBuf {
         db.with_extension("admin-token")
     }
 
-    /// A `tidegate` command aimed at this server with the admin token.
+    /// Builds a `tidegate` command aimed at this server with the admin token.
     pub fn tidegate(&self) -> Command {
         let mut command = Command::new(workspace_binary("tidegate"));
         command
@@ -466,7 +467,7 @@ impl Server {
         (status, body)
     }
 
-    /// Every audit log entry, oldest first.
+    /// Reads every audit log entry, oldest first.
     pub fn audit_entries(&self) -> Vec<serde_json::Value> {
         let mut entries = Vec::new();
         loop {

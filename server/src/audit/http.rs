@@ -30,7 +30,7 @@ struct PageQuery {
     limit: Option<usize>,
 }
 
-/// The audit log's read route.
+/// Builds the audit log's read route.
 pub fn routes(log: AuditLog) -> Router {
     Router::new()
         .route(AUDIT_PATH, get(read_page))

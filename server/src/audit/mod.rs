@@ -1,6 +1,6 @@
 //! The audit log: the server's append-only, hash-chained record of every decision and outcome.
 //!
-//! It owns the `audit_log` table of the store. Each entry holds its sequence number (1, 2, 3, …
+//! It owns the `audit_log` table of the store. Each entry contains its sequence number (1, 2, 3, …
 //! without gaps), the time, the actor (`token:NAME/ROLE` for an API caller, `agent:ID` for what an
 //! agent reported, `server` for the server's own decisions), an action such as `bundle.published`,
 //! the subject it concerns, a JSON object of details, the hash of the entry before it and its own
@@ -40,12 +40,12 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Separates this hash input from any other SHA-256 input, and names its format version.
 const HASH_DOMAIN: &[u8] = b"tidegate-audit-v1\0";
 
-/// The actor of an entry that an agent's report caused.
+/// Returns the actor of an entry that an agent's report caused.
 pub fn agent_actor(agent_id: &str) -> String {
     format!("agent:{agent_id}")
 }
 
-/// What a caller records; [`append`] adds the sequence number, the time and the hashes.
+/// An entry as a caller records it. [`append`] adds the sequence number, the time and the hashes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
     pub actor: String,
@@ -199,8 +199,8 @@ fn write_canonical(value: &Value, out: &mut String) {
 
 /// Appends `entry` at time `at_unix_s` and returns it as stored.
 ///
-/// Inside a transaction, the entry becomes part of it; start that transaction with `BEGIN
-/// IMMEDIATE` (rusqlite's `TransactionBehavior::Immediate`) so no other connection appends between
+/// Inside a transaction, the entry becomes part of it. Start that transaction with `BEGIN
+/// IMMEDIATE` (rusqlite's `TransactionBehavior::Immediate`), so no other connection appends between
 /// reading the newest entry and writing this one. Outside a transaction, `append` opens an
 /// immediate transaction of its own. Two appends that still collide fail on the primary key of
 /// `seq`, never fork the chain.
@@ -236,7 +236,7 @@ fn append_in_transaction(
         Some((seq, hash)) => (seq as u64 + 1, hash),
         None => (1, GENESIS_HASH.to_owned()),
     };
-    // A stored hash that is not hex can only come from an edit of the file; chaining on zeros
+    // A stored hash that is not hex can only come from an edit of the file. Chaining on zeros
     // then keeps the log writable, and verification names the edited entry.
     let prev_bytes = parse_hash(&prev_hash).unwrap_or([0; 32]);
     let detail = canonical_json(&entry.detail);

@@ -33,7 +33,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    /// The sequence number of the first entry this problem names.
+    /// Returns the sequence number of the first entry this problem names.
     pub fn seq(&self) -> u64 {
         match self {
             Self::Missing { first, .. } => *first,

@@ -1,9 +1,9 @@
 //! Token management routes, for `admin` only (see [`super::policy::ROUTE_ROLES`]).
 //!
 //! - `GET /api/v1/tokens`: `{"tokens": [TokenInfo, ...]}` by name, revoked ones included.
-//! - `POST /api/v1/tokens` with `{"name", "role"}`: `201` with `{"name", "role", "token"}`, the
-//!   only time the token text is shown; `400` for an invalid name or role, `409` when the name
-//!   is taken.
+//! - `POST /api/v1/tokens` with `{"name", "role"}`: `201` with `{"name", "role", "token"}`. This
+//!   is the only time the token text is shown. `400` for an invalid name or role, `409` when the
+//!   name is taken.
 //! - `POST /api/v1/tokens/{name}/revoke`: `200` with the revoked `TokenInfo`; `404` for an
 //!   unknown name, `409` when it was revoked already or is the last admin token.
 
@@ -32,7 +32,7 @@ pub struct CreateTokenRequest {
     pub role: String,
 }
 
-/// The answer to `POST /api/v1/tokens`.
+/// The response to `POST /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedToken {
     pub name: String,
@@ -40,7 +40,7 @@ pub struct CreatedToken {
     pub token: String,
 }
 
-/// The token routes.
+/// Builds the token management routes.
 pub fn routes(tokens: Tokens) -> Router {
     Router::new()
         .route(TOKENS_PATH, get(list).post(create))

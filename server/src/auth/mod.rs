@@ -3,7 +3,7 @@
 //! It owns the `tokens` table of the store. A token is `tg_` followed by 64 hex digits: 32 random
 //! bytes from ring's `SystemRandom`. The table keeps the token's name, role, creation and
 //! revocation, and only the SHA-256 of the token text, so reading the file gives no usable token.
-//! The plaintext exists once, in the answer to whoever created it.
+//! The plaintext exists once, in the response to the request that created it.
 //!
 //! Roles: `admin` manages tokens and may do everything; `it` runs rollouts and assigns hosts;
 //! `ot` defines windows and schedules; `security` publishes bundles and trust roots; `viewer` only
@@ -31,13 +31,13 @@ use crate::audit::{self, to_hex, AuditEntry};
 pub use http::{routes, CreateTokenRequest, CreatedToken, TokenList, TOKENS_PATH};
 pub use policy::{authorize, AuthState, RouteRoles, ROUTE_ROLES};
 
-/// What every token text starts with, so a token in a log or a file is easy to recognise.
+/// The prefix of every token text, so a token in a log or a file is easy to recognise.
 pub const TOKEN_PREFIX: &str = "tg_";
 
 /// The name of the token created on the first start.
 pub const FIRST_ADMIN_NAME: &str = "admin";
 
-/// The longest token name.
+/// The maximum length of a token name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
 /// A token's role.
@@ -98,7 +98,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The actor of the audit entries this caller causes: `token:NAME/ROLE`.
+    /// Returns the actor of the audit entries this caller causes: `token:NAME/ROLE`.
     pub fn actor(&self) -> String {
         format!("token:{}/{}", self.name, self.role)
     }
@@ -158,7 +158,7 @@ pub fn generate_token(random: &dyn SecureRandom) -> Result<String, TokenError> {
     Ok(format!("{TOKEN_PREFIX}{}", to_hex(&secret)))
 }
 
-/// The SHA-256 of a token text in lowercase hex, as the `tokens` table stores it.
+/// Computes the SHA-256 of a token text in lowercase hex, as the `tokens` table stores it.
 pub fn token_hash(token: &str) -> String {
     to_hex(digest(&SHA256, token.as_bytes()).as_ref())
 }
@@ -278,6 +278,7 @@ impl Tokens {
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&store_error)?;
+
         let exists: bool = transaction
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1)",
@@ -290,6 +291,7 @@ impl Tokens {
                 name: name.to_owned(),
             });
         }
+
         transaction
             .execute(
                 "INSERT INTO tokens (name, role, token_hash, created_at_unix_s, created_by)
@@ -310,6 +312,7 @@ impl Tokens {
         .map_err(&store_error)?;
         deliver(&token)?;
         transaction.commit().map_err(&store_error)?;
+
         let info = TokenInfo {
             name: name.to_owned(),
             role,
@@ -345,7 +348,7 @@ impl Tokens {
         Ok(Some(token))
     }
 
-    /// Every token, revoked ones included, by name.
+    /// Lists every token, revoked ones included, by name.
     pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
         let connection = self.lock();
         let mut statement = connection
@@ -396,6 +399,7 @@ impl Tokens {
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&store_error)?;
+
         let row: Option<(String, i64, String, Option<i64>)> = transaction
             .query_row(
                 "SELECT role, created_at_unix_s, created_by, revoked_at_unix_s
@@ -415,6 +419,7 @@ impl Tokens {
                 name: name.to_owned(),
             });
         }
+
         let role: Role = role.parse()?;
         if role == Role::Admin {
             let active_admins: i64 = transaction
@@ -430,6 +435,7 @@ impl Tokens {
                 });
             }
         }
+
         transaction
             .execute(
                 "UPDATE tokens SET revoked_at_unix_s = ?2 WHERE name = ?1",
@@ -448,6 +454,7 @@ impl Tokens {
         )
         .map_err(&store_error)?;
         transaction.commit().map_err(&store_error)?;
+
         Ok(TokenInfo {
             name: name.to_owned(),
             role,

@@ -1,8 +1,8 @@
 //! Which role may call which route, and the middleware that enforces it on every `/api/v1` route.
 //!
-//! [`ROUTE_ROLES`] is the one place that grants roles. A route it does not list is open to every
-//! role when its method is `GET` or `HEAD` (reads are for everyone, viewers included) and to
-//! `admin` alone otherwise, so a new write route is closed until someone adds its line. `admin` may
+//! [`ROUTE_ROLES`] is the one place that grants roles. A `GET` or `HEAD` route it does not list is
+//! open to every role, because reads are for everyone, viewers included. Any other route it does
+//! not list is open to `admin` alone, so a new write route is closed until someone adds its line. `admin` may
 //! call every route and is never listed.
 //!
 //! [`authorize`] runs as a route layer, after routing, so it sees the route's path template
@@ -103,7 +103,7 @@ pub fn permits(role: Role, method: &Method, path: &str) -> bool {
     role == Role::Admin || allowed_roles(method, path).contains(&role)
 }
 
-/// What the middleware needs: the tokens to check and the log to record in.
+/// The state of the middleware: the tokens to check and the log to record in.
 #[derive(Clone)]
 pub struct AuthState {
     pub tokens: Tokens,

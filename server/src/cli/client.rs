@@ -84,7 +84,7 @@ impl ApiClient {
         self.read_response(&url, response)
     }
 
-    /// Sends `body` as JSON in a POST request and decodes the JSON answer. A status other than
+    /// Sends `body` as JSON in a POST request and decodes the JSON response. A status other than
     /// 2xx is an error that carries the server's message.
     pub fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,

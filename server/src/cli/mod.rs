@@ -1,8 +1,8 @@
 //! The operator CLI `tidegate`: reads the fleet through the server's HTTP API and prints it, and
 //! manages signing keys, trust roots and bundles in files on the operator's machine.
 //!
-//! It opens a store file only for `audit verify --db` and `audit export --db`, read-only;
-//! everything else goes through the API, so it works from any machine that reaches it. API
+//! It opens a store file only for `audit verify --db` and `audit export --db`, read-only.
+//! Everything else goes through the API, so it works from any machine that reaches it. API
 //! requests carry the token from `--token-file` or `TIDEGATE_TOKEN`. Private keys never leave
 //! their files: only `bundle publish` sends anything of them, the signed bundle file.
 //! Exit codes: 0 on success, 1 on an error, 2 on invalid usage (clap exits with 2 itself).
@@ -36,7 +36,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8740";
 /// The environment variable that replaces [`DEFAULT_SERVER`].
 pub const SERVER_ENV: &str = "TIDEGATE_SERVER";
 
-/// The environment variable that holds the API token when `--token-file` is not given.
+/// The environment variable that contains the API token when `--token-file` is not given.
 pub const TOKEN_ENV: &str = "TIDEGATE_TOKEN";
 
 #[derive(Debug, Parser)]

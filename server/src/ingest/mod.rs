@@ -440,7 +440,8 @@ impl OrderSender {
     }
 }
 
-/// The name of an order kind for the audit log, or `None` for the kinds it does not record.
+/// Returns the name of an order kind for the audit log, or `None` for the kinds it does not
+/// record.
 fn order_kind(body: &OrderBody) -> Option<&'static str> {
     match body {
         OrderBody::ReportAck { .. } | OrderBody::Resync { .. } => None,
