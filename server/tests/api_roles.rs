@@ -84,7 +84,7 @@ fn concrete_path(template: &str) -> String {
 }
 
 #[tokio::test]
-async fn every_route_answers_each_role_as_the_table_says() {
+async fn route_table_is_enforced_per_role() {
     let server = TestServer::embedded().await;
     let mut tokens = Vec::new();
     for role in [Role::It, Role::Ot, Role::Security, Role::Viewer] {
@@ -272,7 +272,7 @@ async fn first_admin_token_is_written_once() {
 }
 
 #[tokio::test]
-async fn changes_are_audited_and_verify_through_the_api() {
+async fn changes_audited_and_verified_via_api() {
     let server = TestServer::embedded().await;
     let viewer = create_token(&server, "auditor", "viewer").await;
     let (status, _) = call(
@@ -332,16 +332,7 @@ async fn changes_are_audited_and_verify_through_the_api() {
     let (status, _) = call(&server, "GET", "/api/v1/audit?limit=0", Some(&viewer), None).await;
     assert_eq!(status, 400);
 
-    let base = format!("http://{}", server.http);
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["--server", &base, "audit", "verify"])
-            .env("TIDEGATE_TOKEN", &viewer)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run_tidegate(&server, &viewer, &["audit", "verify"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
@@ -352,6 +343,106 @@ async fn changes_are_audited_and_verify_through_the_api() {
     assert!(
         stdout.starts_with("audit log intact: 4 entries; the newest is entry 4 with hash "),
         "{stdout}"
+    );
+
+    // An edit of the file while the server runs shows through the API as well.
+    let db = server.dir.path().join("tidegate.db");
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    connection
+        .execute_batch(
+            "DROP TRIGGER audit_log_no_update;
+             UPDATE audit_log SET detail = replace(detail, 'viewer', 'admin') WHERE seq = 2;",
+        )
+        .unwrap();
+    drop(connection);
+    let output = run_tidegate(&server, &viewer, &["audit", "verify"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "entry 2 was altered: its content does not match its hash\n"
+    );
+    server.stop().await;
+}
+
+/// Runs the `tidegate` binary against `server` with `token`, off the async runtime's threads.
+async fn run_tidegate(server: &TestServer, token: &str, args: &[&str]) -> std::process::Output {
+    let base = format!("http://{}", server.http);
+    let token = token.to_owned();
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .arg("--server")
+            .arg(&base)
+            .args(&args)
+            .env("TIDEGATE_TOKEN", &token)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_commands_round_trip() {
+    let server = TestServer::embedded().await;
+    let admin = server.token.clone();
+
+    let output = run_tidegate(
+        &server,
+        &admin,
+        &["tokens", "create", "--role", "ot", "--name", "line-3"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0));
+    let token = String::from_utf8(output.stdout).unwrap();
+    assert!(token.starts_with("tg_"), "{token}");
+    assert_eq!(token.len(), 3 + 64 + 1, "the token and a newline: {token}");
+    let note = String::from_utf8_lossy(&output.stderr);
+    assert!(note.contains("created token line-3 with role ot"), "{note}");
+
+    let output = run_tidegate(&server, token.trim(), &["fleet", "list", "--json"]).await;
+    assert_eq!(output.status.code(), Some(0), "the new token reads");
+
+    let output = run_tidegate(&server, &admin, &["tokens", "list"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    let table = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[1].starts_with("admin "), "{table}");
+    assert!(lines[2].starts_with("line-3 "), "{table}");
+    assert!(lines[2].contains(" ot "), "{table}");
+    assert!(lines[2].contains("token:admin/admin"), "{table}");
+
+    let output = run_tidegate(
+        &server,
+        &admin,
+        &["tokens", "create", "--role", "root", "--name", "x"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("invalid role \"root\""), "{message}");
+
+    let output = run_tidegate(&server, &admin, &["tokens", "revoke", "line-3"]).await;
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "revoked token line-3 (role ot); the server no longer accepts it\n"
+    );
+
+    let output = run_tidegate(&server, token.trim(), &["fleet", "list"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("did not accept the API token: the token is unknown or revoked"),
+        "{message}"
+    );
+
+    let output = run_tidegate(&server, token.trim(), &["tokens", "list"]).await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a revoked token lists nothing"
     );
     server.stop().await;
 }
