@@ -22,7 +22,9 @@ mkdir -p "$work_dir"
 
 echo "==> building tidegate-server, tidegate and tidegate-agent"
 cargo build --quiet -p tidegate-server -p tidegate-agent
-bin=${CARGO_TARGET_DIR:-target}/debug
+# Cargo's own answer, so CARGO_TARGET_DIR and build.target-dir settings are followed.
+target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+bin=$target_dir/debug
 
 for address in "$http_listen" "$mqtt_listen"; do
   if (exec 3<>"/dev/tcp/${address%:*}/${address##*:}") 2>/dev/null; then

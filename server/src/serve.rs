@@ -263,10 +263,10 @@ fn create_first_admin_token(
         None => Ok(()),
     })?;
     if token.is_some() {
-        info!(
-            file = ?file.map(Path::display),
-            "created the first admin token"
-        );
+        match file {
+            Some(path) => info!(file = %path.display(), "created the first admin token"),
+            None => info!("created the first admin token"),
+        }
     }
     Ok(token)
 }
