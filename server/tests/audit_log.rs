@@ -347,3 +347,35 @@ fn entry_rolls_back_with_its_transaction() {
     assert_eq!(records.len(), 5);
     assert!(records.iter().all(|record| record.action == "test.step"));
 }
+
+#[test]
+fn empty_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tidegate.db");
+    drop(Store::open(&path).unwrap());
+
+    let report = verify_file(&path);
+    assert!(report.is_intact());
+    assert_eq!(report.entries, 0);
+    assert_eq!(report.head, None);
+    let output = tidegate(&["audit", "verify", "--db", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "audit log intact: it has no entries yet\n"
+    );
+}
+
+#[test]
+fn missing_database_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.db");
+    let output = tidegate(&["audit", "verify", "--db", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains(&format!("cannot open the audit log in {}", path.display())),
+        "{message}"
+    );
+    assert!(!path.exists(), "verify creates no database");
+}
