@@ -22,7 +22,7 @@ mkdir -p "$work_dir"
 
 echo "==> building tidegate-server, tidegate and tidegate-agent"
 cargo build --quiet -p tidegate-server -p tidegate-agent
-# Cargo's own answer, so CARGO_TARGET_DIR and build.target-dir settings are followed.
+# Cargo reports the target directory it uses, which follows CARGO_TARGET_DIR and build.target-dir.
 target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
 bin=$target_dir/debug
 

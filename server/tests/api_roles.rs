@@ -1,6 +1,6 @@
-//! Roles and tokens on a whole server: every route of the role table accepts or rejects each
-//! role as the table lists, tokens are stored hashed, revoked tokens stop working, and what changed is in the
-//! audit log, which verifies through the API.
+//! Roles and tokens on a whole server. Every route of the role table accepts or rejects each
+//! role as the table lists. Tokens are stored hashed, and revoked tokens stop working. What changed
+//! is in the audit log, which verifies through the API.
 
 mod ingest_support;
 
