@@ -253,6 +253,9 @@ fn published_bundle_is_verified_by_the_agent() {
         .expect("the refused baseline-4 publication");
     assert_eq!(refused["subject"], "/api/v1/bundles");
     assert_eq!(refused["actor"], "token:sec-publisher/security");
+    let rejected = find("bundle.rejected", "/api/v1/bundles");
+    assert_eq!(rejected["detail"]["rule"], "rollback");
+    assert_eq!(rejected["detail"]["publisher"], "test@ci");
 
     let output = server
         .tidegate()

@@ -10,6 +10,7 @@
 //!
 //! Both routes need the `security` role (see [`crate::auth::policy`]). Each publication is
 //! recorded in the audit log with its signers and the caller's token, and each order sent with it.
+//! A rejected publication is recorded as `bundle.rejected` or `trust_root.rejected`.
 //!
 //! `201` with a [`PublishResponse`] when the bundle passed the check and was stored and sent to
 //! the agents it targets; `200` with the same body when this exact bundle was published before
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tidegate_protocol::trust::{verify_root_update, SignedTrustRoot, TrustRoot};
 use tidegate_protocol::{AgentId, Order, OrderBody, OrderId};
 
+use crate::audit::{AuditEntry, AuditLog};
 use crate::auth::Principal;
 use crate::ingest::OrderSender;
 use crate::publish::{check_bundle, targets_agent, PublishError, MAX_DELIVERED_BUNDLE_BYTES};
@@ -42,6 +44,8 @@ pub struct PublishState {
     pub publications: Publications,
     pub reader: StoreReader,
     pub orders: OrderSender,
+    /// Where rejected publications are recorded; accepted ones are recorded with the bundle.
+    pub audit: AuditLog,
 }
 
 /// The body of a successful publication.
@@ -103,6 +107,23 @@ async fn publish(
         Ok(Ok(Ok(pair))) => pair,
         Ok(Ok(Err(error))) => {
             tracing::warn!(%publisher, %error, "rejected a bundle publication");
+            let detail = serde_json::json!({
+                "publisher": publisher,
+                "rule": error.rule(),
+                "error": error.to_string(),
+                "bundle_sha256": crate::audit::to_hex(
+                    ring::digest::digest(&ring::digest::SHA256, &body).as_ref()
+                ),
+            });
+            state
+                .audit
+                .record(AuditEntry::new(
+                    principal.actor(),
+                    "bundle.rejected",
+                    "/api/v1/bundles",
+                    detail,
+                ))
+                .await;
             let status = match error {
                 PublishError::NoTrustRoot => StatusCode::SERVICE_UNAVAILABLE,
                 PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -226,7 +247,9 @@ async fn publish_trust_root(
     let offered = match SignedTrustRoot::decode(&body) {
         Ok(offered) => offered,
         Err(error) => {
-            return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None)
+            tracing::warn!(%error, "rejected a trust root that does not decode");
+            record_root_rejection(&state, &principal, error.to_string()).await;
+            return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None);
         }
     };
     let current = state.root.read().expect("trust root lock").clone();
@@ -253,6 +276,7 @@ async fn publish_trust_root(
             Ok(root) => root,
             Err(error) => {
                 tracing::warn!(%error, "rejected a trust root");
+                record_root_rejection(&state, &principal, error.to_string()).await;
                 return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None);
             }
         }
@@ -331,6 +355,16 @@ async fn publish_trust_root(
         }),
     )
         .into_response()
+}
+
+async fn record_root_rejection(state: &PublishState, principal: &Principal, error: String) {
+    let entry = AuditEntry::new(
+        principal.actor(),
+        "trust_root.rejected",
+        "/api/v1/trust-root",
+        serde_json::json!({ "error": error }),
+    );
+    state.audit.record(entry).await;
 }
 
 fn now_unix_s() -> i64 {

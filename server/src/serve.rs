@@ -222,6 +222,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         publications,
         reader: reader.clone(),
         orders: ingest.order_sender().with_audit(audit.clone()),
+        audit: audit.clone(),
     };
     // Every module's routes are merged here, before http::app puts the token check in front.
     let api = crate::http::router(reader)
