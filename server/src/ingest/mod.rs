@@ -390,6 +390,10 @@ pub fn start(
 /// recorded as `order.sent` by the `server` actor, with its id, its kind and whether it reached
 /// the broker's queue. Report acknowledgements and resync orders, which ingest sends itself for
 /// every report, are not recorded: they carry no decision and would outnumber everything else.
+///
+/// NOTE: each recorded order is one SQLite transaction of its own, and the next order waits for
+/// it. 5,000 such appends took 1.6 s in a debug build on a loaded 2-core machine, so an order to
+/// each of 10,000 agents adds seconds. Appending a batch in one transaction is not built yet.
 #[derive(Clone)]
 pub struct OrderSender {
     client: watch::Receiver<Option<rumqttc::AsyncClient>>,
