@@ -169,7 +169,6 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     let publications = crate::store::publications::Publications::open(&config.db_path)?;
     let audit = AuditLog::open(&config.db_path)?;
     let tokens = Tokens::open(&config.db_path)?;
-    let first_admin_token = create_first_admin_token(&tokens, config.admin_token_file.as_deref())?;
     let trust_root = match &config.trust_root {
         Some(path) => Some(current_trust_root(path, &publications)?),
         None => None,
@@ -209,6 +208,10 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
             addr: config.http_listen,
             source,
         })?;
+
+    // Created once the broker and the HTTP listener are up, so a start that fails on a busy port
+    // does not use up the first token before anyone saw it.
+    let first_admin_token = create_first_admin_token(&tokens, config.admin_token_file.as_deref())?;
 
     let ingest_config = IngestConfig {
         max_packet_bytes: config.mqtt_max_packet_bytes,
