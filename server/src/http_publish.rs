@@ -44,7 +44,7 @@ pub struct PublishState {
     pub publications: Publications,
     pub reader: StoreReader,
     pub orders: OrderSender,
-    /// Where rejected publications are recorded; accepted ones are recorded with the bundle.
+    /// The log of rejected publications. Accepted ones are recorded with the bundle itself.
     pub audit: AuditLog,
 }
 
