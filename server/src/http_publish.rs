@@ -179,6 +179,7 @@ async fn publish(
         }
     };
     let mut delivered_to = 0;
+    let mut batch = state.orders.batch();
     for agent in fleet
         .iter()
         .filter(|agent| targets_agent(&checked, &agent.tier, &agent.os_name))
@@ -196,14 +197,11 @@ async fn publish(
             ("bundle_id".to_owned(), checked.bundle_id.clone().into()),
             ("bundle_hash".to_owned(), checked.bundle_hash.clone().into()),
         ]);
-        if state
-            .orders
-            .send_with_detail(&agent_id, order, detail)
-            .await
-        {
+        if batch.send(&agent_id, order, detail).await {
             delivered_to += 1;
         }
     }
+    batch.finish().await;
     tracing::info!(
         bundle.id = %checked.bundle_id,
         stream = %checked.stream,
@@ -314,6 +312,7 @@ async fn publish_trust_root(
         }
     };
     let mut delivered_to = 0;
+    let mut batch = state.orders.batch();
     for agent in &fleet {
         let Ok(agent_id) = AgentId::parse(&agent.agent_id) else {
             continue;
@@ -333,15 +332,13 @@ async fn publish_trust_root(
                 "trust_root_version".to_owned(),
                 (*root_version).into(),
             )]);
-            sent_any |= state
-                .orders
-                .send_with_detail(&agent_id, order, detail)
-                .await;
+            sent_any |= batch.send(&agent_id, order, detail).await;
         }
         if sent_any {
             delivered_to += 1;
         }
     }
+    batch.finish().await;
     let status = if republished {
         StatusCode::OK
     } else {

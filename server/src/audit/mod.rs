@@ -416,6 +416,47 @@ impl AuditLog {
         }
     }
 
+    /// Appends `entries` in order, in one transaction, with the current time. Blocks on SQLite.
+    pub fn append_all(&self, entries: &[AuditEntry]) -> Result<(), AuditError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let append_error = |source| AuditError::Append {
+            path: self.path.clone(),
+            action: first.action.clone(),
+            source,
+        };
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(append_error)?;
+        let now = now_unix_s();
+        for entry in entries {
+            append(&transaction, now, entry).map_err(append_error)?;
+        }
+        transaction.commit().map_err(append_error)
+    }
+
+    /// Appends `entries` like [`AuditLog::append_all`] from async code, and logs a failure as
+    /// [`AuditLog::record`] does.
+    pub async fn record_all(&self, entries: Vec<AuditEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let log = self.clone();
+        let count = entries.len();
+        match tokio::task::spawn_blocking(move || log.append_all(&entries)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, entries = count, "failed to record audit entries")
+            }
+            Err(error) => tracing::error!(%error, entries = count, "the audit append task failed"),
+        }
+    }
+
     /// Reads up to `limit` entries after `after`. Blocks on SQLite.
     pub fn read_after(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         let connection = self

@@ -391,9 +391,10 @@ pub fn start(
 /// the broker's queue. Report acknowledgements and resync orders, which ingest sends itself for
 /// every report, are not recorded: they carry no decision and would outnumber everything else.
 ///
-/// NOTE: each recorded order is one SQLite transaction of its own, and the next order waits for
-/// it. 5,000 such appends took 1.6 s in a debug build on a loaded 2-core machine, so an order to
-/// each of 10,000 agents adds seconds. Appending a batch in one transaction is not built yet.
+/// [`OrderSender::send_with_detail`] records each order in a transaction of its own, which the
+/// next order waits for: 5,000 of them took 1.6 s in a debug build on a loaded 2-core machine.
+/// To send one order to many agents, use [`OrderSender::batch`], which records them all in one
+/// transaction at the end (95,000 appends in one transaction took 2.9 s on the same machine).
 #[derive(Clone)]
 pub struct OrderSender {
     client: watch::Receiver<Option<rumqttc::AsyncClient>>,
@@ -421,26 +422,77 @@ impl OrderSender {
         &self,
         agent_id: &AgentId,
         order: Order,
-        mut detail: serde_json::Map<String, serde_json::Value>,
+        detail: serde_json::Map<String, serde_json::Value>,
     ) -> bool {
+        let (queued, entry) = self.publish(agent_id, order, detail).await;
+        if let (Some(audit), Some(entry)) = (&self.audit, entry) {
+            audit.record(entry).await;
+        }
+        queued
+    }
+
+    /// Starts a batch of orders whose audit entries are recorded together by
+    /// [`OrderBatch::finish`].
+    pub fn batch(&self) -> OrderBatch<'_> {
+        OrderBatch {
+            sender: self,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Publishes one order and returns whether it was queued, with its audit entry when this
+    /// sender records orders of its kind.
+    async fn publish(
+        &self,
+        agent_id: &AgentId,
+        order: Order,
+        mut detail: serde_json::Map<String, serde_json::Value>,
+    ) -> (bool, Option<AuditEntry>) {
         let order_id = order.order_id;
         let kind = order_kind(&order.body);
         let client = self.client.borrow().clone();
         let queued = connection::publish_order(client, agent_id, order, &self.counters).await;
-        if let (Some(audit), Some(kind)) = (&self.audit, kind) {
-            detail.insert("order_id".to_owned(), order_id.to_string().into());
-            detail.insert("kind".to_owned(), kind.into());
-            detail.insert("queued".to_owned(), queued.into());
-            audit
-                .record(AuditEntry::new(
-                    crate::audit::SERVER_ACTOR,
-                    "order.sent",
-                    agent_id.as_str(),
-                    serde_json::Value::Object(detail),
-                ))
-                .await;
-        }
+        let (Some(_), Some(kind)) = (&self.audit, kind) else {
+            return (queued, None);
+        };
+        detail.insert("order_id".to_owned(), order_id.to_string().into());
+        detail.insert("kind".to_owned(), kind.into());
+        detail.insert("queued".to_owned(), queued.into());
+        let entry = AuditEntry::new(
+            crate::audit::SERVER_ACTOR,
+            "order.sent",
+            agent_id.as_str(),
+            serde_json::Value::Object(detail),
+        );
+        (queued, Some(entry))
+    }
+}
+
+/// Orders sent one by one whose audit entries wait for [`OrderBatch::finish`], which records them
+/// in one transaction. Entries of a batch dropped without `finish` are not recorded.
+pub struct OrderBatch<'a> {
+    sender: &'a OrderSender,
+    entries: Vec<AuditEntry>,
+}
+
+impl OrderBatch<'_> {
+    /// Publishes one order like [`OrderSender::send_with_detail`] and keeps its audit entry.
+    pub async fn send(
+        &mut self,
+        agent_id: &AgentId,
+        order: Order,
+        detail: serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        let (queued, entry) = self.sender.publish(agent_id, order, detail).await;
+        self.entries.extend(entry);
         queued
+    }
+
+    /// Records the audit entries of every order of the batch.
+    pub async fn finish(self) {
+        if let Some(audit) = &self.sender.audit {
+            audit.record_all(self.entries).await;
+        }
     }
 }
 
