@@ -1,10 +1,15 @@
 //! The audit log: the server's append-only, hash-chained record of every decision and outcome.
 //!
-//! It owns the `audit_log` table of the store. Each entry contains its sequence number (1, 2, 3, …
-//! without gaps), the time, the actor (`token:NAME/ROLE` for an API caller, `agent:ID` for what an
-//! agent reported, `server` for the server's own decisions), an action such as `bundle.published`,
-//! the subject it concerns, a JSON object of details, the hash of the entry before it and its own
-//! hash. The hash is SHA-256 over [`canonical_bytes`] of the entry, which includes the previous
+//! It owns the `audit_log` table of the store. Each entry contains:
+//!
+//! - its sequence number: 1, 2, 3, … without gaps;
+//! - the time;
+//! - the actor: `token:NAME/ROLE` for an API caller, `agent:ID` for what an agent reported, or
+//!   `server` for the server's own decisions;
+//! - an action such as `bundle.published`, and the subject it concerns;
+//! - a JSON object of details;
+//! - the hash of the entry before it, and its own hash.
+//! The hash is SHA-256 over [`canonical_bytes`] of the entry, which includes the previous
 //! hash, so editing, deleting or moving one entry breaks the chain at that entry.
 //!
 //! [`append`] is the only writer. It takes a connection that may be inside the caller's
@@ -120,10 +125,15 @@ impl AuditRecord {
     }
 }
 
-/// Encodes an entry for hashing: a domain string, then the sequence number and the time as 8-byte
-/// big-endian integers, then actor, action, subject and the canonical detail JSON, each as a
-/// 4-byte big-endian length and its UTF-8 bytes, then the 32 bytes of the previous hash. The
-/// lengths make the encoding unambiguous: no two entries encode to the same bytes.
+/// Encodes an entry for hashing, in this order:
+///
+/// 1. the domain string `tidegate-audit-v1` and a zero byte;
+/// 2. the sequence number and the time, each as an 8-byte big-endian integer;
+/// 3. actor, action, subject and the canonical detail JSON, each as a 4-byte big-endian length
+///    followed by its UTF-8 bytes;
+/// 4. the 32 bytes of the previous hash.
+///
+/// The lengths make the encoding unambiguous, so no two entries encode to the same bytes.
 pub fn canonical_bytes(
     seq: u64,
     at_unix_s: i64,
