@@ -9,6 +9,7 @@
 //! - an action such as `bundle.published`, and the subject it concerns;
 //! - a JSON object of details;
 //! - the hash of the entry before it, and its own hash.
+//!
 //! The hash is SHA-256 over [`canonical_bytes`] of the entry, which includes the previous
 //! hash, so editing, deleting or moving one entry breaks the chain at that entry.
 //!
