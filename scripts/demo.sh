@@ -2,6 +2,7 @@
 # Runs tidegate on this machine with its embedded defaults: tidegate-server with its own MQTT broker
 # and SQLite file, and one agent reading this host's real package databases (read only). Prints the
 # fleet table, then keeps both running until Ctrl-C. With --once it stops after the table.
+# The server's first admin token is kept in the working directory as admin.token (mode 0600).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,7 +22,9 @@ mkdir -p "$work_dir"
 
 echo "==> building tidegate-server, tidegate and tidegate-agent"
 cargo build --quiet -p tidegate-server -p tidegate-agent
-bin=target/debug
+# Cargo reports the target directory it uses, which follows CARGO_TARGET_DIR and build.target-dir.
+target_dir=$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)
+bin=$target_dir/debug
 
 for address in "$http_listen" "$mqtt_listen"; do
   if (exec 3<>"/dev/tcp/${address%:*}/${address##*:}") 2>/dev/null; then
@@ -38,10 +41,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-server_args=(--db "$work_dir/tidegate.db" --http-listen "$http_listen" --mqtt-listen "$mqtt_listen")
+token_file=$work_dir/admin.token
+server_args=(--db "$work_dir/tidegate.db" --http-listen "$http_listen" --mqtt-listen "$mqtt_listen"
+  --admin-token-file "$token_file")
 [[ -n $trust_root ]] && server_args+=(--trust-root "$trust_root")
 echo "==> starting tidegate-server (database $work_dir/tidegate.db, HTTP $http_listen, MQTT $mqtt_listen)"
-"$bin/tidegate-server" "${server_args[@]}" 2>"$work_dir/server.log" &
+"$bin/tidegate-server" "${server_args[@]}" >"$work_dir/server.log" 2>&1 &
 pids+=($!)
 
 cat >"$work_dir/agent.toml" <<TOML
@@ -58,6 +63,18 @@ echo "==> starting tidegate-agent (reads / , state in $work_dir/agent)"
 pids+=($!)
 
 export TIDEGATE_SERVER="http://$http_listen"
+# The server writes the token file on the first start of a database, before it listens.
+for _ in $(seq 1 150); do
+  [[ -s $token_file ]] && break
+  sleep 0.2
+done
+if [[ ! -s $token_file ]]; then
+  echo "error: tidegate-server wrote no admin token to $token_file; logs:" >&2
+  tail -n 20 "$work_dir/server.log" >&2
+  exit 1
+fi
+TIDEGATE_TOKEN=$(head -n 1 "$token_file")
+export TIDEGATE_TOKEN
 for _ in $(seq 1 150); do
   # The agent's status arrives before its first report; wait for the report.
   if "$bin/tidegate" fleet list --json 2>/dev/null | grep -q '"last_report_unix_s":[0-9]'; then
@@ -76,10 +93,12 @@ done
 echo
 "$bin/tidegate" fleet list
 echo
-echo "Logs and data are in $work_dir. Try:"
-echo "  TIDEGATE_SERVER=$TIDEGATE_SERVER $bin/tidegate fleet show $(hostname)"
-echo "  curl -s $TIDEGATE_SERVER/api/v1/agents"
-echo "  open $TIDEGATE_SERVER/ in a browser for the web console"
+echo "Logs and data are in $work_dir; the admin token is in $token_file. Try:"
+echo "  export TIDEGATE_SERVER=$TIDEGATE_SERVER TIDEGATE_TOKEN=\$(cat $token_file)"
+echo "  $bin/tidegate fleet show $(hostname)"
+echo "  $bin/tidegate audit verify"
+echo "  curl -s -H \"Authorization: Bearer \$TIDEGATE_TOKEN\" $TIDEGATE_SERVER/api/v1/agents"
+echo "  open $TIDEGATE_SERVER/ in a browser for the web console (sign in with the admin token)"
 if $once; then
   exit 0
 fi

@@ -1,12 +1,9 @@
 //! The whole reporting path on one machine: `tidegate-server` with its embedded broker, a real
 //! agent on a fixture root, the HTTP API and the `tidegate` CLI.
 
-use std::process::Command;
 use std::time::Duration;
 
-use tidegate_tests::{
-    fixture_root, prepare_agent_id, wait_for, workspace_binary, AgentSettings, Server,
-};
+use tidegate_tests::{fixture_root, prepare_agent_id, wait_for, AgentSettings, Server};
 
 #[test]
 fn fleet_list_shows_agent_via_embedded_broker() {
@@ -27,10 +24,7 @@ fn fleet_list_shows_agent_via_embedded_broker() {
     assert_eq!(agent["os_name"], "Fixture Linux", "{agent}");
     assert_eq!(agent["reboot_required"], false, "{agent}");
 
-    let output = Command::new(workspace_binary("tidegate"))
-        .args(["--server", &server.url(), "fleet", "list"])
-        .output()
-        .unwrap();
+    let output = server.tidegate().args(["fleet", "list"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -40,8 +34,9 @@ fn fleet_list_shows_agent_via_embedded_broker() {
     assert!(stdout.contains(&agent_id[..12]), "{stdout}");
     assert!(stdout.contains("Fixture Linux"), "{stdout}");
 
-    let output = Command::new(workspace_binary("tidegate"))
-        .args(["--server", &server.url(), "fleet", "show", &agent_id[..8]])
+    let output = server
+        .tidegate()
+        .args(["fleet", "show", &agent_id[..8]])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -60,23 +60,14 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
     file.encode().unwrap()
 }
 
-/// POSTs a bundle file; returns the status code and the JSON body.
-fn publish(server: &Server, file: &[u8]) -> (u16, serde_json::Value) {
-    let url = format!("{}/api/v1/bundles", server.url());
-    let response = ureq::post(&url)
-        .header("Content-Type", "application/octet-stream")
-        .header("X-Tidegate-Publisher", "test@ci")
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .send(file)
-        .unwrap();
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .read_json()
-        .unwrap_or(serde_json::Value::Null);
-    (status, body)
+/// POSTs a bundle file with a `security` token; returns the status code and the JSON body.
+fn publish(server: &Server, token: &str, file: &[u8]) -> (u16, serde_json::Value) {
+    server.post_octets(
+        "/api/v1/bundles",
+        token,
+        &[("X-Tidegate-Publisher", "test@ci")],
+        file,
+    )
 }
 
 fn bundle_outcomes(server: &Server, agent_id: &str) -> Vec<(String, String)> {
@@ -139,8 +130,9 @@ fn published_bundle_is_verified_by_the_agent() {
     });
     assert_eq!(agent["tier"], "plant-floor", "{agent}");
     assert_eq!(agent["trust_root_version"], 1, "{agent}");
+    let security = server.create_token("sec-publisher", "security");
 
-    let (status, body) = publish(&server, &bundle("baseline-5", 5, &s1));
+    let (status, body) = publish(&server, &security, &bundle("baseline-5", 5, &s1));
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["delivered_to"], 1, "{body}");
     wait_for(
@@ -154,7 +146,7 @@ fn published_bundle_is_verified_by_the_agent() {
     );
 
     // Signed by a key only root v2 lists: the server takes it, the agent on v1 does not.
-    let (status, body) = publish(&server, &bundle("baseline-6", 6, &s4));
+    let (status, body) = publish(&server, &security, &bundle("baseline-6", 6, &s4));
     assert_eq!(status, 201, "{body}");
     wait_for(
         "the agent to reject baseline-6",
@@ -167,18 +159,19 @@ fn published_bundle_is_verified_by_the_agent() {
     );
 
     // Once the agent has root v2, the same kind of bundle is accepted.
-    let url = format!("{}/api/v1/trust-root", server.url());
-    let response = ureq::post(&url)
-        .header("Content-Type", "application/octet-stream")
-        .send(&std::fs::read(&v2).unwrap()[..])
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let (status, body) = server.post_octets(
+        "/api/v1/trust-root",
+        &security,
+        &[],
+        &std::fs::read(&v2).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
     wait_for(
         "the agent to move to root v2",
         Duration::from_secs(20),
         || (server.agent(&agent_id)?["trust_root_version"] == 2).then_some(()),
     );
-    let (status, body) = publish(&server, &bundle("baseline-8", 8, &s4));
+    let (status, body) = publish(&server, &security, &bundle("baseline-8", 8, &s4));
     assert_eq!(status, 201, "{body}");
     wait_for(
         "the agent to accept baseline-8",
@@ -191,14 +184,14 @@ fn published_bundle_is_verified_by_the_agent() {
     );
 
     // An older sequence of the stream never leaves the server.
-    let (status, body) = publish(&server, &bundle("baseline-4", 4, &s1));
+    let (status, body) = publish(&server, &security, &bundle("baseline-4", 4, &s1));
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["rule"], "rollback", "{body}");
 
     // Publishing the same file again is accepted and sends it again: the agent has it already.
     let file = bundle("baseline-9", 9, &s1);
-    assert_eq!(publish(&server, &file).0, 201);
-    assert_eq!(publish(&server, &file).0, 200);
+    assert_eq!(publish(&server, &security, &file).0, 201);
+    assert_eq!(publish(&server, &security, &file).0, 200);
     wait_for(
         "the agent to see baseline-9 twice",
         Duration::from_secs(20),
@@ -209,6 +202,69 @@ fn published_bundle_is_verified_by_the_agent() {
             .then_some(())
         },
     );
+
+    // The audit log contains the publications with their signers, the orders and the outcomes.
+    let entries = server.audit_entries();
+    let find = |action: &str, subject: &str| {
+        entries
+            .iter()
+            .find(|entry| entry["action"] == action && entry["subject"] == subject)
+            .unwrap_or_else(|| panic!("no {action} of {subject} in {entries:#?}"))
+            .clone()
+    };
+    let published = find("bundle.published", "baseline-5");
+    assert_eq!(published["actor"], "token:sec-publisher/security");
+    assert_eq!(published["detail"]["stream"], "baseline");
+    assert_eq!(published["detail"]["sequence"], 5);
+    assert_eq!(published["detail"]["publisher"], "test@ci");
+    assert_eq!(
+        published["detail"]["signers"],
+        serde_json::json!([s1.key_id().to_string()])
+    );
+    let published = find("bundle.published", "baseline-6");
+    assert_eq!(
+        published["detail"]["signers"],
+        serde_json::json!([s4.key_id().to_string()])
+    );
+    find("bundle.republished", "baseline-9");
+
+    let order = find("order.sent", &agent_id);
+    assert_eq!(order["actor"], "server");
+    assert_eq!(order["detail"]["kind"], "bundle");
+    assert_eq!(order["detail"]["bundle_id"], "baseline-5");
+    assert_eq!(order["detail"]["queued"], true);
+    assert!(entries.iter().any(|entry| entry["action"] == "order.sent"
+        && entry["detail"]["kind"] == "trust-root"
+        && entry["detail"]["trust_root_version"] == 2));
+
+    let agent_actor = format!("agent:{agent_id}");
+    let accepted = find("agent.bundle.accepted", "baseline-5");
+    assert_eq!(accepted["actor"], agent_actor.as_str());
+    assert_eq!(accepted["detail"]["sequence"], 5);
+    let rejected = find("agent.bundle.rejected", "baseline-6");
+    assert_eq!(rejected["actor"], agent_actor.as_str());
+    assert_eq!(
+        rejected["detail"]["outcome"]["Rejected"]["rule"],
+        "unknown-key"
+    );
+    let refused = entries
+        .iter()
+        .find(|entry| entry["action"] == "api.request" && entry["detail"]["status"] == 422)
+        .expect("the refused baseline-4 publication");
+    assert_eq!(refused["subject"], "/api/v1/bundles");
+    assert_eq!(refused["actor"], "token:sec-publisher/security");
+    let rejected = find("bundle.rejected", "/api/v1/bundles");
+    assert_eq!(rejected["detail"]["rule"], "rollback");
+    assert_eq!(rejected["detail"]["publisher"], "test@ci");
+
+    let output = server
+        .tidegate()
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.starts_with("audit log intact: "), "{stdout}");
 }
 
 #[test]
@@ -216,7 +272,7 @@ fn publication_without_trust_root_is_refused() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start_embedded(&data.path().join("tidegate.db"));
     let s1 = key(Role::Security);
-    let (status, body) = publish(&server, &bundle("baseline-1", 1, &s1));
+    let (status, body) = publish(&server, &server.token, &bundle("baseline-1", 1, &s1));
     assert_eq!(status, 503, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("--trust-root"),

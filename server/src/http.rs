@@ -1,7 +1,8 @@
-//! The HTTP API: read-only JSON views of the fleet store.
+//! The HTTP API: read-only JSON views of the fleet store, and [`app`], which puts the token check
+//! in front of every route of the API.
 //!
 //! Routes:
-//! - `GET /healthz`: `200 ok`.
+//! - `GET /healthz`: `200 ok`, the one route that needs no token.
 //! - `GET /api/v1/agents`: `{"agents": [AgentSummary, ...]}`, sorted by hostname, then agent id.
 //! - `GET /api/v1/agents/{agent_id}`: one [`AgentDetail`], `404` when the store has no such agent,
 //!   `400` when the id is not a valid agent id.
@@ -11,12 +12,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tidegate_protocol::AgentId;
 
+use crate::auth::{authorize, AuthState};
 use crate::store::{AgentDetail, AgentSummary, StoreError, StoreReader};
 
 /// The body of `GET /api/v1/agents`.
@@ -31,13 +34,20 @@ pub struct ErrorResponse {
     pub error: String,
 }
 
-/// Builds the API's routes over `reader`.
+/// Builds the fleet's read routes over `reader`.
 pub fn router(reader: StoreReader) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/agents/{agent_id}", get(show_agent))
         .with_state(reader)
+}
+
+/// Puts the token and role check of [`crate::auth::policy`] in front of every route of `api`, and
+/// adds `GET /healthz` without it. Merge every module's routes into `api` before calling this:
+/// the check covers only the routes `api` has at this point.
+pub fn app(api: Router, auth: AuthState) -> Router {
+    api.route_layer(middleware::from_fn_with_state(auth, authorize))
+        .route("/healthz", get(healthz))
 }
 
 async fn healthz() -> &'static str {

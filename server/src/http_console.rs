@@ -90,13 +90,19 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
 /// Builds the console's routes: the static files and the console's API endpoints.
 pub fn router(state: ConsoleState) -> Router {
     Router::new()
+        .route("/api/v1/bundles", get(list_bundles))
+        .route("/api/v1/agents/{agent_id}/owner", post(assign_owner))
+        .with_state(state)
+}
+
+/// The console's own files. They are served without a token, because the page must load before
+/// the user can paste one; everything it shows comes from the API, which checks the token.
+pub fn pages() -> Router {
+    Router::new()
         .route("/", get(index))
         .route("/ui", get(index))
         .route("/ui/", get(index))
         .route("/ui/{file}", get(asset))
-        .route("/api/v1/bundles", get(list_bundles))
-        .route("/api/v1/agents/{agent_id}/owner", post(assign_owner))
-        .with_state(state)
 }
 
 async fn index() -> Response {

@@ -8,6 +8,10 @@
 //! `{"version", "delivered_to"}`, `422` with `{"error"}` when the check fails. The current
 //! version, byte for byte, is accepted with `200` and sent again to the agents behind it.
 //!
+//! Both routes need the `security` role (see [`crate::auth::policy`]). Each publication is
+//! recorded in the audit log with its signers and the caller's token, and each order sent with it.
+//! A rejected publication is recorded as `bundle.rejected` or `trust_root.rejected`.
+//!
 //! `201` with a [`PublishResponse`] when the bundle passed the check and was stored and sent to
 //! the agents it targets; `200` with the same body when this exact bundle was published before
 //! (it is sent again, so re-publishing reaches agents that were offline); `422` with
@@ -26,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use tidegate_protocol::trust::{verify_root_update, SignedTrustRoot, TrustRoot};
 use tidegate_protocol::{AgentId, Order, OrderBody, OrderId};
 
+use crate::audit::{AuditEntry, AuditLog};
+use crate::auth::Principal;
 use crate::ingest::OrderSender;
 use crate::publish::{check_bundle, targets_agent, PublishError, MAX_DELIVERED_BUNDLE_BYTES};
 use crate::store::publications::{PublicationError, Publications};
@@ -38,6 +44,8 @@ pub struct PublishState {
     pub publications: Publications,
     pub reader: StoreReader,
     pub orders: OrderSender,
+    /// The log of rejected publications. Accepted ones are recorded with the bundle itself.
+    pub audit: AuditLog,
 }
 
 /// The body of a successful publication.
@@ -72,7 +80,12 @@ fn error_response(status: StatusCode, error: String, rule: Option<&'static str>)
     (status, Json(PublishErrorBody { error, rule })).into_response()
 }
 
-async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(
+    State(state): State<PublishState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let publisher = headers
         .get("x-tidegate-publisher")
         .and_then(|value| value.to_str().ok())
@@ -94,6 +107,23 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
         Ok(Ok(Ok(pair))) => pair,
         Ok(Ok(Err(error))) => {
             tracing::warn!(%publisher, %error, "rejected a bundle publication");
+            let detail = serde_json::json!({
+                "publisher": publisher,
+                "rule": error.rule(),
+                "error": error.to_string(),
+                "bundle_sha256": crate::audit::to_hex(
+                    ring::digest::digest(&ring::digest::SHA256, &body).as_ref()
+                ),
+            });
+            state
+                .audit
+                .record(AuditEntry::new(
+                    principal.actor(),
+                    "bundle.rejected",
+                    "/api/v1/bundles",
+                    detail,
+                ))
+                .await;
             let status = match error {
                 PublishError::NoTrustRoot => StatusCode::SERVICE_UNAVAILABLE,
                 PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,8 +144,11 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
         let checked = checked.clone();
         let file = body.clone();
         let publisher = publisher.clone();
-        tokio::task::spawn_blocking(move || publications.record(&checked, &file, &publisher, now))
-            .await
+        let actor = principal.actor();
+        tokio::task::spawn_blocking(move || {
+            publications.record(&checked, &file, &publisher, now, &actor)
+        })
+        .await
     };
     match record {
         Ok(Ok(())) => {}
@@ -146,6 +179,7 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
         }
     };
     let mut delivered_to = 0;
+    let mut batch = state.orders.batch();
     for agent in fleet
         .iter()
         .filter(|agent| targets_agent(&checked, &agent.tier, &agent.os_name))
@@ -159,10 +193,15 @@ async fn publish(State(state): State<PublishState>, headers: HeaderMap, body: By
                 file: body.to_vec(),
             },
         };
-        if state.orders.send(&agent_id, order).await {
+        let detail = serde_json::Map::from_iter([
+            ("bundle_id".to_owned(), checked.bundle_id.clone().into()),
+            ("bundle_hash".to_owned(), checked.bundle_hash.clone().into()),
+        ]);
+        if batch.send(&agent_id, order, detail).await {
             delivered_to += 1;
         }
     }
+    batch.finish().await;
     tracing::info!(
         bundle.id = %checked.bundle_id,
         stream = %checked.stream,
@@ -198,11 +237,17 @@ pub struct TrustRootResponse {
     pub delivered_to: usize,
 }
 
-async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> Response {
+async fn publish_trust_root(
+    State(state): State<PublishState>,
+    principal: Principal,
+    body: Bytes,
+) -> Response {
     let offered = match SignedTrustRoot::decode(&body) {
         Ok(offered) => offered,
         Err(error) => {
-            return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None)
+            tracing::warn!(%error, "rejected a trust root that does not decode");
+            record_root_rejection(&state, &principal, error.to_string()).await;
+            return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None);
         }
     };
     let current = state.root.read().expect("trust root lock").clone();
@@ -229,6 +274,7 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
             Ok(root) => root,
             Err(error) => {
                 tracing::warn!(%error, "rejected a trust root");
+                record_root_rejection(&state, &principal, error.to_string()).await;
                 return error_response(StatusCode::UNPROCESSABLE_ENTITY, error.to_string(), None);
             }
         }
@@ -237,8 +283,9 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
 
     let publications = state.publications.clone();
     let file = body.to_vec();
+    let actor = principal.actor();
     let stored = tokio::task::spawn_blocking(move || {
-        publications.record_trust_root(version, &file, now_unix_s())?;
+        publications.record_trust_root(version, &file, now_unix_s(), &actor)?;
         publications.trust_roots()
     })
     .await;
@@ -265,6 +312,7 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
         }
     };
     let mut delivered_to = 0;
+    let mut batch = state.orders.batch();
     for agent in &fleet {
         let Ok(agent_id) = AgentId::parse(&agent.agent_id) else {
             continue;
@@ -280,12 +328,17 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
                 body: OrderBody::TrustRoot { file: file.clone() },
             };
             tracing::debug!(agent.id = %agent_id, version = root_version, "sending a trust root");
-            sent_any |= state.orders.send(&agent_id, order).await;
+            let detail = serde_json::Map::from_iter([(
+                "trust_root_version".to_owned(),
+                (*root_version).into(),
+            )]);
+            sent_any |= batch.send(&agent_id, order, detail).await;
         }
         if sent_any {
             delivered_to += 1;
         }
     }
+    batch.finish().await;
     let status = if republished {
         StatusCode::OK
     } else {
@@ -299,6 +352,16 @@ async fn publish_trust_root(State(state): State<PublishState>, body: Bytes) -> R
         }),
     )
         .into_response()
+}
+
+async fn record_root_rejection(state: &PublishState, principal: &Principal, error: String) {
+    let entry = AuditEntry::new(
+        principal.actor(),
+        "trust_root.rejected",
+        "/api/v1/trust-root",
+        serde_json::json!({ "error": error }),
+    );
+    state.audit.record(entry).await;
 }
 
 fn now_unix_s() -> i64 {

@@ -3,6 +3,8 @@
 //! `tidegate-server` runs an MQTT broker (embedded, or an external one), ingests agent reports into
 //! the store and serves the HTTP API. `tidegate` is the operator CLI that reads the API.
 
+pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod http;

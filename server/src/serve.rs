@@ -4,10 +4,15 @@
 //! one is configured, starts ingest, serves the HTTP API, and stops them in reverse order when the
 //! shutdown future completes. It reads no configuration files and no environment: the binary
 //! passes everything in [`ServerConfig`].
+//!
+//! On the first start of a store (its token table is empty) it creates the admin token
+//! `admin`, writes it to [`ServerConfig::admin_token_file`] when one is set, and hands it to the
+//! caller once through [`RunningServer::take_first_admin_token`]. The token is stored only when
+//! the file was written, so a failed write leaves the next start to try again.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +20,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::audit::{AuditError, AuditLog};
+use crate::auth::{AuthState, TokenError, Tokens};
 use crate::broker::{self, BrokerConfig, BrokerError};
 use crate::ingest::{
     self, BrokerUrl, IngestConfig, IngestCounters, IngestDeps, IngestError, IngestHandle,
@@ -55,6 +62,9 @@ pub struct ServerConfig {
     /// The signed trust root bundles are checked against before they are published. Without it,
     /// publication is refused.
     pub trust_root: Option<PathBuf>,
+    /// The file that receives the admin token created on the first start (mode 0600), besides the
+    /// caller. Later starts never write it.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +78,7 @@ impl Default for ServerConfig {
             },
             mqtt_max_packet_bytes: broker::DEFAULT_MAX_PACKET_BYTES,
             trust_root: None,
+            admin_token_file: None,
         }
     }
 }
@@ -83,6 +94,10 @@ pub enum ServeError {
     },
     #[error("invalid trust root {path}: {reason}")]
     InvalidTrustRoot { path: PathBuf, reason: String },
+    #[error(transparent)]
+    OpenAudit(#[from] AuditError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
     #[error(transparent)]
     OpenPublications(#[from] crate::store::publications::PublicationError),
     #[error(transparent)]
@@ -116,6 +131,7 @@ pub struct RunningServer {
     ingest: IngestHandle,
     http: JoinHandle<std::io::Result<()>>,
     stop_http: oneshot::Sender<()>,
+    first_admin_token: Option<String>,
 }
 
 /// Runs the server until `shutdown` completes or a part of it fails.
@@ -123,10 +139,24 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    start(config, IngestDeps::default())
-        .await?
-        .run_until(shutdown)
-        .await
+    let mut server = start(config, IngestDeps::default()).await?;
+    if let Some(token) = server.take_first_admin_token() {
+        print_first_admin_token(&token);
+    }
+    server.run_until(shutdown).await
+}
+
+/// Prints the first admin token on stdout, on a line of its own that names what it is. Logs go to
+/// stderr, so stdout contains only this line.
+pub fn print_first_admin_token(token: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout loses the line; --admin-token-file is the way to keep it for scripts.
+    let _ = writeln!(
+        stdout,
+        "tidegate-server: created the first admin token, shown only this once: {token}"
+    );
+    let _ = stdout.flush();
 }
 
 /// Opens the store, starts the broker (when embedded), ingest and the HTTP server, and returns once
@@ -142,6 +172,8 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
     let publications = crate::store::publications::Publications::open(&config.db_path)?;
     let owners = crate::store::owners::OwnerAssignments::open(&config.db_path)?;
+    let audit = AuditLog::open(&config.db_path)?;
+    let tokens = Tokens::open(&config.db_path)?;
     let trust_root = match &config.trust_root {
         Some(path) => Some(current_trust_root(path, &publications)?),
         None => None,
@@ -182,6 +214,10 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
             source,
         })?;
 
+    // Created once the broker and the HTTP listener are up, so a start that fails on a busy port
+    // does not use up the first token before anyone saw it.
+    let first_admin_token = create_first_admin_token(&tokens, config.admin_token_file.as_deref())?;
+
     let ingest_config = IngestConfig {
         max_packet_bytes: config.mqtt_max_packet_bytes,
         ..IngestConfig::new(broker_url)
@@ -199,7 +235,8 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         root: trust_root.clone(),
         publications,
         reader: reader.clone(),
-        orders: ingest.order_sender(),
+        orders: ingest.order_sender().with_audit(audit.clone()),
+        audit: audit.clone(),
     };
     let schedule_state = crate::http_schedules::ScheduleState {
         root: trust_root,
@@ -208,10 +245,15 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         orders: ingest.order_sender(),
         clock,
     };
-    let app = crate::http::router(reader)
+    // Every module's routes are merged here, before http::app puts the token check in front.
+    let api = crate::http::router(reader)
         .merge(crate::http_publish::router(publish_state))
         .merge(crate::http_schedules::router(schedule_state))
-        .merge(crate::http_console::router(console_state));
+        .merge(crate::http_console::router(console_state))
+        .merge(crate::audit::routes(audit.clone()))
+        .merge(crate::auth::routes(tokens.clone()));
+    let app =
+        crate::http::app(api, AuthState { tokens, audit }).merge(crate::http_console::pages());
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async {
@@ -228,10 +270,62 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         ingest,
         http,
         stop_http,
+        first_admin_token,
     })
 }
 
+/// Creates the first admin token when the store has no token, writing it to `file` first when
+/// one is given. Returns the token when it created one.
+fn create_first_admin_token(
+    tokens: &Tokens,
+    file: Option<&Path>,
+) -> Result<Option<String>, ServeError> {
+    let now = crate::ingest::Clock::now_unix_s(&crate::ingest::SystemClock::new());
+    let token = tokens.create_first_admin(now, |token| match file {
+        Some(path) => write_token_file(path, token).map_err(|error| {
+            TokenError::Deliver(format!("cannot write {}: {error}", path.display()))
+        }),
+        None => Ok(()),
+    })?;
+    if token.is_some() {
+        match file {
+            Some(path) => info!(file = %path.display(), "created the first admin token"),
+            None => info!("created the first admin token"),
+        }
+    }
+    Ok(token)
+}
+
+/// Writes `token` and a newline to `path`, readable by its owner only.
+fn write_token_file(path: &Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        // The mode above applies only to a new file; an existing one keeps its own until now.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        writeln!(file, "{token}")?;
+        file.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = options.open(path)?;
+        writeln!(file, "{token}")?;
+        file.sync_all()
+    }
+}
+
 impl RunningServer {
+    /// Returns the admin token created on this start, once: `None` on a store that had tokens,
+    /// and on every later call.
+    pub fn take_first_admin_token(&mut self) -> Option<String> {
+        self.first_admin_token.take()
+    }
+
     /// The bound address of the HTTP API.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
@@ -321,7 +415,8 @@ fn current_trust_root(
     };
     let signed = SignedTrustRoot::decode(&bytes).map_err(|error| invalid(error.to_string()))?;
     let mut root = verify_initial_root(&signed).map_err(|error| invalid(error.to_string()))?;
-    publications.record_trust_root(root.version, &bytes, 0)?;
+    let now = crate::ingest::Clock::now_unix_s(&crate::ingest::SystemClock::new());
+    publications.record_trust_root(root.version, &bytes, now, crate::audit::SERVER_ACTOR)?;
     for (version, file) in publications.trust_roots()? {
         if version != root.version + 1 {
             continue;

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use store_support::*;
 use tidegate_protocol::StatusState;
 use tidegate_server::http::FleetResponse;
-use tidegate_server::store::{AgentDetail, StoreReader};
+use tidegate_server::store::AgentDetail;
 
 const THIRD_AGENT: &str = "3f2b0000000000000000000000000000";
 
@@ -22,7 +22,7 @@ fn now_unix_s() -> i64 {
 /// Serves three agents: `gw-01` (online, last seen 5 minutes ago), `historian` (offline, last
 /// seen 2 hours ago, nothing pending) and a third one known only from a status 3 days ago, whose
 /// id shares the prefix `3f2` with `gw-01`.
-fn fleet_server() -> (tempfile::TempDir, String) {
+fn fleet_server() -> (tempfile::TempDir, String, String) {
     let (dir, path, mut store) = temp_store();
     let now = now_unix_s();
     let mut historian = inventory();
@@ -48,14 +48,16 @@ fn fleet_server() -> (tempfile::TempDir, String) {
             ),
         ])
         .unwrap();
-    let base = spawn_api(StoreReader::open(&path).unwrap());
-    (dir, base)
+    let api = spawn_api(&path);
+    (dir, api.base, api.token)
 }
 
-fn tidegate(args: &[&str]) -> Output {
+/// Runs `tidegate` with `token` in TIDEGATE_TOKEN.
+fn tidegate(token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tidegate"))
         .args(args)
         .env_remove("TIDEGATE_SERVER")
+        .env("TIDEGATE_TOKEN", token)
         .output()
         .expect("run tidegate")
 }
@@ -70,9 +72,9 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn fleet_list_prints_table() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
-    let output = tidegate(&["--server", &base, "fleet", "list"]);
+    let output = tidegate(&token, &["--server", &base, "fleet", "list"]);
 
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let expected = "\
@@ -86,9 +88,9 @@ AGENT         HOSTNAME   TIER  OWNER  OS                   PACKAGES  PENDING    
 
 #[test]
 fn fleet_list_json_round_trips() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
-    let output = tidegate(&["fleet", "list", "--json", "--server", &base]);
+    let output = tidegate(&token, &["fleet", "list", "--json", "--server", &base]);
 
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let fleet: FleetResponse = serde_json::from_str(&stdout(&output)).unwrap();
@@ -98,11 +100,12 @@ fn fleet_list_json_round_trips() {
 
 #[test]
 fn server_from_environment() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
     let output = Command::new(env!("CARGO_BIN_EXE_tidegate"))
         .args(["fleet", "list", "--json"])
         .env("TIDEGATE_SERVER", &base)
+        .env("TIDEGATE_TOKEN", &token)
         .output()
         .unwrap();
 
@@ -112,10 +115,13 @@ fn server_from_environment() {
 
 #[test]
 fn fleet_show_by_id_prefix_and_hostname() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
     for query in [AGENT, "3f2a", "gw-01"] {
-        let output = tidegate(&["--server", &base, "fleet", "show", query, "--json"]);
+        let output = tidegate(
+            &token,
+            &["--server", &base, "fleet", "show", query, "--json"],
+        );
         assert!(output.status.success(), "{query}: {}", stderr(&output));
         let detail: AgentDetail = serde_json::from_str(&stdout(&output)).unwrap();
         assert_eq!(detail.summary.agent_id, AGENT, "query {query}");
@@ -124,9 +130,9 @@ fn fleet_show_by_id_prefix_and_hostname() {
 
 #[test]
 fn fleet_show_prints_text() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
-    let output = tidegate(&["--server", &base, "fleet", "show", "historian"]);
+    let output = tidegate(&token, &["--server", &base, "fleet", "show", "historian"]);
 
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     let text = stdout(&output);
@@ -156,14 +162,17 @@ fn fleet_show_prints_text() {
         "{text}"
     );
 
-    let output = tidegate(&[
-        "--server",
-        &base,
-        "fleet",
-        "show",
-        "historian",
-        "--packages",
-    ]);
+    let output = tidegate(
+        &token,
+        &[
+            "--server",
+            &base,
+            "fleet",
+            "show",
+            "historian",
+            "--packages",
+        ],
+    );
     let text = stdout(&output);
     // The VERSION column is as wide as curl's 17-character version.
     assert!(
@@ -174,9 +183,9 @@ fn fleet_show_prints_text() {
 
 #[test]
 fn fleet_show_ambiguous_prefix_lists_matches() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
-    let output = tidegate(&["--server", &base, "fleet", "show", "3f2"]);
+    let output = tidegate(&token, &["--server", &base, "fleet", "show", "3f2"]);
 
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
@@ -188,9 +197,9 @@ fn fleet_show_ambiguous_prefix_lists_matches() {
 
 #[test]
 fn fleet_show_unknown_agent_fails() {
-    let (_dir, base) = fleet_server();
+    let (_dir, base, token) = fleet_server();
 
-    let output = tidegate(&["--server", &base, "fleet", "show", "plc-7"]);
+    let output = tidegate(&token, &["--server", &base, "fleet", "show", "plc-7"]);
 
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
@@ -207,7 +216,7 @@ fn unreachable_server_explains() {
         .port();
     let url = format!("http://127.0.0.1:{port}");
 
-    let output = tidegate(&["--server", &url, "fleet", "list"]);
+    let output = tidegate("", &["--server", &url, "fleet", "list"]);
 
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
@@ -223,10 +232,71 @@ fn unreachable_server_explains() {
 
 #[test]
 fn usage_error_exits_2() {
-    let output = tidegate(&["fleet", "list", "--no-such-flag"]);
+    let output = tidegate("", &["fleet", "list", "--no-such-flag"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--no-such-flag"));
 
-    let output = tidegate(&["fleet"]);
+    let output = tidegate("", &["fleet"]);
     assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn token_file_is_read() {
+    let (dir, base, token) = fleet_server();
+    let file = dir.path().join("viewer.token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+
+    let output = tidegate(
+        "",
+        &[
+            "--server",
+            &base,
+            "--token-file",
+            file.to_str().unwrap(),
+            "fleet",
+            "list",
+            "--json",
+        ],
+    );
+
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert!(stdout(&output).contains("\"historian\""));
+}
+
+#[test]
+fn missing_token_explains() {
+    let (_dir, base, _token) = fleet_server();
+
+    let output = tidegate("", &["--server", &base, "fleet", "list"]);
+
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("did not accept the API token: missing Authorization header"),
+        "{message}"
+    );
+    assert!(
+        message.contains("--token-file PATH or TIDEGATE_TOKEN"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unreadable_token_file_names_it() {
+    let output = tidegate(
+        "",
+        &[
+            "--token-file",
+            "/nonexistent/tidegate.token",
+            "fleet",
+            "list",
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("cannot read the token file /nonexistent/tidegate.token"),
+        "{message}"
+    );
 }

@@ -5,15 +5,25 @@ mod store_support;
 use store_support::*;
 use tidegate_protocol::StatusState;
 use tidegate_server::http::{ErrorResponse, FleetResponse};
-use tidegate_server::store::{AgentDetail, StoreReader};
+use tidegate_server::store::AgentDetail;
 
-/// Sends a GET request and returns the status, the content type and the body.
-fn get(url: &str) -> (u16, String, String) {
+/// Sends a GET request for `path` with the admin token and returns the status, the content type
+/// and the body.
+fn get(api: &TestApi, path: &str) -> (u16, String, String) {
+    get_as(api, path, Some(&api.token))
+}
+
+/// Sends a GET request for `path` with `token`, or without an Authorization header.
+fn get_as(api: &TestApi, path: &str, token: Option<&str>) -> (u16, String, String) {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let mut response = agent.get(url).call().expect("send the request");
+    let mut request = agent.get(format!("{}{path}", api.base));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let mut response = request.call().expect("send the request");
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -27,7 +37,7 @@ fn get(url: &str) -> (u16, String, String) {
 
 /// Serves a store with two agents: `gw-01` with the sample inventory and online, and `historian` known
 /// only from one status.
-fn api_with_two_agents() -> (tempfile::TempDir, String) {
+fn api_with_two_agents() -> (tempfile::TempDir, TestApi) {
     let (dir, path, mut store) = temp_store();
     store
         .ingest(vec![
@@ -42,23 +52,46 @@ fn api_with_two_agents() -> (tempfile::TempDir, String) {
             ),
         ])
         .unwrap();
-    let base = spawn_api(StoreReader::open(&path).unwrap());
-    (dir, base)
+    let api = spawn_api(&path);
+    (dir, api)
 }
 
 #[test]
 fn healthz_returns_ok() {
-    let (_dir, base) = api_with_two_agents();
-    let (status, _, body) = get(&format!("{base}/healthz"));
-    assert_eq!(status, 200);
+    let (_dir, api) = api_with_two_agents();
+    let (status, _, body) = get_as(&api, "/healthz", None);
+    assert_eq!(status, 200, "healthz needs no token");
     assert_eq!(body, "ok");
 }
 
 #[test]
-fn agents_list_sorted_by_hostname() {
-    let (_dir, base) = api_with_two_agents();
+fn reads_need_a_known_token() {
+    let (_dir, api) = api_with_two_agents();
 
-    let (status, content_type, body) = get(&format!("{base}/api/v1/agents"));
+    let (status, content_type, body) = get_as(&api, "/api/v1/agents", None);
+    assert_eq!(status, 401);
+    assert_eq!(content_type, "application/json");
+    let error: ErrorResponse = serde_json::from_str(&body).unwrap();
+    assert!(
+        error.error.contains("missing Authorization header"),
+        "{}",
+        error.error
+    );
+
+    let unknown = format!("tg_{}", "0".repeat(64));
+    let (status, _, body) = get_as(&api, "/api/v1/agents", Some(&unknown));
+    assert_eq!(status, 401);
+    assert!(body.contains("unknown or revoked"), "{body}");
+
+    let (status, _, _) = get_as(&api, "/api/v1/agents", Some("not-a-token"));
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn agents_list_sorted_by_hostname() {
+    let (_dir, api) = api_with_two_agents();
+
+    let (status, content_type, body) = get(&api, "/api/v1/agents");
 
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/json");
@@ -89,9 +122,9 @@ fn agents_list_sorted_by_hostname() {
 
 #[test]
 fn agent_show_returns_detail() {
-    let (_dir, base) = api_with_two_agents();
+    let (_dir, api) = api_with_two_agents();
 
-    let (status, _, body) = get(&format!("{base}/api/v1/agents/{AGENT}"));
+    let (status, _, body) = get(&api, &format!("/api/v1/agents/{AGENT}"));
 
     assert_eq!(status, 200);
     let detail: AgentDetail = serde_json::from_str(&body).unwrap();
@@ -104,10 +137,10 @@ fn agent_show_returns_detail() {
 
 #[test]
 fn agent_show_unknown_is_404() {
-    let (_dir, base) = api_with_two_agents();
+    let (_dir, api) = api_with_two_agents();
     let unknown = "0123456789abcdef0123456789abcdef";
 
-    let (status, content_type, body) = get(&format!("{base}/api/v1/agents/{unknown}"));
+    let (status, content_type, body) = get(&api, &format!("/api/v1/agents/{unknown}"));
 
     assert_eq!(status, 404);
     assert_eq!(content_type, "application/json");
@@ -117,9 +150,9 @@ fn agent_show_unknown_is_404() {
 
 #[test]
 fn agent_show_invalid_id_is_400() {
-    let (_dir, base) = api_with_two_agents();
+    let (_dir, api) = api_with_two_agents();
 
-    let (status, _, body) = get(&format!("{base}/api/v1/agents/GW-01"));
+    let (status, _, body) = get(&api, "/api/v1/agents/GW-01");
 
     assert_eq!(status, 400);
     let error: ErrorResponse = serde_json::from_str(&body).unwrap();
@@ -135,14 +168,14 @@ fn agent_show_invalid_id_is_400() {
 fn store_error_is_500_json() {
     let (dir, path, store) = temp_store();
     drop(store);
-    let base = spawn_api(StoreReader::open(&path).unwrap());
+    let api = spawn_api(&path);
     // Break the file under the reader: the agents table is gone.
     rusqlite::Connection::open(&path)
         .unwrap()
         .execute_batch("DROP TABLE reports_seen; DROP TABLE packages; DROP TABLE pending_updates; DROP TABLE reboot_packages; DROP TABLE warnings; DROP TABLE agents;")
         .unwrap();
 
-    let (status, content_type, body) = get(&format!("{base}/api/v1/agents"));
+    let (status, content_type, body) = get(&api, "/api/v1/agents");
 
     assert_eq!(status, 500);
     assert_eq!(content_type, "application/json");
@@ -157,7 +190,7 @@ fn store_error_is_500_json() {
 
 #[test]
 fn unknown_route_is_404() {
-    let (_dir, base) = api_with_two_agents();
-    let (status, _, _) = get(&format!("{base}/api/v2/agents"));
+    let (_dir, api) = api_with_two_agents();
+    let (status, _, _) = get(&api, "/api/v2/agents");
     assert_eq!(status, 404);
 }

@@ -56,6 +56,16 @@ fn get(url: &str) -> Reply {
     reply(agent().get(url).call().expect("send the request"))
 }
 
+fn get_with_token(url: &str, token: &str) -> Reply {
+    reply(
+        agent()
+            .get(url)
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .expect("send the request"),
+    )
+}
+
 fn post_json(url: &str, body: &str) -> Reply {
     reply(
         agent()
@@ -81,7 +91,8 @@ fn console_server() -> (tempfile::TempDir, std::path::PathBuf, String) {
         owners: OwnerAssignments::open(&path).unwrap(),
     };
     let app = tidegate_server::http::router(StoreReader::open(&path).unwrap())
-        .merge(tidegate_server::http_console::router(state));
+        .merge(tidegate_server::http_console::router(state))
+        .merge(tidegate_server::http_console::pages());
     let base = spawn_app(app);
     (dir, path, base)
 }
@@ -90,6 +101,7 @@ fn console_server() -> (tempfile::TempDir, std::path::PathBuf, String) {
 struct ServerProcess {
     child: Child,
     base: String,
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -120,6 +132,8 @@ fn start_server_binary() -> ServerProcess {
             .arg(dir.path().join("tidegate.db"))
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
+            .arg("--admin-token-file")
+            .arg(dir.path().join("admin.token"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -127,6 +141,7 @@ fn start_server_binary() -> ServerProcess {
         let mut server = ServerProcess {
             child,
             base: format!("http://127.0.0.1:{http_port}"),
+            token: String::new(),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -135,6 +150,10 @@ fn start_server_binary() -> ServerProcess {
                 break;
             }
             if std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok() {
+                server.token = std::fs::read_to_string(server._dir.path().join("admin.token"))
+                    .expect("the first start wrote admin.token")
+                    .trim()
+                    .to_owned();
                 return server;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -201,7 +220,7 @@ fn console_pages_and_assets_served() {
 fn console_routes_keep_publish_route() {
     let server = start_server_binary();
 
-    let listed = get(&format!("{}/api/v1/bundles", server.base));
+    let listed = get_with_token(&format!("{}/api/v1/bundles", server.base), &server.token);
     assert_eq!(listed.status, 200);
     assert_eq!(listed.content_type, "application/json");
     assert_eq!(listed.body, r#"{"bundles":[]}"#);
@@ -211,13 +230,14 @@ fn console_routes_keep_publish_route() {
     let published = reply(
         agent()
             .post(&format!("{}/api/v1/bundles", server.base))
+            .header("Authorization", format!("Bearer {}", server.token))
             .header("Content-Type", "application/octet-stream")
             .send(&b"not a bundle"[..])
             .unwrap(),
     );
     assert_eq!(published.status, 503, "{}", published.body);
 
-    let fleet = get(&format!("{}/api/v1/agents", server.base));
+    let fleet = get_with_token(&format!("{}/api/v1/agents", server.base), &server.token);
     assert_eq!(fleet.status, 200);
     assert_eq!(fleet.body, r#"{"agents":[]}"#);
 }
@@ -346,6 +366,7 @@ fn bundle_list_newest_first() {
             b"file of 19 bytes...",
             "alice",
             1_700_000_000,
+            "token:alice/security",
         )
         .unwrap();
     publications
@@ -354,6 +375,7 @@ fn bundle_list_newest_first() {
             b"seven b",
             "bob",
             1_700_000_600,
+            "token:bob/security",
         )
         .unwrap();
 

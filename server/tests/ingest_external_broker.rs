@@ -254,6 +254,8 @@ async fn server_binary_with_broker_flag() {
         .arg(&db)
         .args(["--http-listen", "127.0.0.1:0"])
         .args(["--broker", &mosquitto.url().to_string()])
+        .arg("--admin-token-file")
+        .arg(dir.path().join("admin.token"))
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()
@@ -269,12 +271,16 @@ async fn server_binary_with_broker_flag() {
     ));
     // The server may not have subscribed yet; send until the report shows up.
     let url = format!("http://{http}/api/v1/agents");
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let authorization = format!("Bearer {}", token.trim());
     let deadline = Instant::now() + WAIT;
     let package_count = loop {
         agent.send(TopicKind::Report, &full).await;
         let url = url.clone();
+        let authorization = authorization.clone();
         let body: serde_json::Value = tokio::task::spawn_blocking(move || {
             ureq::get(&url)
+                .header("Authorization", &authorization)
                 .call()
                 .unwrap()
                 .body_mut()

@@ -151,6 +151,8 @@ struct WindowsServer {
     db: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
+    /// The admin token the server created on its first start.
+    token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -165,6 +167,7 @@ impl WindowsServer {
             http_listen: "127.0.0.1:0".parse().unwrap(),
             broker: embedded_broker(),
             trust_root: Some(root_path),
+            admin_token_file: Some(dir.path().join("admin.token")),
             ..ServerConfig::default()
         };
         let deps = IngestDeps {
@@ -186,12 +189,17 @@ impl WindowsServer {
             counters.snapshot().subscriptions_granted >= 1
         })
         .await;
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .expect("the first start wrote admin.token")
+            .trim()
+            .to_owned();
         Self {
             http,
             mqtt,
             db,
             stop: Some(stop),
             task: Some(task),
+            token,
             _dir: dir,
         }
     }
@@ -203,8 +211,10 @@ impl WindowsServer {
     async fn post_schedule(&self, file: &[u8]) -> (u16, Value) {
         let url = self.url("/api/v1/schedules");
         let file = file.to_vec();
+        let authorization = format!("Bearer {}", self.token);
         tokio::task::spawn_blocking(move || {
             let response = ureq::post(&url)
+                .header("Authorization", authorization)
                 .header("Content-Type", "application/octet-stream")
                 .header("X-Tidegate-Publisher", "ot@plant")
                 .config()
@@ -222,8 +232,10 @@ impl WindowsServer {
 
     async fn get(&self, path: &str) -> (u16, Value) {
         let url = self.url(path);
+        let authorization = format!("Bearer {}", self.token);
         tokio::task::spawn_blocking(move || {
             let response = ureq::get(&url)
+                .header("Authorization", authorization)
                 .config()
                 .http_status_as_error(false)
                 .build()
@@ -467,15 +479,22 @@ fn record_bundle(
         republished: false,
     };
     publications
-        .record(&checked, &bytes, "security@desk", NOW)
+        .record(
+            &checked,
+            &bytes,
+            "security@desk",
+            NOW,
+            "token:test/security",
+        )
         .unwrap();
 }
 
-fn tidegate(dir: &Path, args: &[&str]) -> std::process::Output {
+fn tidegate(dir: &Path, token: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tidegate"))
         .args(args)
         .current_dir(dir)
         .env_remove("TIDEGATE_SERVER")
+        .env("TIDEGATE_TOKEN", token)
         .output()
         .expect("run tidegate")
 }
@@ -495,9 +514,11 @@ async fn earliest_start_waits_for_window_after_freeze() {
     let base = format!("http://{}", server.http);
     let dir = work.path().to_owned();
     let base_for_publish = base.clone();
+    let token = server.token.clone();
     let output = tokio::task::spawn_blocking(move || {
         tidegate(
             &dir,
+            &token,
             &[
                 "--server",
                 &base_for_publish,
@@ -536,14 +557,17 @@ async fn earliest_start_waits_for_window_after_freeze() {
     std::fs::write(work.path().join("draft.json"), "{}").unwrap();
     let dir = work.path().to_owned();
     let base_for_errors = base.clone();
+    let token = server.token.clone();
     let (old, draft) = tokio::task::spawn_blocking(move || {
         let server = ["--server", base_for_errors.as_str()];
         let old = tidegate(
             &dir,
+            &token,
             &[&server[..], &["windows", "publish", "old.tgws"]].concat(),
         );
         let draft = tidegate(
             &dir,
+            &token,
             &[&server[..], &["windows", "publish", "draft.json"]].concat(),
         );
         (old, draft)
@@ -632,9 +656,11 @@ async fn earliest_start_waits_for_window_after_freeze() {
     );
 
     let dir = work.path().to_owned();
+    let token = server.token.clone();
     let output = tokio::task::spawn_blocking(move || {
         tidegate(
             &dir,
+            &token,
             &[
                 "--server",
                 &base,
@@ -708,8 +734,10 @@ async fn publication_without_trust_root_is_unavailable() {
     let server = TestServer::embedded().await;
     let url = format!("http://{}/api/v1/schedules", server.http);
     let file = schedule(1, vec![], &[&keys.ot1]);
+    let authorization = format!("Bearer {}", server.token);
     let (status, body) = tokio::task::spawn_blocking(move || {
         let response = ureq::post(&url)
+            .header("Authorization", authorization)
             .header("Content-Type", "application/octet-stream")
             .config()
             .http_status_as_error(false)

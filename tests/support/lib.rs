@@ -318,11 +318,13 @@ pub fn prepare_agent_id(state_dir: &Path) -> String {
         .to_string()
 }
 
-/// A running `tidegate-server`, with its HTTP address.
+/// A running `tidegate-server`, with its HTTP address and its admin token.
 pub struct Server {
     pub process: Process,
     pub http: SocketAddr,
     pub db: PathBuf,
+    /// The admin token the server wrote to [`Server::token_file`] on the first start of `db`.
+    pub token: String,
     /// The embedded broker's port, when the server runs one.
     pub mqtt_port: Option<u16>,
 }
@@ -370,7 +372,11 @@ impl Server {
             .arg("--db")
             .arg(db)
             .arg("--http-listen")
-            .arg(http.to_string());
+            .arg(http.to_string())
+            .arg("--admin-token-file")
+            .arg(Self::token_file(db))
+            // The first start prints the token on stdout; the test reads the file instead.
+            .stdout(Stdio::null());
         if let Some(url) = broker_url {
             command.arg("--broker").arg(url);
         }
@@ -391,11 +397,93 @@ impl Server {
         if let Some(port) = mqtt_port {
             wait_for_port(port, Duration::from_secs(20));
         }
+        // The server writes the file before it listens; a restart finds the first start's file.
+        let token = std::fs::read_to_string(Self::token_file(db))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         Self {
             process,
             http,
             db: db.to_owned(),
+            token,
             mqtt_port,
+        }
+    }
+
+    /// Returns the file the server writes its first admin token to: `NAME.admin-token` next to
+    /// `db`.
+    pub fn token_file(db: &Path) -> PathBuf {
+        db.with_extension("admin-token")
+    }
+
+    /// Builds a `tidegate` command aimed at this server with the admin token.
+    pub fn tidegate(&self) -> Command {
+        let mut command = Command::new(workspace_binary("tidegate"));
+        command
+            .env("TIDEGATE_SERVER", self.url())
+            .env("TIDEGATE_TOKEN", &self.token);
+        command
+    }
+
+    /// Creates a token with `role` through the API and returns its text.
+    pub fn create_token(&self, name: &str, role: &str) -> String {
+        let url = format!("{}/api/v1/tokens", self.url());
+        let mut response = ureq::post(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(serde_json::json!({"name": name, "role": role}))
+            .unwrap_or_else(|error| panic!("POST {url} failed: {error}"));
+        let body: serde_json::Value = response.body_mut().read_json().expect("JSON body");
+        body["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// POSTs `body` as `application/octet-stream` with `token` and the extra `headers`; returns
+    /// the status and the body as JSON (`Null` when it is not JSON).
+    pub fn post_octets(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.url());
+        let mut request = ureq::post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .header("Authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body)
+            .unwrap_or_else(|error| panic!("POST {url} failed: {error}"));
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .read_json()
+            .unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// Reads every audit log entry, oldest first.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
+        let mut entries = Vec::new();
+        loop {
+            let after = entries
+                .last()
+                .and_then(|entry: &serde_json::Value| entry["seq"].as_u64())
+                .unwrap_or(0);
+            let page = self
+                .get_json(&format!("/api/v1/audit?after={after}&limit=1000"))
+                .expect("the audit route exists");
+            let page = page.as_array().expect("an array of entries").clone();
+            let done = page.len() < 1000;
+            entries.extend(page);
+            if done {
+                return entries;
+            }
         }
     }
 
@@ -414,7 +502,8 @@ impl Server {
     /// `GET path` on the HTTP API as JSON, or `None` for a 404.
     pub fn get_json(&self, path: &str) -> Option<serde_json::Value> {
         let url = format!("{}{path}", self.url());
-        match ureq::get(&url).call() {
+        let request = ureq::get(&url).header("Authorization", format!("Bearer {}", self.token));
+        match request.call() {
             Ok(mut response) => Some(response.body_mut().read_json().expect("JSON body")),
             Err(ureq::Error::StatusCode(404)) => None,
             Err(error) => panic!("GET {url} failed: {error}"),

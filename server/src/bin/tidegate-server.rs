@@ -13,7 +13,8 @@ use tidegate_server::serve::{self, BrokerChoice, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Runs the tidegate server: an MQTT broker (embedded unless --broker is given), report ingest
-/// into a SQLite store, and the HTTP API.
+/// into a SQLite store, and the HTTP API. On the first start it prints an admin API token on
+/// stdout, once.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -42,6 +43,11 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     trust_root: Option<PathBuf>,
 
+    /// Also write the admin token created on the first start (when the store has no token) to
+    /// this file, readable by its owner only. The token is printed on stdout either way, once.
+    #[arg(long, value_name = "PATH")]
+    admin_token_file: Option<PathBuf>,
+
     /// The largest MQTT packet accepted, in bytes. Set an external broker's own limit no higher.
     #[arg(long, value_name = "BYTES", default_value_t = broker::DEFAULT_MAX_PACKET_BYTES)]
     mqtt_max_packet_bytes: usize,
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         broker,
         mqtt_max_packet_bytes: args.mqtt_max_packet_bytes,
         trust_root: args.trust_root,
+        admin_token_file: args.admin_token_file,
     };
 
     let runtime = match tokio::runtime::Runtime::new() {

@@ -1,8 +1,10 @@
-//! A blocking client for the server's HTTP API.
+//! A blocking client for the server's HTTP API. Every request carries the token, when the CLI
+//! was given one, as `Authorization: Bearer TOKEN`.
 
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::CliError;
 use crate::http::{ErrorResponse, FleetResponse};
@@ -18,10 +20,12 @@ const MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 pub struct ApiClient {
     base_url: String,
     agent: ureq::Agent,
+    /// The `Authorization` header value, `Bearer TOKEN`.
+    authorization: Option<String>,
 }
 
 impl ApiClient {
-    pub fn new(base_url: &str) -> Self {
+    pub fn new(base_url: &str, token: Option<&str>) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(REQUEST_TIMEOUT))
@@ -30,6 +34,7 @@ impl ApiClient {
         Self {
             base_url: base_url.trim_end_matches('/').to_owned(),
             agent,
+            authorization: token.map(|token| format!("Bearer {token}")),
         }
     }
 
@@ -69,10 +74,47 @@ impl ApiClient {
             .agent
             .post(&url)
             .header("Content-Type", "application/octet-stream");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let mut response = match request.send(body) {
+        let response = request.send(body);
+        self.read_response(&url, response)
+    }
+
+    /// Sends `body` as JSON in a POST request and decodes the JSON response. A status other than
+    /// 2xx is an error that carries the server's message.
+    pub fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CliError> {
+        let url = self.url(path);
+        let mut request = self.agent.post(&url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.send_json(body);
+        let (status, body) = self.read_response(&url, response)?;
+        decode_success(url, status, &body)
+    }
+
+    /// Fetches `path` as JSON. A status other than 2xx, 404 included, is an error.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        let url = self.url(path);
+        let (status, body) = self.send_get(&url)?;
+        decode_success(url, status, &body)
+    }
+
+    /// Returns the status and body of a sent request, whatever the status.
+    fn read_response(
+        &self,
+        url: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<(u16, String), CliError> {
+        let mut response = match response {
             Ok(response) => response,
             Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
                 return Err(CliError::InvalidServerUrl {
@@ -94,7 +136,7 @@ impl ApiClient {
             .limit(MAX_RESPONSE_BYTES)
             .read_to_string()
             .map_err(|error| CliError::Response {
-                url,
+                url: url.to_owned(),
                 source: Box::new(error),
             })?;
         Ok((status, body))
@@ -102,46 +144,27 @@ impl ApiClient {
 
     /// Sends `body` as JSON in a POST request and returns the status and the response body,
     /// whatever the status.
-    pub fn post_json<T: serde::Serialize>(
+    pub fn post_json_status<B: Serialize>(
         &self,
         path: &str,
-        body: &T,
+        body: &B,
     ) -> Result<(u16, String), CliError> {
-        let body = serde_json::to_vec(body).map_err(|source| CliError::InvalidJson {
-            url: self.url(path),
-            source,
-        })?;
         let url = self.url(path);
-        let request = self
-            .agent
-            .post(&url)
-            .header("Content-Type", "application/json");
-        let mut response = match request.send(&body[..]) {
-            Ok(response) => response,
-            Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
-                return Err(CliError::InvalidServerUrl {
-                    url: self.base_url.clone(),
-                    source: Box::new(error),
-                })
-            }
-            Err(error) => {
-                return Err(CliError::Unreachable {
-                    url: self.base_url.clone(),
-                    source: Box::new(error),
-                })
-            }
-        };
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .map_err(|error| CliError::Response {
-                url,
-                source: Box::new(error),
-            })?;
-        Ok((status, body))
+        let mut request = self.agent.post(&url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.send_json(body);
+        self.read_response(&url, response)
+    }
+
+    fn send_get(&self, url: &str) -> Result<(u16, String), CliError> {
+        let mut request = self.agent.get(url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.call();
+        self.read_response(url, response)
     }
 
     fn url(&self, path: &str) -> String {
@@ -151,47 +174,32 @@ impl ApiClient {
     /// Sends a GET request and decodes the JSON body. Returns `None` on 404.
     pub(super) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
         let url = self.url(path);
-        let mut response = match self.agent.get(&url).call() {
-            Ok(response) => response,
-            Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
-                return Err(CliError::InvalidServerUrl {
-                    url: self.base_url.clone(),
-                    source: Box::new(error),
-                })
-            }
-            Err(error) => {
-                return Err(CliError::Unreachable {
-                    url: self.base_url.clone(),
-                    source: Box::new(error),
-                })
-            }
-        };
-
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .map_err(|error| CliError::Response {
-                url: url.clone(),
-                source: Box::new(error),
-            })?;
+        let (status, body) = self.send_get(&url)?;
         if status == 404 {
             return Ok(None);
         }
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<ErrorResponse>(&body)
-                .map(|response| response.error)
-                .unwrap_or_else(|_| body.chars().take(200).collect());
-            return Err(CliError::Api {
-                url,
-                status,
-                message,
-            });
-        }
-        serde_json::from_str(&body)
-            .map(Some)
-            .map_err(|source| CliError::InvalidJson { url, source })
+        decode_success(url, status, &body).map(Some)
     }
+}
+
+/// Decodes a 2xx JSON body, or turns another status into an error with the server's message.
+fn decode_success<T: DeserializeOwned>(
+    url: String,
+    status: u16,
+    body: &str,
+) -> Result<T, CliError> {
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_str::<ErrorResponse>(body)
+            .map(|response| response.error)
+            .unwrap_or_else(|_| body.chars().take(200).collect());
+        if status == 401 {
+            return Err(CliError::Unauthorized { url, message });
+        }
+        return Err(CliError::Api {
+            url,
+            status,
+            message,
+        });
+    }
+    serde_json::from_str(body).map_err(|source| CliError::InvalidJson { url, source })
 }

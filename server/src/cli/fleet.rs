@@ -53,7 +53,7 @@ pub fn assign(client: &ApiClient, args: &AssignArgs, out: &mut dyn Write) -> Res
     let detail = find_agent(client, &args.agent)?;
     let agent = &detail.summary;
     let path = format!("/api/v1/agents/{}/owner", agent.agent_id);
-    let (status, body) = client.post_json(
+    let (status, body) = client.post_json_status(
         &path,
         &OwnerAssignment {
             agent_id: None,

@@ -2,30 +2,36 @@
 //! manages signing keys, trust roots, bundles and window schedules in files on the operator's
 //! machine.
 //!
-//! It never opens the store itself, so it works from any machine that reaches the API. Private
-//! keys never leave their files: only `bundle publish` and `windows publish` send anything, the
-//! signed file.
+//! It opens a store file only for `audit verify --db` and `audit export --db`, read-only.
+//! Everything else goes through the API, so it works from any machine that reaches it. API
+//! requests carry the token from `--token-file` or `TIDEGATE_TOKEN`. Private keys never leave
+//! their files: only `bundle publish` and `windows publish` send anything of them, the signed file.
 //! Exit codes: 0 on success, 1 on an error, 2 on invalid usage (clap exits with 2 itself).
 
+mod audit;
 mod bundle;
 mod client;
 mod fleet;
 pub mod format;
 mod keys;
 mod root;
+mod tokens;
 mod windows;
 mod windows_server;
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use audit::AuditCommand;
 pub use bundle::BundleCommand;
 pub use client::ApiClient;
 pub use keys::KeysCommand;
 pub use root::RootCommand;
+pub use tokens::TokensCommand;
 pub use windows::WindowsCommand;
 
 /// The server URL when neither `--server` nor `TIDEGATE_SERVER` sets one.
@@ -33,6 +39,9 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8740";
 
 /// The environment variable that replaces [`DEFAULT_SERVER`].
 pub const SERVER_ENV: &str = "TIDEGATE_SERVER";
+
+/// The environment variable that contains the API token when `--token-file` is not given.
+pub const TOKEN_ENV: &str = "TIDEGATE_TOKEN";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +54,10 @@ pub struct Cli {
     /// http://127.0.0.1:8740]
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
+
+    /// File whose first line is the API token [default: $TIDEGATE_TOKEN]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -67,6 +80,12 @@ pub enum Command {
     /// Define, preview, sign and check a tier's maintenance windows and freezes
     #[command(subcommand)]
     Windows(WindowsCommand),
+    /// Create, list and revoke API tokens (needs an admin token)
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Verify and export the server's hash-chained audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +167,16 @@ pub enum CliError {
         source: serde_json::Error,
     },
     #[error(
+        "the server at {url} did not accept the API token: {message} (give a token with \
+         --token-file PATH or {TOKEN_ENV}; tidegate-server prints an admin token on its first \
+         start)"
+    )]
+    Unauthorized { url: String, message: String },
+    #[error("cannot read the token file {path}: {source}")]
+    TokenFile { path: PathBuf, source: io::Error },
+    #[error("the token file {path} is empty")]
+    EmptyTokenFile { path: PathBuf },
+    #[error(
         "no agent matches {query:?} by id, id prefix or hostname (`tidegate fleet list` shows \
          every agent)"
     )]
@@ -166,6 +195,8 @@ pub enum CliError {
     Windows(#[from] windows::WindowsCommandError),
     #[error(transparent)]
     WindowsServer(#[from] windows_server::WindowsServerError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditCommandError),
 }
 
 /// The environment and clock a command reads, passed in so tests can fix them.
@@ -173,6 +204,8 @@ pub enum CliError {
 pub struct Context {
     /// The value of `TIDEGATE_SERVER`, if set.
     pub server_from_env: Option<String>,
+    /// The value of `TIDEGATE_TOKEN`, if set.
+    pub token_from_env: Option<String>,
     /// The current time, in seconds since the Unix epoch, for "5m ago".
     pub now_unix_s: i64,
 }
@@ -186,6 +219,10 @@ impl Context {
             .unwrap_or(0);
         Self {
             server_from_env: std::env::var(SERVER_ENV).ok().filter(|url| !url.is_empty()),
+            token_from_env: std::env::var(TOKEN_ENV)
+                .ok()
+                .map(|token| token.trim().to_owned())
+                .filter(|token| !token.is_empty()),
             now_unix_s,
         }
     }
@@ -212,7 +249,8 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Runs the command and writes its output to `out`.
 pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), CliError> {
     let server = resolve_server(cli.server, context);
-    let client = ApiClient::new(&server);
+    let token = resolve_token(cli.token_file.as_deref(), context)?;
+    let client = ApiClient::new(&server, token.as_deref());
     match cli.command {
         Command::Fleet(FleetCommand::List(args)) => fleet::list(&client, &args, context, out),
         Command::Fleet(FleetCommand::Show(args)) => fleet::show(&client, &args, context, out),
@@ -221,7 +259,27 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
         Command::Windows(command) => windows::run(command, &client, context, out),
+        Command::Tokens(command) => tokens::run(command, &client, context, out),
+        Command::Audit(command) => audit::run(command, &client, out),
     }
+}
+
+/// Picks the API token: the first line of `--token-file`, then `TIDEGATE_TOKEN`, then none.
+fn resolve_token(file: Option<&Path>, context: &Context) -> Result<Option<String>, CliError> {
+    let Some(path) = file else {
+        return Ok(context.token_from_env.clone());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| CliError::TokenFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(CliError::EmptyTokenFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// Picks the server URL: `--server`, then `TIDEGATE_SERVER`, then [`DEFAULT_SERVER`].
@@ -237,6 +295,7 @@ mod tests {
     fn context(server_from_env: Option<&str>) -> Context {
         Context {
             server_from_env: server_from_env.map(str::to_owned),
+            token_from_env: None,
             now_unix_s: 0,
         }
     }

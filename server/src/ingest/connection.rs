@@ -360,7 +360,8 @@ pub async fn acknowledge(
     while let Some(AfterCommit { acks, orders }) = committed.recv().await {
         for (agent_id, order) in orders {
             let client = current_client.borrow().clone();
-            publish_order(client, &agent_id, order, &counters).await;
+            // Acknowledgements and resyncs are repeated on their own when lost.
+            let _ = publish_order(client, &agent_id, order, &counters).await;
         }
         for ack in acks {
             if ack.send().await.is_err() {
@@ -376,7 +377,7 @@ pub(crate) async fn publish_order(
     agent_id: &AgentId,
     order: Order,
     counters: &IngestCounters,
-) {
+) -> bool {
     let order_id = order.order_id;
     let (kind, counter) = match &order.body {
         OrderBody::Resync { .. } => ("resync", &counters.resync_orders_sent),
@@ -390,13 +391,13 @@ pub(crate) async fn publish_order(
         // another resync order, so a lost order costs a repetition, not data.
         debug!(agent.id = %agent_id, order.id = %order_id, kind, "not connected to the broker; dropped an order");
         IngestCounters::add(&counters.orders_not_sent, 1);
-        return;
+        return false;
     };
     let payload = match encode(&Message::Order(order)) {
         Ok(payload) => payload,
         Err(error) => {
             error!(agent.id = %agent_id, order.id = %order_id, kind, %error, "failed to encode an order");
-            return;
+            return false;
         }
     };
     // Orders are never retained: an agent must not act on an old order when it subscribes.
@@ -405,10 +406,14 @@ pub(crate) async fn publish_order(
         .publish(order_topic, QoS::AtLeastOnce, false, payload)
         .await
     {
-        Ok(()) => IngestCounters::add(counter, 1),
+        Ok(()) => {
+            IngestCounters::add(counter, 1);
+            true
+        }
         Err(error) => {
             IngestCounters::add(&counters.orders_not_sent, 1);
-            debug!(agent.id = %agent_id, order.id = %order_id, kind, %error, "connection closed; dropped an order")
+            debug!(agent.id = %agent_id, order.id = %order_id, kind, %error, "connection closed; dropped an order");
+            false
         }
     }
 }

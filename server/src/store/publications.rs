@@ -1,14 +1,17 @@
 //! Published bundles: the files as received, who published them, and each stream's highest
 //! sequence. Publication runs beside ingest, so it has its own connection to the same file.
+//! Each recorded publication appends its audit entry in the same transaction.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::json;
 use tidegate_protocol::trust::{BundleHash, HighWater, StreamName};
 
+use crate::audit::{self, AuditEntry};
 use crate::publish::CheckedBundle;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,24 +83,48 @@ impl Publications {
             .map_err(PublicationError::Read)
     }
 
-    /// Stores a trust root file of `version`; storing the same version again keeps the first.
+    /// Stores a trust root file of `version` and records `trust_root.published` by `actor`;
+    /// storing the same version again keeps the first and records nothing.
     pub fn record_trust_root(
         &self,
         version: u64,
         file: &[u8],
         now_unix_s: i64,
+        actor: &str,
     ) -> Result<(), PublicationError> {
-        let connection = self.connection.lock().expect("publication connection lock");
-        connection
+        let write_error = |source| PublicationError::Write {
+            bundle_id: format!("trust root v{version}"),
+            source,
+        };
+        let mut connection = self.connection.lock().expect("publication connection lock");
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write_error)?;
+        let inserted = transaction
             .prepare_cached(
                 "INSERT INTO trust_roots (version, file, published_at_unix_s) VALUES (?1, ?2, ?3)
                  ON CONFLICT (version) DO NOTHING",
             )
             .and_then(|mut statement| statement.execute(params![version as i64, file, now_unix_s]))
-            .map_err(|source| PublicationError::Write {
-                bundle_id: format!("trust root v{version}"),
-                source,
-            })?;
+            .map_err(write_error)?;
+        if inserted > 0 {
+            let digest = ring::digest::digest(&ring::digest::SHA256, file);
+            audit::append(
+                &transaction,
+                now_unix_s,
+                &AuditEntry::new(
+                    actor,
+                    "trust_root.published",
+                    format!("trust root v{version}"),
+                    json!({
+                        "version": version,
+                        "file_sha256": audit::to_hex(digest.as_ref()),
+                    }),
+                ),
+            )
+            .map_err(write_error)?;
+        }
+        transaction.commit().map_err(write_error)?;
         Ok(())
     }
 
@@ -168,21 +195,26 @@ impl Publications {
         Ok(marks)
     }
 
-    /// Records a checked bundle. Publishing the same file again is not an error and keeps the
-    /// first record.
+    /// Records a checked bundle, and `bundle.published` (or `bundle.republished`) with its
+    /// signers by `actor`. Publishing the same file again is not an error and keeps the first
+    /// record.
     pub fn record(
         &self,
         bundle: &CheckedBundle,
         file: &[u8],
         publisher: &str,
         now_unix_s: i64,
+        actor: &str,
     ) -> Result<(), PublicationError> {
-        let connection = self.connection.lock().expect("publication connection lock");
         let write_error = |source| PublicationError::Write {
             bundle_id: bundle.bundle_id.clone(),
             source,
         };
-        let existing: Option<String> = connection
+        let mut connection = self.connection.lock().expect("publication connection lock");
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(write_error)?;
+        let existing: Option<String> = transaction
             .prepare_cached(
                 "SELECT bundle_hash FROM published_bundles WHERE stream = ?1 AND sequence = ?2",
             )
@@ -194,8 +226,27 @@ impl Publications {
                     .optional()
             })
             .map_err(write_error)?;
+        let entry = |action: &str| {
+            AuditEntry::new(
+                actor,
+                action,
+                bundle.bundle_id.clone(),
+                json!({
+                    "stream": bundle.stream,
+                    "sequence": bundle.sequence,
+                    "bundle_hash": bundle.bundle_hash,
+                    "signers": bundle.signers,
+                    "publisher": publisher,
+                }),
+            )
+        };
         match existing {
-            Some(hash) if hash == bundle.bundle_hash => return Ok(()),
+            Some(hash) if hash == bundle.bundle_hash => {
+                audit::append(&transaction, now_unix_s, &entry("bundle.republished"))
+                    .map_err(write_error)?;
+                transaction.commit().map_err(write_error)?;
+                return Ok(());
+            }
             Some(_) => {
                 return Err(PublicationError::Conflict {
                     stream: bundle.stream.clone(),
@@ -205,7 +256,7 @@ impl Publications {
             None => {}
         }
         let signers = serde_json::to_string(&bundle.signers).expect("strings always encode");
-        connection
+        transaction
             .prepare_cached(
                 "INSERT INTO published_bundles
                  (stream, sequence, bundle_id, bundle_hash, file, signers, publisher, published_at_unix_s)
@@ -224,6 +275,8 @@ impl Publications {
                 ])
             })
             .map_err(write_error)?;
+        audit::append(&transaction, now_unix_s, &entry("bundle.published")).map_err(write_error)?;
+        transaction.commit().map_err(write_error)?;
         Ok(())
     }
 }

@@ -13,7 +13,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES, V3_OWNERS, V4_SCHEDULES];
+const MIGRATIONS: &[&str] = &[
+    V1_FLEET,
+    V2_BUNDLES,
+    V3_OWNERS,
+    V4_SCHEDULES,
+    V5_AUDIT,
+    V6_TOKENS,
+];
 
 /// The schema version this build writes and reads.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -21,6 +28,45 @@ pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
 const V3_OWNERS: &str = "
 -- The team IT assigned the agent to, empty until someone assigns one. Reports never change it.
 ALTER TABLE agents ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+";
+
+const V6_TOKENS: &str = "
+-- API tokens. Only the SHA-256 of each token is kept, so the file cannot give a token away.
+CREATE TABLE tokens (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    -- SHA-256 of the whole token text, in lowercase hex.
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at_unix_s INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at_unix_s INTEGER
+);
+";
+
+const V5_AUDIT: &str = "
+-- The hash-chained audit log; see server/src/audit. seq runs 1, 2, 3, ... without gaps.
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY,
+    at_unix_s INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    -- A JSON object in canonical form: no whitespace, keys sorted.
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+
+-- These stop the server's own code from changing history. Anyone who can write the file can drop
+-- them; the hash chain is what shows such edits.
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'the audit log is append-only');
+END;
 ";
 
 const V2_BUNDLES: &str = "

@@ -4,17 +4,22 @@
 //! a report with a small change costs a handful of indexed statements. The per-agent counts that
 //! the fleet list shows (installed, broken, pending, security) live in the `agents` row and are
 //! adjusted here, so reading the fleet never counts package rows.
+//!
+//! A bundle decision that an agent reports for the first time (a new record in its bundle list)
+//! is appended to the audit log in the same transaction, as `agent.bundle.OUTCOME` by the actor
+//! `agent:ID`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use tidegate_protocol::{
-    BootId, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey, PendingUpdate,
-    RebootRequired, Report, ReportBody, Status, StatusState, Warning,
+    BootId, BundleRecord, HostFacts, InstallState, Inventory, InventoryDelta, Package, PackageKey,
+    PendingUpdate, RebootRequired, Report, ReportBody, Status, StatusState, Warning,
 };
 
 use super::IngestOutcome;
+use crate::audit::{self, AuditEntry};
 
 /// An agent's row key, its last applied report and the package counts that go with it.
 struct AppliedState {
@@ -86,7 +91,9 @@ pub(super) fn ingest_report(
     }
 
     let counts = match &report.body {
-        ReportBody::Full(inventory) => replace_inventory(transaction, agent_key, inventory)?,
+        ReportBody::Full(inventory) => {
+            replace_inventory(transaction, agent_key, inventory, received_at_unix_s)?
+        }
         ReportBody::Delta { base_seq, delta } => {
             if let Some(reason) = resync_reason(state.report, report.boot_id, *base_seq) {
                 transaction
@@ -107,7 +114,13 @@ pub(super) fn ingest_report(
                     reason,
                 });
             }
-            apply_delta(transaction, agent_key, delta, state.counts)?
+            apply_delta(
+                transaction,
+                agent_key,
+                delta,
+                state.counts,
+                received_at_unix_s,
+            )?
         }
     };
 
@@ -277,6 +290,7 @@ fn replace_inventory(
     transaction: &Transaction<'_>,
     agent_key: i64,
     inventory: &Inventory,
+    received_at_unix_s: i64,
 ) -> rusqlite::Result<PackageCounts> {
     let mut stored: BTreeMap<(String, String, String), StoredPackage> = transaction
         .prepare_cached(
@@ -331,7 +345,12 @@ fn replace_inventory(
     replace_warnings(transaction, agent_key, &inventory.warnings)?;
     update_tier(transaction, agent_key, &inventory.tier)?;
     update_trust_root_version(transaction, agent_key, inventory.trust_root_version)?;
-    replace_bundles(transaction, agent_key, &inventory.bundles)?;
+    replace_bundles(
+        transaction,
+        agent_key,
+        &inventory.bundles,
+        received_at_unix_s,
+    )?;
     Ok(counts)
 }
 
@@ -342,6 +361,7 @@ fn apply_delta(
     agent_key: i64,
     delta: &InventoryDelta,
     mut counts: PackageCounts,
+    received_at_unix_s: i64,
 ) -> rusqlite::Result<PackageCounts> {
     for key in &delta.removed {
         let removed_state: Option<String> = transaction
@@ -405,7 +425,7 @@ fn apply_delta(
         update_trust_root_version(transaction, agent_key, version)?;
     }
     if let Some(bundles) = &delta.bundles {
-        replace_bundles(transaction, agent_key, bundles)?;
+        replace_bundles(transaction, agent_key, bundles, received_at_unix_s)?;
     }
     Ok(counts)
 }
@@ -429,11 +449,34 @@ fn update_trust_root_version(
     Ok(())
 }
 
+/// Replaces the agent's bundle records and audits the ones it did not have before.
 fn replace_bundles(
     transaction: &Transaction<'_>,
     agent_key: i64,
-    bundles: &[tidegate_protocol::BundleRecord],
+    bundles: &[BundleRecord],
+    received_at_unix_s: i64,
 ) -> rusqlite::Result<()> {
+    let (agent_id, stored): (String, String) = transaction
+        .prepare_cached("SELECT agent_id, bundles FROM agents WHERE agent_key = ?1")?
+        .query_row([agent_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    // Stored lists come from this function, so they parse; an unreadable one counts as empty and
+    // its records are audited again rather than lost.
+    let known: Vec<BundleRecord> = serde_json::from_str(&stored).unwrap_or_default();
+    for record in bundles.iter().filter(|record| !known.contains(record)) {
+        let detail = serde_json::to_value(record)
+            .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+        audit::append(
+            transaction,
+            received_at_unix_s,
+            &AuditEntry::new(
+                audit::agent_actor(&agent_id),
+                format!("agent.bundle.{}", record.outcome.as_str()),
+                record.bundle_id.clone(),
+                detail,
+            ),
+        )?;
+    }
+
     let json = serde_json::to_string(bundles)
         .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
     transaction

@@ -77,6 +77,8 @@ pub struct TestServer {
     /// The embedded broker's address, or `None` with an external broker.
     pub mqtt: Option<SocketAddr>,
     pub counters: Arc<IngestCounters>,
+    /// The admin token, created on the store's first start and kept in `admin.token` of `dir`.
+    pub token: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
     pub dir: tempfile::TempDir,
@@ -131,8 +133,14 @@ impl TestServer {
             broker,
             mqtt_max_packet_bytes: max_packet_bytes,
             trust_root: None,
+            admin_token_file: Some(dir.path().join("admin.token")),
         };
         let running = serve::start(config, deps).await.expect("server starts");
+        // A restart on the same directory creates no token; the first start's file has it.
+        let token = std::fs::read_to_string(dir.path().join("admin.token"))
+            .expect("the first start wrote admin.token")
+            .trim()
+            .to_owned();
         let http = running.http_addr();
         let mqtt = running.mqtt_addr();
         let counters = running.ingest_counters();
@@ -144,6 +152,7 @@ impl TestServer {
             http,
             mqtt,
             counters,
+            token,
             stop: Some(stop),
             task: Some(task),
             dir,
@@ -176,8 +185,10 @@ impl TestServer {
 
     pub async fn agents(&self) -> Vec<AgentSummary> {
         let url = format!("http://{}/api/v1/agents", self.http);
+        let authorization = format!("Bearer {}", self.token);
         tokio::task::spawn_blocking(move || {
             let body: serde_json::Value = ureq::get(&url)
+                .header("Authorization", &authorization)
                 .call()
                 .expect("GET /api/v1/agents")
                 .body_mut()

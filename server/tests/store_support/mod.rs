@@ -203,14 +203,46 @@ pub fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
     (dir, path, store)
 }
 
-/// Serves the HTTP API over `reader` on 127.0.0.1 at a free port, on a thread of its own that
-/// lives until the test process ends, and returns the base URL.
-pub fn spawn_api(reader: tidegate_server::store::StoreReader) -> String {
-    spawn_app(tidegate_server::http::router(reader))
+/// The API that [`spawn_api`] serves, with its admin token.
+pub struct TestApi {
+    pub base: String,
+    pub token: String,
 }
 
-/// Serves `app` on 127.0.0.1 at a free port, like [`spawn_api`], and returns the base URL.
+/// Serves the HTTP API of the store at `path` (fleet reads, audit log and tokens, behind the
+/// token check) on 127.0.0.1 at a free port, on a thread of its own that lives until the test
+/// process ends. Creates the store's first admin token and returns it with the base URL.
+pub fn spawn_api(path: &std::path::Path) -> TestApi {
+    use tidegate_server::audit::AuditLog;
+    use tidegate_server::auth::{AuthState, Tokens};
+
+    let reader = tidegate_server::store::StoreReader::open(path).expect("open a store reader");
+    let tokens = Tokens::open(path).expect("open the token table");
+    let audit = AuditLog::open(path).expect("open the audit log");
+    let token = tokens
+        .create_first_admin(1_700_000_000, |_| Ok(()))
+        .expect("create the first admin token")
+        .expect("the store had no token yet");
+    let api = tidegate_server::http::router(reader)
+        .merge(tidegate_server::audit::routes(audit.clone()))
+        .merge(tidegate_server::auth::routes(tokens.clone()));
+    let app = tidegate_server::http::app(api, AuthState { tokens, audit });
+
+    let address = serve(app);
+    TestApi {
+        base: format!("http://{address}"),
+        token,
+    }
+}
+
+/// Serves `app` without the token check, for tests of handlers alone, and returns the base URL.
 pub fn spawn_app(app: axum::Router) -> String {
+    format!("http://{}", serve(app))
+}
+
+/// Serves `app` on 127.0.0.1 at a free port, on a thread of its own that lives until the test
+/// process ends.
+fn serve(app: axum::Router) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("read the bound address");
     listener
@@ -226,5 +258,5 @@ pub fn spawn_app(app: axum::Router) -> String {
             axum::serve(listener, app).await.expect("serve the API");
         });
     });
-    format!("http://{address}")
+    address
 }
