@@ -9,5 +9,6 @@ pub mod http;
 pub mod http_publish;
 pub mod ingest;
 pub mod publish;
+pub mod rollout;
 pub mod serve;
 pub mod store;

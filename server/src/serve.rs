@@ -20,6 +20,9 @@ use crate::ingest::{
     self, BrokerUrl, IngestConfig, IngestCounters, IngestDeps, IngestError, IngestHandle,
     IngestStats,
 };
+use crate::rollout::driver::DriverDeps;
+use crate::rollout::store::RolloutStore;
+use crate::rollout::{self, NoWindows, WindowSource};
 use crate::store::{Store, StoreError, StoreReader};
 
 /// The default address of the HTTP API.
@@ -102,6 +105,8 @@ pub enum ServeError {
     HttpStopped,
     #[error("ingest failed: {0}")]
     Ingest(#[from] IngestError),
+    #[error("cannot start the rollout driver: {0}")]
+    StartRollouts(crate::rollout::driver::RolloutError),
 }
 
 /// A started server; [`RunningServer::run_until`] serves until shutdown.
@@ -112,6 +117,7 @@ pub struct RunningServer {
     ingest: IngestHandle,
     http: JoinHandle<std::io::Result<()>>,
     stop_http: oneshot::Sender<()>,
+    rollout_driver: JoinHandle<()>,
 }
 
 /// Runs the server until `shutdown` completes or a part of it fails.
@@ -125,9 +131,19 @@ pub async fn run(
         .await
 }
 
-/// Opens the store, starts the broker (when embedded), ingest and the HTTP server, and returns once
-/// all of them accept connections.
+/// Opens the store, starts the broker (when embedded), ingest, the rollout driver and the HTTP
+/// server, and returns once all of them accept connections. Rollout deadlines use no window
+/// schedule: see [`start_with_windows`].
 pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServer, ServeError> {
+    start_with_windows(config, deps, Arc::new(NoWindows)).await
+}
+
+/// Like [`start`], with the source of the window ends that rollout deadlines count from.
+pub async fn start_with_windows(
+    config: ServerConfig,
+    deps: IngestDeps,
+    windows: Arc<dyn WindowSource>,
+) -> Result<RunningServer, ServeError> {
     let db_path = config.db_path.clone();
     // The error is boxed on its way out of the task only because StoreError is large.
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path).map_err(Box::new))
@@ -137,6 +153,8 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     info!(db = %config.db_path.display(), "store opened");
     let reader = StoreReader::open(&config.db_path).map_err(ServeError::OpenReader)?;
     let publications = crate::store::publications::Publications::open(&config.db_path)?;
+    let rollout_store = RolloutStore::open(&config.db_path)
+        .map_err(|error| ServeError::StartRollouts(error.into()))?;
     let trust_root = match &config.trust_root {
         Some(path) => Some(current_trust_root(path, &publications)?),
         None => None,
@@ -181,16 +199,30 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         max_packet_bytes: config.mqtt_max_packet_bytes,
         ..IngestConfig::new(broker_url)
     };
+    let clock = deps.clock.clone();
     let ingest = ingest::start(ingest_config, store, deps)?;
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let root = Arc::new(std::sync::RwLock::new(trust_root));
+    let (rollouts, rollout_driver) = rollout::driver::start(DriverDeps {
+        store: rollout_store,
+        orders: ingest.order_sender(),
+        events: ingest.events(),
+        root: root.clone(),
+        windows,
+        clock,
+    })
+    .await
+    .map_err(ServeError::StartRollouts)?;
     let publish_state = crate::http_publish::PublishState {
-        root: Arc::new(std::sync::RwLock::new(trust_root)),
+        root,
         publications,
         reader: reader.clone(),
         orders: ingest.order_sender(),
     };
-    let app = crate::http::router(reader).merge(crate::http_publish::router(publish_state));
+    let app = crate::http::router(reader)
+        .merge(crate::http_publish::router(publish_state))
+        .merge(rollout::http::routes(rollouts));
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async {
@@ -207,6 +239,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         ingest,
         http,
         stop_http,
+        rollout_driver,
     })
 }
 
@@ -242,6 +275,7 @@ impl RunningServer {
             mut ingest,
             mut http,
             stop_http,
+            rollout_driver,
             ..
         } = self;
 
@@ -266,6 +300,9 @@ impl RunningServer {
         }
 
         let _ = stop_http.send(());
+        // The driver keeps nothing unwritten between passes, so stopping it mid-pass loses at
+        // most the orders of that pass, which the next start sends again to agents that come online.
+        rollout_driver.abort();
         let ingest_result = ingest.shutdown().await;
         if !http_finished
             && tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, http)

@@ -257,6 +257,7 @@ pub struct IngestCounters {
     pub report_acks_sent: AtomicU64,
     pub bundle_orders_sent: AtomicU64,
     pub trust_root_orders_sent: AtomicU64,
+    pub rollback_orders_sent: AtomicU64,
     /// Orders not sent because ingest was not connected to the broker.
     pub orders_not_sent: AtomicU64,
     /// MQTT acknowledgements not sent because their connection had closed.
@@ -309,6 +310,41 @@ pub struct IngestStats {
     pub acks_not_sent: u64,
 }
 
+/// What the store thread tells other parts of the server after each committed batch: that
+/// something was stored, and which agents sent an online status. The rollout driver waits on it
+/// to read outcomes as soon as they are stored and to send again what a reconnected agent lacks.
+#[derive(Debug, Default)]
+pub struct IngestEvents {
+    changed: tokio::sync::Notify,
+    came_online: std::sync::Mutex<std::collections::BTreeSet<AgentId>>,
+}
+
+impl IngestEvents {
+    /// Waits until a batch was committed since the last wait returned. A commit before the wait
+    /// began wakes it at once, so none is missed.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Takes the agents that sent an online status since the last call.
+    pub fn take_came_online(&self) -> std::collections::BTreeSet<AgentId> {
+        std::mem::take(
+            &mut *self
+                .came_online
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn committed(&self, came_online: impl IntoIterator<Item = AgentId>) {
+        self.came_online
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(came_online);
+        self.changed.notify_one();
+    }
+}
+
 /// Running ingest. Call [`IngestHandle::shutdown`] to stop it; dropping the handle stops the
 /// session without waiting for the store thread.
 pub struct IngestHandle {
@@ -318,6 +354,7 @@ pub struct IngestHandle {
     session: Option<JoinHandle<Result<(), IngestError>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     counters: Arc<IngestCounters>,
+    events: Arc<IngestEvents>,
 }
 
 /// Starts ingest in the current tokio runtime: the store thread, the acknowledgement task and the
@@ -336,8 +373,10 @@ pub fn start(
     let (current_client_tx, current_client_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let events = Arc::new(IngestEvents::default());
     let writer = writer::Writer {
         store,
+        events: events.clone(),
         items: items_rx,
         after_commit: committed_tx,
         clock: deps.clock.clone(),
@@ -378,6 +417,7 @@ pub fn start(
         session: Some(session),
         writer: Some(writer),
         counters,
+        events,
     })
 }
 
@@ -408,6 +448,11 @@ impl IngestHandle {
 
     pub fn stats(&self) -> IngestStats {
         self.counters.snapshot()
+    }
+
+    /// The notifications of committed batches.
+    pub fn events(&self) -> Arc<IngestEvents> {
+        self.events.clone()
     }
 
     /// The live counters, which stay readable after the handle is consumed.

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES];
+const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES, V3_ROLLOUTS];
 
 /// The schema version this build writes and reads.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -44,6 +44,36 @@ CREATE TABLE published_bundles (
     publisher TEXT NOT NULL,
     published_at_unix_s INTEGER NOT NULL,
     PRIMARY KEY (stream, sequence)
+);
+";
+
+const V3_ROLLOUTS: &str = "
+-- Rollouts. The driver keeps them in memory and writes each one whole after every change, so
+-- the row holds the settings, waves and every target's state as one JSON document.
+CREATE TABLE rollouts (
+    rollout_id INTEGER PRIMARY KEY,
+    bundle_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at_unix_s INTEGER NOT NULL,
+    updated_at_unix_s INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+
+-- Each agent's desired state, with a version that grows on every change, and the version the
+-- agent's reports last showed in full.
+CREATE TABLE delivery_state (
+    agent_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    -- JSON arrays of bundle hashes.
+    bundles TEXT NOT NULL,
+    rollbacks TEXT NOT NULL,
+    trust_root_version INTEGER,
+    -- Window schedules are not delivered yet; both schedule columns stay NULL until they are.
+    schedule_version INTEGER,
+    acknowledged_version INTEGER NOT NULL,
+    acknowledged_trust_root_version INTEGER,
+    acknowledged_schedule_version INTEGER,
+    updated_at_unix_s INTEGER NOT NULL
 );
 ";
 
