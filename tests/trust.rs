@@ -60,9 +60,10 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
     file.encode().unwrap()
 }
 
-/// POSTs a bundle file; returns the status code and the JSON body.
+/// POSTs a bundle file for immediate delivery to every agent it targets; returns the status code
+/// and the JSON body.
 fn publish(server: &Server, file: &[u8]) -> (u16, serde_json::Value) {
-    let url = format!("{}/api/v1/bundles", server.url());
+    let url = format!("{}/api/v1/bundles?delivery=immediate", server.url());
     let response = ureq::post(&url)
         .header("Content-Type", "application/octet-stream")
         .header("X-Tidegate-Publisher", "test@ci")

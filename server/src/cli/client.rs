@@ -100,6 +100,63 @@ impl ApiClient {
         Ok((status, body))
     }
 
+    /// Sends a GET request and decodes the JSON body. Returns `None` on 404.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
+        self.get(path)
+    }
+
+    /// Sends `body` as JSON in a POST request and decodes the JSON response. A status other
+    /// than 2xx is an error carrying the server's message.
+    pub fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, CliError> {
+        let url = self.url(path);
+        let encoded = serde_json::to_vec(body).expect("a request body always encodes as JSON");
+        let mut response = match self
+            .agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(&encoded[..])
+        {
+            Ok(response) => response,
+            Err(error @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
+                return Err(CliError::InvalidServerUrl {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+            Err(error) => {
+                return Err(CliError::Unreachable {
+                    url: self.base_url.clone(),
+                    source: Box::new(error),
+                })
+            }
+        };
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .map_err(|error| CliError::Response {
+                url: url.clone(),
+                source: Box::new(error),
+            })?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<ErrorResponse>(&text)
+                .map(|response| response.error)
+                .unwrap_or_else(|_| text.chars().take(200).collect());
+            return Err(CliError::Api {
+                url,
+                status,
+                message,
+            });
+        }
+        serde_json::from_str(&text).map_err(|source| CliError::InvalidJson { url, source })
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

@@ -10,6 +10,7 @@ mod client;
 mod fleet;
 pub mod format;
 mod keys;
+mod rollout;
 mod root;
 
 use std::io::{self, Write};
@@ -21,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 pub use bundle::BundleCommand;
 pub use client::ApiClient;
 pub use keys::KeysCommand;
+pub use rollout::RolloutCommand;
 pub use root::RootCommand;
 
 /// The server URL when neither `--server` nor `TIDEGATE_SERVER` sets one.
@@ -59,6 +61,9 @@ pub enum Command {
     /// Build, sign, check, inspect and publish remediation bundles
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Take a published bundle to the fleet in waves, and watch, pause, resume or stop it
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +199,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Keys(command) => keys::run(command, out),
         Command::Root(command) => root::run(command, out),
         Command::Bundle(command) => bundle::run(command, &client, context, out),
+        Command::Rollout(command) => rollout::run(command, &client, context, out),
     }
 }
 
