@@ -104,6 +104,7 @@ enum Command {
     Resume(u64, Reply<Rollout>),
     Stop(u64, Reply<Rollout>),
     StopAll(Reply<Vec<u64>>),
+    Delivery(String, Reply<Option<DesiredState>>),
 }
 
 /// A cloneable handle to the driver task, for the HTTP API.
@@ -146,6 +147,12 @@ impl RolloutHandle {
 
     pub async fn stop(&self, id: u64) -> Result<Rollout, RolloutError> {
         self.ask(|reply| Command::Stop(id, reply)).await
+    }
+
+    /// One agent's delivery state, or `None` when nothing was ever desired of it.
+    pub async fn delivery(&self, agent_id: &str) -> Result<Option<DesiredState>, RolloutError> {
+        let agent_id = agent_id.to_owned();
+        self.ask(|reply| Command::Delivery(agent_id, reply)).await
     }
 
     /// Stops every rollout that can still send orders, and returns their ids.
@@ -264,6 +271,9 @@ impl Driver {
             }
             Command::StopAll(reply) => {
                 let _ = reply.send(self.stop_all().await);
+            }
+            Command::Delivery(agent_id, reply) => {
+                let _ = reply.send(Ok(self.delivery.get(&agent_id).cloned()));
             }
         }
     }

@@ -9,6 +9,9 @@
 //! - `POST /api/v1/rollouts/{id}/pause`, `/resume`, `/stop`: `200` with the [`RolloutSummary`],
 //!   `409` when the rollout's status does not allow it.
 //! - `POST /api/v1/rollouts/stop-all`: stops every active rollout, `{"stopped": [id, ...]}`.
+//! - `GET /api/v1/agents/{agent_id}/delivery`: the agent's [`DesiredState`]: desired version and
+//!   content, and the version its reports last acknowledged; `404` when nothing was ever desired
+//!   of it.
 //!
 //! Every error body is `{"error": "..."}`. These routes carry no role check yet; they belong to
 //! the `it` role.
@@ -20,6 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::delivery::DesiredState;
 use super::driver::{RolloutError, RolloutHandle, RolloutRequest};
 use super::machine::{BundleRef, Rollout, RolloutAgent, RolloutSpec, RolloutStatus, StateCounts};
 use crate::http::ErrorResponse;
@@ -120,6 +124,7 @@ pub fn routes(handle: RolloutHandle) -> Router {
         .route("/api/v1/rollouts/{id}/pause", post(pause))
         .route("/api/v1/rollouts/{id}/resume", post(resume))
         .route("/api/v1/rollouts/{id}/stop", post(stop))
+        .route("/api/v1/agents/{agent_id}/delivery", get(delivery))
         .with_state(handle)
 }
 
@@ -173,6 +178,20 @@ async fn stop(
 async fn stop_all(State(handle): State<RolloutHandle>) -> Result<Json<StopAllResponse>, ApiError> {
     let stopped = handle.stop_all().await?;
     Ok(Json(StopAllResponse { stopped }))
+}
+
+async fn delivery(
+    State(handle): State<RolloutHandle>,
+    Path(agent_id): Path<String>,
+) -> Result<Json<DesiredState>, ApiError> {
+    handle
+        .delivery(&agent_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no delivery state for agent {agent_id:?}"),
+        })
 }
 
 fn parse_id(text: &str) -> Result<u64, ApiError> {

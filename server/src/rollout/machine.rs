@@ -211,7 +211,7 @@ pub enum RolloutOrder {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Advance {
     pub orders: Vec<RolloutOrder>,
-    /// One line per change, such as "agent a1 applied the bundle" or "wave 2 of 3 started".
+    /// One line per change, such as "agent a1: delivered -> applied" or "wave 2 of 3 started".
     pub events: Vec<String>,
 }
 
@@ -456,10 +456,10 @@ impl Rollout {
             };
             if let Some(next) = next {
                 advance.events.push(format!(
-                    "agent {} is {} (was {})",
+                    "agent {}: {} -> {}",
                     agent.agent_id,
-                    describe(&next),
-                    agent.state.name()
+                    agent.state.name(),
+                    describe(&next)
                 ));
                 agent.state = next;
                 agent.changed_at_unix_s = now_unix_s;

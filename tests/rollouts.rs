@@ -1,0 +1,503 @@
+//! Rollouts end to end: the real server with its embedded broker, and simulated agents.
+//!
+//! The simulated agents are MQTT peers that speak the agent protocol: they publish an online
+//! status and a full report, and answer each bundle order with a report whose bundle record
+//! carries the outcome the test chose (`Applied`, or `Reverted` for an agent set to fail). Real
+//! agents record bundle decisions but do not apply steps yet, so they would never report
+//! `Applied`. The simulated agents connect with a clean session, as real agents do, so an order
+//! sent while one is offline is lost unless the server sends it again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use tidegate_protocol::inventory::{HostFacts, Inventory};
+use tidegate_protocol::topics::{topic, TopicKind};
+use tidegate_protocol::trust::{
+    inspect_bundle, BundleFile, BundleId, BundleManifest, Role, SignedTrustRoot, SigningKey, Step,
+    StreamName, TargetSelector, Thresholds, TrustRoot,
+};
+use tidegate_protocol::{
+    decode, encode, AgentId, BootId, BundleOutcome, BundleRecord, Message, OrderBody, Report,
+    ReportBody, Status, StatusState,
+};
+use tidegate_tests::{wait_for, Server, TestClient};
+
+fn now_unix_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Writes a version 1 root over the three keys with every threshold at 1, signed by `root_key`.
+fn write_root(path: &Path, root_key: &SigningKey, security: &SigningKey, ot: &SigningKey) {
+    let root = TrustRoot {
+        version: 1,
+        keys: vec![
+            root_key.public_key().clone(),
+            security.public_key().clone(),
+            ot.public_key().clone(),
+        ],
+        thresholds: Thresholds {
+            root: 1,
+            security: 1,
+            ot: 1,
+        },
+        tier_overrides: BTreeMap::new(),
+    };
+    let mut signed = SignedTrustRoot::new(&root).unwrap();
+    signed.sign(root_key).unwrap();
+    std::fs::write(path, signed.encode().unwrap()).unwrap();
+}
+
+/// A bundle of one sysctl step for every tier, valid for a day around now.
+fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
+    let now = now_unix_s();
+    let manifest = BundleManifest {
+        bundle_id: BundleId::parse(id).unwrap(),
+        stream: StreamName::parse("baseline").unwrap(),
+        sequence,
+        not_before_unix_s: now - 3600,
+        expires_unix_s: now + 86_400,
+        target: TargetSelector::default(),
+        steps: vec![Step::Sysctl {
+            key: "net.ipv4.tcp_syncookies".into(),
+            value: "1".into(),
+        }],
+        payloads: vec![],
+    };
+    let mut file = BundleFile::new(&manifest, vec![]).unwrap();
+    file.sign(signer).unwrap();
+    file.encode().unwrap()
+}
+
+/// Starts a server with a fresh root and publishes one bundle, held for a rollout.
+fn server_with_bundle(dir: &Path, bundle_id: &str) -> Server {
+    let root_key = SigningKey::generate(Role::Root, &SystemRandom::new()).unwrap();
+    let security = SigningKey::generate(Role::Security, &SystemRandom::new()).unwrap();
+    let ot = SigningKey::generate(Role::Ot, &SystemRandom::new()).unwrap();
+    let root = dir.join("root.tgrt");
+    write_root(&root, &root_key, &security, &ot);
+    let server = Server::start_with_trust_root(&dir.join("tidegate.db"), &root);
+    let response = ureq::post(&format!("{}/api/v1/bundles", server.url()))
+        .header("Content-Type", "application/octet-stream")
+        .header("X-Tidegate-Publisher", "security@ci")
+        .send(&bundle(bundle_id, 1, &security)[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let body: serde_json::Value = response.into_body().read_json().unwrap();
+    assert_eq!(body["delivered_to"], 0, "held for a rollout: {body}");
+    assert_eq!(body["immediate"], false, "{body}");
+    server
+}
+
+fn post_json(server: &Server, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = ureq::post(&format!("{}{path}", server.url()))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.into_body().read_json().unwrap())
+}
+
+/// What a simulated agent does with a bundle order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Apply,
+    Fail,
+}
+
+/// A simulated agent: an MQTT peer on its own thread that reports and answers bundle orders.
+struct SimAgent {
+    id: String,
+    /// Every bundle id it was sent, in order.
+    received: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The state a simulated agent keeps across reconnects, as a real agent keeps its state directory.
+struct SimState {
+    agent_id: AgentId,
+    boot_id: BootId,
+    seq: AtomicU64,
+    records: Mutex<Vec<BundleRecord>>,
+}
+
+impl SimState {
+    fn new(id: &str) -> Arc<Self> {
+        let mut boot = [0u8; 16];
+        boot[..id.len().min(16)].copy_from_slice(&id.as_bytes()[..id.len().min(16)]);
+        Arc::new(Self {
+            agent_id: AgentId::parse(id).unwrap(),
+            boot_id: BootId(boot),
+            seq: AtomicU64::new(0),
+            records: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The next number for reports and statuses, so a later status is newer by the agent's clock.
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn status(&self, state: StatusState) -> Vec<u8> {
+        let at = now_unix_s() + self.next() as i64;
+        encode(&Message::Status(Status {
+            agent_id: self.agent_id.clone(),
+            boot_id: self.boot_id,
+            state,
+            agent_version: "simulated".into(),
+            session_present: false,
+            at_unix_s: at,
+        }))
+        .unwrap()
+    }
+
+    fn report(&self) -> Vec<u8> {
+        let inventory = Inventory {
+            facts: HostFacts {
+                hostname: self.agent_id.to_string(),
+                os_name: "Debian GNU/Linux".into(),
+                ..HostFacts::default()
+            },
+            tier: "office".into(),
+            trust_root_version: Some(1),
+            bundles: self.records.lock().unwrap().clone(),
+            ..Inventory::default()
+        };
+        encode(&Message::Report(Report {
+            agent_id: self.agent_id.clone(),
+            boot_id: self.boot_id,
+            seq: self.next(),
+            collected_at_unix_s: now_unix_s(),
+            outbox_dropped: 0,
+            body: ReportBody::Full(inventory),
+        }))
+        .unwrap()
+    }
+}
+
+impl SimAgent {
+    /// Connects, subscribes to the order topic, and publishes an online status and a report.
+    fn start(port: u16, state: Arc<SimState>, answer: Answer) -> Self {
+        let id = state.agent_id.to_string();
+        // A client id of its own per connection, so a reconnect never takes over the session of
+        // the connection before it.
+        static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+        let connection = CONNECTIONS.fetch_add(1, Ordering::SeqCst);
+        let client = TestClient::connect(port, &format!("sim-{id}-{connection}"));
+        client.subscribe(&topic(&state.agent_id, TopicKind::Order));
+        let status_topic = topic(&state.agent_id, TopicKind::Status);
+        let report_topic = topic(&state.agent_id, TopicKind::Report);
+        client.publish(&status_topic, state.status(StatusState::Online), true);
+        client.publish(&report_topic, state.report(), false);
+
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let received = received.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(publish) = client.messages.recv_timeout(Duration::from_millis(100))
+                    else {
+                        continue;
+                    };
+                    let Ok(Message::Order(order)) = decode(&publish.payload) else {
+                        continue;
+                    };
+                    let OrderBody::Bundle { file } = order.body else {
+                        continue;
+                    };
+                    let inspection = inspect_bundle(&file).unwrap();
+                    let bundle_id = inspection.manifest.bundle_id.to_string();
+                    received.lock().unwrap().push(bundle_id.clone());
+                    let outcome = match answer {
+                        Answer::Apply => BundleOutcome::Applied,
+                        Answer::Fail => BundleOutcome::Reverted {
+                            step: Some(0),
+                            detail: "simulated failure".into(),
+                        },
+                    };
+                    state.records.lock().unwrap().push(BundleRecord {
+                        bundle_id,
+                        stream: inspection.manifest.stream.to_string(),
+                        sequence: inspection.manifest.sequence,
+                        bundle_hash: inspection.bundle_hash.to_string(),
+                        outcome,
+                        decided_at_unix_s: now_unix_s(),
+                    });
+                    client.publish(&report_topic, state.report(), false);
+                }
+                // Leave as an agent that shuts down does: the offline status, then disconnect.
+                client.publish(&status_topic, state.status(StatusState::Offline), true);
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = client.client.disconnect();
+            })
+        };
+        Self {
+            id,
+            received,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Goes offline: publishes the offline status and disconnects.
+    fn disconnect(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for SimAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the server has applied a report of every one of `count` agents.
+fn wait_for_reports(server: &Server, count: usize) {
+    wait_for(
+        "every agent's first report",
+        Duration::from_secs(30),
+        || {
+            let fleet = server.get_json("/api/v1/agents")?;
+            let reported = fleet["agents"]
+                .as_array()?
+                .iter()
+                .filter(|agent| !agent["last_report_unix_s"].is_null())
+                .count();
+            (reported == count).then_some(())
+        },
+    );
+}
+
+fn rollout(server: &Server, id: u64) -> serde_json::Value {
+    server
+        .get_json(&format!("/api/v1/rollouts/{id}"))
+        .expect("the rollout exists")
+}
+
+fn agent_state(view: &serde_json::Value, agent_id: &str) -> String {
+    view["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|agent| agent["agent_id"] == agent_id)
+        .map(|agent| agent["state"]["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn twenty_agents_pause_at_second_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-20");
+    let port = server.mqtt_port.unwrap();
+
+    // Agents sort by id: sim-00 and sim-01 are the canaries, sim-02 to sim-09 wave 2, sim-10 to
+    // sim-19 wave 3. sim-01 fails in the canary wave and sim-02 in wave 2; sim-12 would fail too.
+    let failing = ["sim-01", "sim-02", "sim-12"];
+    let agents: Vec<SimAgent> = (0..20)
+        .map(|n| {
+            let id = format!("sim-{n:02}");
+            let answer = if failing.contains(&id.as_str()) {
+                Answer::Fail
+            } else {
+                Answer::Apply
+            };
+            SimAgent::start(port, SimState::new(&id), answer)
+        })
+        .collect();
+    wait_for_reports(&server, 20);
+
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-20",
+            "canary": 2,
+            "waves": "2,10%,50%,100%",
+            "max_concurrent_per_tier": 3,
+            "failure_threshold": "2",
+            "on_failure": "pause",
+            "grace_seconds": 600,
+            "requested_by": "it@ci",
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], 1, "{body}");
+    assert_eq!(body["targets"], 20, "{body}");
+    let sizes: Vec<u64> = body["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|wave| wave["agents"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![2, 8, 10]);
+
+    let paused = wait_for("the rollout to pause", Duration::from_secs(30), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] == "paused").then_some(view)
+    });
+    assert_eq!(
+        paused["status"]["reason"], "2 failed agents reached the failure threshold of 2",
+        "{paused}"
+    );
+    assert_eq!(paused["current_wave"], 2, "{paused}");
+    assert_eq!(agent_state(&paused, "sim-01"), "failed");
+    assert_eq!(agent_state(&paused, "sim-02"), "failed");
+
+    // Give a wrongly running rollout time to reach wave 3, then check that none of it did.
+    std::thread::sleep(Duration::from_secs(3));
+    let view = rollout(&server, 1);
+    assert_eq!(view["status"]["state"], "paused", "{view}");
+    assert_eq!(view["waves"][2]["counts"]["pending"], 10, "{view}");
+    assert_eq!(view["counts"]["failed"], 2, "{view}");
+    for agent in &agents {
+        let wave = agent.id[4..].parse::<u32>().unwrap();
+        if wave >= 10 {
+            assert!(
+                agent.received().is_empty(),
+                "{} is in wave 3 and received {:?}",
+                agent.id,
+                agent.received()
+            );
+        }
+    }
+    for canary in &agents[..2] {
+        assert_eq!(canary.received(), vec!["fix-20"], "{}", canary.id);
+    }
+
+    // A paused rollout cannot be paused again; a fleet-wide stop ends it.
+    let (status, body) = post_json(&server, "/api/v1/rollouts/1/pause", serde_json::json!({}));
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = post_json(&server, "/api/v1/rollouts/stop-all", serde_json::json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stopped"], serde_json::json!([1]));
+    assert_eq!(rollout(&server, 1)["status"]["state"], "stopped");
+    let (status, body) = post_json(&server, "/api/v1/rollouts/1/resume", serde_json::json!({}));
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn offline_agent_receives_bundle_on_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-late");
+    let port = server.mqtt_port.unwrap();
+
+    let online = SimAgent::start(port, SimState::new("sim-a"), Answer::Apply);
+    let away_state = SimState::new("sim-b");
+    let away = SimAgent::start(port, away_state.clone(), Answer::Apply);
+    wait_for_reports(&server, 2);
+    away.disconnect();
+    wait_for("sim-b to be offline", Duration::from_secs(20), || {
+        (server.agent("sim-b")?["online"] == false).then_some(())
+    });
+
+    // One wave of both agents; sim-b is offline when it starts, so its order is lost.
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-late",
+            "canary": 0,
+            "waves": "100%",
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 600,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_for("sim-a to apply", Duration::from_secs(20), || {
+        (agent_state(&rollout(&server, 1), "sim-a") == "applied").then_some(())
+    });
+    assert_eq!(agent_state(&rollout(&server, 1), "sim-b"), "delivered");
+    let delivery = server
+        .get_json("/api/v1/agents/sim-b/delivery")
+        .expect("sim-b has a delivery state");
+    assert_eq!(
+        delivery["bundles"].as_array().unwrap().len(),
+        1,
+        "{delivery}"
+    );
+    assert!(
+        delivery["acknowledged_version"].as_u64() < delivery["version"].as_u64(),
+        "sim-b has not acknowledged the bundle: {delivery}"
+    );
+
+    // Back online with a clean session: only a resend by the server can reach it.
+    let back = SimAgent::start(port, away_state, Answer::Apply);
+    wait_for("the rollout to complete", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] == "completed").then_some(())
+    });
+    assert_eq!(back.received(), vec!["fix-late"]);
+    assert_eq!(online.received(), vec!["fix-late"]);
+    let delivery = wait_for(
+        "sim-b to acknowledge its desired state",
+        Duration::from_secs(20),
+        || {
+            let delivery = server.get_json("/api/v1/agents/sim-b/delivery")?;
+            (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)
+        },
+    );
+    assert_eq!(delivery["trust_root_version"], 1, "{delivery}");
+}
+
+#[test]
+fn silent_agent_fails_after_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-silent");
+    let port = server.mqtt_port.unwrap();
+    let silent = SimAgent::start(port, SimState::new("sim-s"), Answer::Apply);
+    wait_for_reports(&server, 1);
+    silent.disconnect();
+
+    // Without window schedules the window ends when the bundle is sent, so the deadline is
+    // 2 s after that.
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-silent",
+            "canary": 0,
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 2,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let sent_at = body["agents"][0]["sent_at_unix_s"].as_i64();
+    let view = wait_for("sim-s to count as failed", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (agent_state(&view, "sim-s") == "failed").then_some(view)
+    });
+    let agent = &view["agents"][0];
+    assert_eq!(agent["state"]["timed_out"], true, "{view}");
+    let sent_at = sent_at.or(agent["sent_at_unix_s"].as_i64()).unwrap();
+    assert_eq!(
+        agent["deadline_unix_s"].as_i64(),
+        Some(sent_at + 2),
+        "{view}"
+    );
+    assert!(
+        agent["changed_at_unix_s"].as_i64().unwrap() >= sent_at + 2,
+        "{view}"
+    );
+    assert_eq!(view["status"]["state"], "paused", "{view}");
+}
