@@ -1,7 +1,7 @@
 //! Rollouts end to end: the real server with its embedded broker, and simulated agents.
 //!
-//! The simulated agents are MQTT peers that speak the agent protocol: they publish an online
-//! status and a full report, and answer each bundle order with a report whose bundle record
+//! The simulated agents are MQTT peers that speak the agent protocol. They publish an online
+//! status and a full report, and reply to each bundle order with a report whose bundle record
 //! carries the outcome the test chose (`Applied`, or `Reverted` for an agent set to fail). Real
 //! agents record bundle decisions but do not apply steps yet, so they would never report
 //! `Applied`. The simulated agents connect with a clean session, as real agents do, so an order
@@ -55,7 +55,7 @@ fn write_root(path: &Path, root_key: &SigningKey, security: &SigningKey, ot: &Si
     std::fs::write(path, signed.encode().unwrap()).unwrap();
 }
 
-/// A bundle of one sysctl step for every tier, valid for a day around now.
+/// Builds a bundle of one sysctl step for every tier, valid for a day around now.
 fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
     let now = now_unix_s();
     let manifest = BundleManifest {
@@ -114,7 +114,7 @@ enum Answer {
     Fail,
 }
 
-/// A simulated agent: an MQTT peer on its own thread that reports and answers bundle orders.
+/// A simulated agent: an MQTT peer on its own thread that reports and replies to bundle orders.
 struct SimAgent {
     id: String,
     /// Every bundle id it was sent, in order.
@@ -143,7 +143,8 @@ impl SimState {
         })
     }
 
-    /// The next number for reports and statuses, so a later status is newer by the agent's clock.
+    /// Returns the next number for reports and statuses, so a later status is newer by the
+    /// agent's clock.
     fn next(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }

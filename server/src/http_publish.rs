@@ -8,7 +8,7 @@
 //! `{"version", "delivered_to"}`, `422` with `{"error"}` when the check fails. The current
 //! version, byte for byte, is accepted with `200` and sent again to the agents behind it.
 //!
-//! A published bundle is stored and sent to nobody: a rollout (`POST /api/v1/rollouts`) takes it
+//! A published bundle is stored and not sent to any agent: a rollout (`POST /api/v1/rollouts`) takes it
 //! to the fleet in waves. With `?delivery=immediate` it is also sent at once to every agent it
 //! targets, as before rollouts existed.
 //!

@@ -43,7 +43,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "100%", value_name = "LIST", value_parser = check_waves)]
     pub waves: String,
 
-    /// The most agents of one tier changing at once [default: no limit]
+    /// Maximum number of agents of one tier changing at once [default: no limit]
     #[arg(long, value_name = "N")]
     pub max_concurrent_per_tier: Option<u32>,
 
@@ -52,7 +52,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "1", value_name = "N|N%", value_parser = check_threshold)]
     pub failure_threshold: String,
 
-    /// What to do when the threshold is reached: pause, or revert every agent that applied it
+    /// Action when the threshold is reached: pause, or revert every agent that applied the bundle
     #[arg(long, default_value = "pause", value_name = "ACTION", value_parser = check_action)]
     pub on_failure: String,
 
@@ -61,7 +61,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_grace)]
     pub grace: u64,
 
-    /// Who starts the rollout, for the record [default: $USER@hostname]
+    /// Name of the person starting the rollout, for the record [default: $USER@hostname]
     #[arg(long, value_name = "NAME")]
     pub requested_by: Option<String>,
 

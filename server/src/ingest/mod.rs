@@ -310,8 +310,8 @@ pub struct IngestStats {
     pub acks_not_sent: u64,
 }
 
-/// What the store thread tells other parts of the server after each committed batch: that
-/// something was stored, and which agents sent an online status. The rollout driver waits on it
+/// Notifications from the store thread to other parts of the server after each committed batch:
+/// that something was stored, and which agents sent an online status. The rollout driver waits on it
 /// to read outcomes as soon as they are stored and to send again what a reconnected agent lacks.
 #[derive(Debug, Default)]
 pub struct IngestEvents {
@@ -450,7 +450,7 @@ impl IngestHandle {
         self.counters.snapshot()
     }
 
-    /// The notifications of committed batches.
+    /// Returns the notifications of committed batches.
     pub fn events(&self) -> Arc<IngestEvents> {
         self.events.clone()
     }

@@ -331,7 +331,7 @@ fn spread<A>(batch: &[Item<A>], outcomes: Vec<IngestOutcome>) -> Vec<Option<Inge
     spread
 }
 
-/// The agents whose online status was recorded in this batch.
+/// Lists the agents whose online status was recorded in this batch.
 fn came_online<A>(batch: &[Item<A>], outcomes: &[Option<IngestOutcome>]) -> Vec<AgentId> {
     batch
         .iter()

@@ -5,9 +5,9 @@
 //! back, the trust root version it should pin and the window schedule version it should follow.
 //! The agent acknowledges nothing explicitly: the server derives the acknowledgement from its
 //! reports. A bundle counts as received when any record of its hash is among the agent's bundle
-//! records, a rollback when the latest record of the hash is `RolledBack` or `RollbackFailed`, the
-//! trust root when the agent reports that version or a newer one. When all of it is there, the
-//! acknowledged version becomes the desired version.
+//! records. A rollback counts as done when the latest record of the hash is `RolledBack` or
+//! `RollbackFailed`. The trust root counts when the agent reports that version or a newer one.
+//! When all of it is there, the acknowledged version becomes the desired version.
 //!
 //! Limits: window schedules are not delivered yet, so `schedule_version` stays `None` on both
 //! sides. An agent keeps only its latest 50 bundle records, so a bundle whose record scrolled out
@@ -36,14 +36,14 @@ pub struct DesiredState {
     pub acknowledged_schedule_version: Option<u64>,
 }
 
-/// What the agent reported, as the delivery state reads it.
+/// The agent's reported trust root version and bundle records.
 #[derive(Debug, Clone, Copy)]
 pub struct Reported<'a> {
     pub trust_root_version: Option<u64>,
     pub bundles: &'a [BundleRecord],
 }
 
-/// What the agent's reports do not show yet.
+/// The part of the desired state that the agent's reports do not show yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Missing {
     pub bundles: Vec<String>,

@@ -2,9 +2,9 @@
 //!
 //! It keeps the rollouts in memory, and runs a pass every second and after every ingest batch
 //! (at most every 250 ms). A pass reads every agent's tier, online state, trust root version and
-//! bundle records from the store, advances each rollout's state machine, sends the orders it
-//! returns, sends again what an agent that came online lacks of its desired state, derives each
-//! agent's acknowledged version, and stores what changed. The HTTP API talks to it through a
+//! bundle records from the store. It advances each rollout's state machine and sends the orders
+//! it returns. Then it sends again what an agent that came online lacks of its desired state,
+//! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it through a
 //! [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
 //!
 //! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. An order to an
@@ -35,10 +35,10 @@ use super::store::{AgentView, BundleSelector, RolloutStore, RolloutStoreError};
 use crate::ingest::{Clock, IngestEvents, OrderSender};
 use crate::publish::{targets_agent, CheckedBundle};
 
-/// The longest time between two passes.
+/// Maximum time between two passes.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The shortest time between two passes, so that a burst of ingest batches causes one read of
+/// Minimum time between two passes, so that a burst of ingest batches causes one read of
 /// the agents table, not one per batch.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -64,7 +64,7 @@ pub struct RolloutRequest {
     pub failure_threshold: String,
     pub on_failure: String,
     pub grace_seconds: u64,
-    /// Who started the rollout, for the record.
+    /// Name of the person who started the rollout, for the record.
     #[serde(default)]
     pub requested_by: Option<String>,
 }
@@ -128,7 +128,7 @@ impl RolloutHandle {
         self.ask(|reply| Command::Start(request, reply)).await
     }
 
-    /// Every rollout, oldest first.
+    /// Returns every rollout, oldest first.
     pub async fn list(&self) -> Result<Vec<Rollout>, RolloutError> {
         self.ask(Command::List).await
     }
@@ -149,7 +149,7 @@ impl RolloutHandle {
         self.ask(|reply| Command::Stop(id, reply)).await
     }
 
-    /// One agent's delivery state, or `None` when nothing was ever desired of it.
+    /// Returns one agent's delivery state, or `None` when nothing was ever desired of it.
     pub async fn delivery(&self, agent_id: &str) -> Result<Option<DesiredState>, RolloutError> {
         let agent_id = agent_id.to_owned();
         self.ask(|reply| Command::Delivery(agent_id, reply)).await
@@ -161,7 +161,7 @@ impl RolloutHandle {
     }
 }
 
-/// What the driver needs from the rest of the server.
+/// The parts of the server the driver uses.
 pub struct DriverDeps {
     pub store: RolloutStore,
     pub orders: OrderSender,
@@ -400,7 +400,7 @@ impl Driver {
         Ok(rollout)
     }
 
-    /// One pass: rollouts, resends after reconnects, acknowledgements.
+    /// Runs one pass: rollouts, resends after reconnects, acknowledgements.
     async fn pass(&mut self) -> Result<(), RolloutError> {
         let came_online = self.deps.events.take_came_online();
         let store = self.deps.store.clone();
@@ -634,7 +634,7 @@ impl Driver {
     }
 }
 
-/// The target selector of a stored bundle, in the form [`targets_agent`] takes.
+/// Reads the target selector of a stored bundle, in the form [`targets_agent`] takes.
 fn selector_of(bundle: &BundleRef, file: &[u8]) -> Result<CheckedBundle, RolloutError> {
     let inspection = inspect_bundle(file).map_err(|error| RolloutError::StoredBundle {
         bundle_id: bundle.bundle_id.clone(),

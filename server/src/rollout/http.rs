@@ -1,5 +1,5 @@
-//! The rollout routes of the HTTP API. They change nothing themselves: each one asks the driver
-//! task through a [`RolloutHandle`].
+//! The rollout routes of the HTTP API. They change nothing themselves: each one sends a command
+//! to the driver task through a [`RolloutHandle`].
 //!
 //! - `POST /api/v1/rollouts` with a [`RolloutRequest`]: `201` with the [`RolloutView`];
 //!   `400` for an invalid setting or no bundle named; `404` for an unknown bundle; `409` when an

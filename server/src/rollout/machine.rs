@@ -12,8 +12,8 @@
 //!   `RevertFailed`; every other outcome is pending. An agent with no outcome by the end of its
 //!   tier's window plus the grace period counts as failed. A later outcome still replaces that.
 //! - When the failures since the start (or the last resume) reach the threshold, the rollout
-//!   pauses, or reverts: every agent that applied the bundle, and every one that applies it later,
-//!   is sent a rollback order, and the rollout ends when none is left changing.
+//!   pauses or reverts. Reverting sends a rollback order to every agent that applied the bundle,
+//!   and to every one that applies it later. The rollout ends when none is left changing.
 //! - A stopped, completed or rolled-back rollout sends nothing more, but still records the
 //!   outcomes agents report.
 
@@ -31,7 +31,7 @@ pub struct RolloutSpec {
     pub canary: u32,
     /// Cumulative sizes of the waves after the canary.
     pub waves: Vec<WaveSize>,
-    /// The most agents of one tier changing at once; `None` for no limit.
+    /// Maximum number of agents of one tier changing at once; `None` for no limit.
     pub max_concurrent_per_tier: Option<u32>,
     pub failure_threshold: FailureThreshold,
     pub on_failure: FailureAction,
@@ -58,9 +58,9 @@ pub struct Target {
 /// Gives the end of the window in which an agent of `tier` may apply a bundle sent at
 /// `sent_at_unix_s`. The deadline of the agent is that end plus the grace period.
 pub trait WindowSource: Send + Sync {
-    /// The end of the first window of `tier` that ends after `sent_at_unix_s`, in seconds since
-    /// the Unix epoch, or `None` when no window is known, which makes the deadline the time
-    /// the bundle was sent plus the grace period.
+    /// Returns the end of the first window of `tier` that ends after `sent_at_unix_s`, in
+    /// seconds since the Unix epoch. `None` means no window is known, which makes the deadline
+    /// the time the bundle was sent plus the grace period.
     fn window_end_for(&self, tier: &str, sent_at_unix_s: i64) -> Option<i64>;
 }
 
@@ -75,7 +75,7 @@ impl WindowSource for NoWindows {
     }
 }
 
-/// Where a rollout stands.
+/// The state of a rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum RolloutStatus {
@@ -110,7 +110,7 @@ impl RolloutStatus {
         }
     }
 
-    /// Whether the rollout can still send orders (after a resume, for a paused one).
+    /// Returns whether the rollout can still send orders (after a resume, for a paused one).
     pub fn is_active(&self) -> bool {
         matches!(
             self,
@@ -119,7 +119,7 @@ impl RolloutStatus {
     }
 }
 
-/// Where one agent of a rollout stands.
+/// The state of one agent in a rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum AgentState {
@@ -207,7 +207,7 @@ pub enum RolloutOrder {
     SendRollback { agent_id: String },
 }
 
-/// What one call of [`Rollout::advance`] changed.
+/// The orders and changes of one call of [`Rollout::advance`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Advance {
     pub orders: Vec<RolloutOrder>,
@@ -230,7 +230,7 @@ pub struct TransitionError {
     pub action: &'static str,
 }
 
-/// A rollout: its settings, its waves and where every target stands.
+/// A rollout: its settings, its waves and the state of every target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     pub id: u64,
@@ -363,7 +363,7 @@ impl Rollout {
             .count()
     }
 
-    /// The number of waves.
+    /// Returns the number of waves.
     pub fn wave_count(&self) -> usize {
         self.wave_ends.len()
     }

@@ -24,7 +24,7 @@ pub enum FailureThreshold {
     Percent(u32),
 }
 
-/// What a rollout does when its failure threshold is reached.
+/// The action a rollout takes when its failure threshold is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureAction {
@@ -140,7 +140,8 @@ impl FromStr for FailureAction {
 }
 
 impl FailureThreshold {
-    /// The number of failures at which the action runs, when `sent` agents were sent the bundle.
+    /// Returns the number of failures at which the action runs, when `sent` agents were sent the
+    /// bundle.
     /// Never below 1, so a share of a small wave still needs one failure.
     pub fn failure_limit(self, sent: usize) -> usize {
         match self {
@@ -264,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn share_threshold_rounds_up_and_is_at_least_one() {
+    fn share_threshold_rounds_up() {
         assert_eq!(FailureThreshold::Percent(10).failure_limit(2), 1);
         assert_eq!(FailureThreshold::Percent(10).failure_limit(20), 2);
         assert_eq!(FailureThreshold::Percent(10).failure_limit(21), 3);

@@ -39,7 +39,7 @@ pub enum RolloutStoreError {
     },
 }
 
-/// What the driver needs of one agent.
+/// The columns of one agent that the driver reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentView {
     pub agent_id: String,
@@ -91,7 +91,7 @@ impl RolloutStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every stored rollout, oldest first.
+    /// Reads every stored rollout, oldest first.
     pub fn rollouts(&self) -> Result<Vec<Rollout>, RolloutStoreError> {
         let connection = self.connection();
         let mut statement = connection
@@ -145,7 +145,7 @@ impl RolloutStore {
         Ok(())
     }
 
-    /// Every agent's delivery state.
+    /// Reads every agent's delivery state.
     pub fn delivery_states(&self) -> Result<BTreeMap<String, DesiredState>, RolloutStoreError> {
         let connection = self.connection();
         let mut statement = connection
@@ -207,7 +207,7 @@ impl RolloutStore {
         transaction.commit().map_err(write_error)
     }
 
-    /// Every agent with what the driver needs of it. A bundle list that does not decode counts
+    /// Reads every agent's tier, OS, online state, trust root version and bundle records. A bundle list that does not decode counts
     /// as empty, because ingest wrote it from a decoded report.
     pub fn agents(&self) -> Result<Vec<AgentView>, RolloutStoreError> {
         let connection = self.connection();
@@ -274,7 +274,7 @@ impl RolloutStore {
         found.map_err(read_error("published bundles"))
     }
 
-    /// The file of the published bundle with this hash.
+    /// Reads the file of the published bundle with this hash.
     pub fn bundle_file(&self, bundle_hash: &str) -> Result<Option<Vec<u8>>, RolloutStoreError> {
         self.connection()
             .prepare_cached("SELECT file FROM published_bundles WHERE bundle_hash = ?1 LIMIT 1")
@@ -286,7 +286,7 @@ impl RolloutStore {
             .map_err(read_error("published bundles"))
     }
 
-    /// Every stored trust root file above `version`, oldest first.
+    /// Reads every stored trust root file above `version`, oldest first.
     pub fn trust_roots_above(
         &self,
         version: u64,
@@ -307,7 +307,7 @@ impl RolloutStore {
     }
 }
 
-/// How a rollout names its bundle.
+/// The reference to a published bundle that a rollout request gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BundleSelector {
     Id(String),
