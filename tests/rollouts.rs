@@ -25,7 +25,7 @@ use tidegate_protocol::{
     decode, encode, AgentId, BootId, BundleOutcome, BundleRecord, Message, OrderBody, Report,
     ReportBody, Status, StatusState,
 };
-use tidegate_tests::{wait_for, Server, TestClient};
+use tidegate_tests::{wait_for, workspace_binary, Server, TestClient};
 
 fn now_unix_s() -> i64 {
     std::time::SystemTime::now()
@@ -458,6 +458,22 @@ fn offline_agent_receives_bundle_on_reconnect() {
         },
     );
     assert_eq!(delivery["trust_root_version"], 1, "{delivery}");
+
+    // The operator CLI shows the same through the API.
+    let output = std::process::Command::new(workspace_binary("tidegate"))
+        .args(["--server", &server.url(), "rollout", "status", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("Status:   completed\n"), "{text}");
+    assert!(
+        text.contains(
+            "WAVE  AGENTS  PENDING  DELIVERED  RUNNING  APPLIED  FAILED  ROLLBACK\n\
+             1     2       0        0          0        2        0       0\n"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -134,7 +134,7 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     match command {
-        RolloutCommand::Start(args) => start(&args, client, context, out),
+        RolloutCommand::Start(args) => start(&args, client, out),
         RolloutCommand::Status(args) => status(&args, client, context, out),
         RolloutCommand::Pause(args) => change(client, args.id, "pause", out),
         RolloutCommand::Resume(args) => change(client, args.id, "resume", out),
@@ -153,12 +153,7 @@ pub fn run(
     }
 }
 
-fn start(
-    args: &StartArgs,
-    client: &ApiClient,
-    context: &Context,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
+fn start(args: &StartArgs, client: &ApiClient, out: &mut dyn Write) -> Result<(), CliError> {
     let (bundle_id, stream, sequence) = match args.bundle.rsplit_once(':') {
         Some((stream, sequence)) => match sequence.parse::<u64>() {
             Ok(sequence) => (None, Some(stream.to_owned()), Some(sequence)),
@@ -207,7 +202,6 @@ fn start(
         "watch it with: tidegate rollout status {} --watch",
         summary.id
     )?;
-    let _ = context;
     Ok(())
 }
 
@@ -444,6 +438,8 @@ pub fn rollout_text(view: &RolloutView, now_unix_s: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
     use crate::rollout::machine::{BundleRef, RolloutAgent, RolloutSpec};
     use crate::rollout::plan::WaveSize;
@@ -458,6 +454,72 @@ mod tests {
             deadline_unix_s: None,
             changed_at_unix_s: 0,
         }
+    }
+
+    #[test]
+    fn start_arguments_parse() {
+        let cli = crate::cli::Cli::try_parse_from([
+            "tidegate",
+            "rollout",
+            "start",
+            "baseline:7",
+            "--canary",
+            "2",
+            "--waves",
+            "2,10%,50%,100%",
+            "--max-concurrent-per-tier",
+            "4",
+            "--failure-threshold",
+            "10%",
+            "--on-failure",
+            "revert",
+            "--grace",
+            "30m",
+        ])
+        .unwrap();
+        let crate::cli::Command::Rollout(RolloutCommand::Start(args)) = cli.command else {
+            panic!("expected rollout start, got {:?}", cli.command);
+        };
+        assert_eq!(args.bundle, "baseline:7");
+        assert_eq!(args.canary, 2);
+        assert_eq!(args.waves, "2,10%,50%,100%");
+        assert_eq!(args.max_concurrent_per_tier, Some(4));
+        assert_eq!(args.failure_threshold, "10%");
+        assert_eq!(args.on_failure, "revert");
+        assert_eq!(args.grace, 1800);
+    }
+
+    #[test]
+    fn invalid_settings_are_usage_errors() {
+        for arguments in [
+            ["tidegate", "rollout", "start", "b", "--waves", "2,x"],
+            [
+                "tidegate",
+                "rollout",
+                "start",
+                "b",
+                "--failure-threshold",
+                "0",
+            ],
+            ["tidegate", "rollout", "start", "b", "--on-failure", "retry"],
+            ["tidegate", "rollout", "start", "b", "--grace", "3w"],
+        ] {
+            let error = crate::cli::Cli::try_parse_from(arguments).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{arguments:?}");
+        }
+    }
+
+    #[test]
+    fn stop_takes_an_id_or_all() {
+        let stop = |arguments: &[&str]| {
+            let mut full = vec!["tidegate", "rollout", "stop"];
+            full.extend(arguments);
+            crate::cli::Cli::try_parse_from(full)
+        };
+        assert!(stop(&["3"]).is_ok());
+        assert!(stop(&["--all"]).is_ok());
+        assert!(stop(&[]).is_err(), "an id or --all is required");
+        assert!(stop(&["3", "--all"]).is_err());
     }
 
     #[test]

@@ -180,6 +180,8 @@ struct Driver {
     dirty: BTreeSet<String>,
     /// Bundle files by hash, read once from the store.
     files: HashMap<String, Vec<u8>>,
+    /// Agents that came online and were not yet sent what they lack, kept across a failed pass.
+    came_online: BTreeSet<AgentId>,
 }
 
 /// Loads the rollouts and delivery states and starts the driver task.
@@ -197,6 +199,7 @@ pub async fn start(deps: DriverDeps) -> Result<(RolloutHandle, JoinHandle<()>), 
         delivery,
         dirty: BTreeSet::new(),
         files: HashMap::new(),
+        came_online: BTreeSet::new(),
     };
     let task = tokio::spawn(driver.run(commands));
     Ok((
@@ -402,7 +405,7 @@ impl Driver {
 
     /// Runs one pass: rollouts, resends after reconnects, acknowledgements.
     async fn pass(&mut self) -> Result<(), RolloutError> {
-        let came_online = self.deps.events.take_came_online();
+        self.came_online.extend(self.deps.events.take_came_online());
         let store = self.deps.store.clone();
         let agents = blocking(move || Ok(store.agents()?)).await?;
         let agents: BTreeMap<String, AgentView> = agents
@@ -433,9 +436,15 @@ impl Driver {
             self.advance_rollout(id, &agents, now, &mut sent).await?;
         }
 
-        for agent_id in came_online {
-            if let Some(agent) = agents.get(agent_id.as_str()) {
-                self.send_missing(&agent_id, agent, &sent).await?;
+        let came_online: Vec<AgentId> = std::mem::take(&mut self.came_online).into_iter().collect();
+        for (index, agent_id) in came_online.iter().enumerate() {
+            let Some(agent) = agents.get(agent_id.as_str()) else {
+                continue;
+            };
+            if let Err(error) = self.send_missing(agent_id, agent, &sent).await {
+                self.came_online
+                    .extend(came_online[index..].iter().cloned());
+                return Err(error);
             }
         }
 
