@@ -2,7 +2,8 @@
 //!
 //! The simulated agents are MQTT peers that speak the agent protocol. They publish an online
 //! status and a full report, and reply to each bundle order with a report whose bundle record
-//! carries the outcome the test chose (`Applied`, or `Reverted` for an agent set to fail). Real
+//! carries the outcome the test chose (`Applied`, or `Reverted` for an agent set to fail), and to
+//! each rollback order with a `RolledBack` record. Real
 //! agents record bundle decisions but do not apply steps yet, so they would never report
 //! `Applied`. The simulated agents connect with a clean session, as real agents do, so an order
 //! sent while one is offline is lost unless the server sends it again.
@@ -119,6 +120,8 @@ struct SimAgent {
     id: String,
     /// Every bundle id it was sent, in order.
     received: Arc<Mutex<Vec<String>>>,
+    /// Every bundle id it was ordered to roll back, in order.
+    rollbacks: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -202,9 +205,11 @@ impl SimAgent {
         client.publish(&report_topic, state.report(), false);
 
         let received = Arc::new(Mutex::new(Vec::new()));
+        let rollbacks = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let received = received.clone();
+            let rollbacks = rollbacks.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
@@ -215,8 +220,29 @@ impl SimAgent {
                     let Ok(Message::Order(order)) = decode(&publish.payload) else {
                         continue;
                     };
-                    let OrderBody::Bundle { file } = order.body else {
-                        continue;
+                    let file = match order.body {
+                        OrderBody::Bundle { file } => file,
+                        OrderBody::Rollback { bundle_hash } => {
+                            let mut records = state.records.lock().unwrap();
+                            let Some(applied) = records
+                                .iter()
+                                .rev()
+                                .find(|record| record.bundle_hash == bundle_hash)
+                                .cloned()
+                            else {
+                                continue;
+                            };
+                            rollbacks.lock().unwrap().push(applied.bundle_id.clone());
+                            records.push(BundleRecord {
+                                outcome: BundleOutcome::RolledBack,
+                                decided_at_unix_s: now_unix_s(),
+                                ..applied
+                            });
+                            drop(records);
+                            client.publish(&report_topic, state.report(), false);
+                            continue;
+                        }
+                        _ => continue,
                     };
                     let inspection = inspect_bundle(&file).unwrap();
                     let bundle_id = inspection.manifest.bundle_id.to_string();
@@ -247,6 +273,7 @@ impl SimAgent {
         Self {
             id,
             received,
+            rollbacks,
             stop,
             thread: Some(thread),
         }
@@ -254,6 +281,10 @@ impl SimAgent {
 
     fn received(&self) -> Vec<String> {
         self.received.lock().unwrap().clone()
+    }
+
+    fn rollbacks(&self) -> Vec<String> {
+        self.rollbacks.lock().unwrap().clone()
     }
 
     /// Goes offline: publishes the offline status and disconnects.
@@ -517,4 +548,67 @@ fn silent_agent_fails_after_grace() {
         "{view}"
     );
     assert_eq!(view["status"]["state"], "paused", "{view}");
+}
+
+#[test]
+fn revert_rolls_back_every_applied_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-revert");
+    let port = server.mqtt_port.unwrap();
+    let agents: Vec<SimAgent> = ["sim-r0", "sim-r1", "sim-r2", "sim-r3"]
+        .iter()
+        .map(|id| {
+            let answer = if *id == "sim-r2" {
+                Answer::Fail
+            } else {
+                Answer::Apply
+            };
+            SimAgent::start(port, SimState::new(id), answer)
+        })
+        .collect();
+    wait_for_reports(&server, 4);
+
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-revert",
+            "canary": 0,
+            "waves": "100%",
+            "failure_threshold": "1",
+            "on_failure": "revert",
+            "grace_seconds": 600,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let view = wait_for("the rollout to roll back", Duration::from_secs(30), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] == "rolled-back").then_some(view)
+    });
+    assert_eq!(
+        view["status"]["reason"], "1 failed agent reached the failure threshold of 1",
+        "{view}"
+    );
+    assert_eq!(view["counts"]["rolled_back"], 3, "{view}");
+    assert_eq!(view["counts"]["failed"], 1, "{view}");
+    for agent in &agents {
+        let expected: Vec<String> = if agent.id == "sim-r2" {
+            vec![]
+        } else {
+            vec!["fix-revert".into()]
+        };
+        assert_eq!(agent.rollbacks(), expected, "{}", agent.id);
+    }
+
+    // The desired state of an agent that rolled back holds the rollback, and it acknowledged it.
+    let delivery = wait_for("sim-r0 to acknowledge", Duration::from_secs(20), || {
+        let delivery = server.get_json("/api/v1/agents/sim-r0/delivery")?;
+        (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)
+    });
+    assert_eq!(delivery["bundles"], serde_json::json!([]), "{delivery}");
+    assert_eq!(
+        delivery["rollbacks"].as_array().unwrap().len(),
+        1,
+        "{delivery}"
+    );
 }

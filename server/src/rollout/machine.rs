@@ -495,8 +495,9 @@ impl Rollout {
         if failures < limit {
             return;
         }
+        let noun = if failures == 1 { "agent" } else { "agents" };
         let reason = format!(
-            "{failures} failed agents reached the failure threshold of {}",
+            "{failures} failed {noun} reached the failure threshold of {}",
             self.spec.failure_threshold
         );
         advance.events.push(match self.spec.on_failure {

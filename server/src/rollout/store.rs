@@ -359,3 +359,63 @@ fn save_delivery_state(
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::machine::{NoWindows, RolloutSpec, Target};
+    use crate::rollout::plan::{FailureAction, FailureThreshold, WaveSize};
+
+    #[test]
+    fn rollouts_and_delivery_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tidegate.db");
+        crate::store::Store::open(&path).unwrap();
+        let store = RolloutStore::open(&path).unwrap();
+
+        let spec = RolloutSpec {
+            canary: 1,
+            waves: vec![WaveSize::Percent(100)],
+            max_concurrent_per_tier: Some(3),
+            failure_threshold: FailureThreshold::Percent(10),
+            on_failure: FailureAction::Revert,
+            grace_seconds: 60,
+        };
+        let bundle = BundleRef {
+            bundle_id: "fix-1".into(),
+            stream: "baseline".into(),
+            sequence: 4,
+            bundle_hash: "cd".repeat(32),
+        };
+        let targets = vec![
+            Target {
+                agent_id: "a1".into(),
+                tier: "office".into(),
+            },
+            Target {
+                agent_id: "a2".into(),
+                tier: "office".into(),
+            },
+        ];
+        let mut rollout = Rollout::plan(7, bundle, spec, targets, "it".into(), 100).unwrap();
+        rollout.advance(100, &|_| None, &NoWindows);
+        store.save_rollout(&rollout, 100).unwrap();
+        rollout.pause("paused by an operator").unwrap();
+        store.save_rollout(&rollout, 101).unwrap();
+
+        let mut desired = DesiredState::default();
+        desired.add_bundle(&"cd".repeat(32));
+        desired.set_trust_root_version(2);
+        store
+            .save_delivery_states(&[("a1".into(), desired.clone())], 100)
+            .unwrap();
+
+        drop(store);
+        let reopened = RolloutStore::open(&path).unwrap();
+        assert_eq!(reopened.rollouts().unwrap(), vec![rollout]);
+        let states = reopened.delivery_states().unwrap();
+        assert_eq!(states.len(), 1);
+        assert_eq!(states["a1"], desired);
+        assert_eq!(states["a1"].version, 2);
+    }
+}
