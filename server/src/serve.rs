@@ -203,19 +203,17 @@ pub async fn start_with_windows(
     let ingest = ingest::start(ingest_config, store, deps)?;
 
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let root = Arc::new(std::sync::RwLock::new(trust_root));
     let (rollouts, rollout_driver) = rollout::driver::start(DriverDeps {
         store: rollout_store,
         orders: ingest.order_sender(),
         events: ingest.events(),
-        root: root.clone(),
         windows,
         clock,
     })
     .await
     .map_err(ServeError::StartRollouts)?;
     let publish_state = crate::http_publish::PublishState {
-        root,
+        root: Arc::new(std::sync::RwLock::new(trust_root)),
         publications,
         reader: reader.clone(),
         orders: ingest.order_sender(),
@@ -337,6 +335,8 @@ fn current_trust_root(
     };
     let signed = SignedTrustRoot::decode(&bytes).map_err(|error| invalid(error.to_string()))?;
     let mut root = verify_initial_root(&signed).map_err(|error| invalid(error.to_string()))?;
+    // Publication time 0 marks the root given at start: agents are not moved to it until it is
+    // published through the API.
     publications.record_trust_root(root.version, &bytes, 0)?;
     for (version, file) in publications.trust_roots()? {
         if version != root.version + 1 {

@@ -2,7 +2,8 @@
 //! the version the agent last acknowledged.
 //!
 //! The desired state of an agent is the bundles it should hold, the bundles it should have rolled
-//! back, the trust root version it should pin and the window schedule version it should follow.
+//! back, the trust root version it should pin (the newest one published through the API) and the
+//! window schedule version it should follow.
 //! The agent acknowledges nothing explicitly: the server derives the acknowledgement from its
 //! reports. A bundle counts as received when any record of its hash is among the agent's bundle
 //! records. A rollback counts as done when the latest record of the hash is `RolledBack` or

@@ -11,16 +11,21 @@
 //! offline agent is lost with its clean session; the agent's next online status makes the driver
 //! send it again, because its desired state still lists the bundle and its reports do not.
 //!
-//! Limits: a pass reads the whole agents table, which is fine for thousands of agents and costly
-//! for 100,000 (an estimate; not measured). Each rollout is stored whole as JSON after every
+//! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
+//! those whose reports do not show their desired state yet. It reads the whole agents table when
+//! more than [`MAX_AGENT_LOOKUPS`] agents are needed, when the trust root version changed, and
+//! every [`FULL_READ_INTERVAL`], which gives agents that reported since a desired trust root.
+//!
+//! Limits: a full read of 100,000 agents costs a noticeable share of a core (an estimate; not
+//! measured). Each rollout is stored whole as JSON after every
 //! change, which grows with its number of targets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tidegate_protocol::trust::{inspect_bundle, TrustRoot};
+use tidegate_protocol::trust::inspect_bundle;
 use tidegate_protocol::{AgentId, BundleOutcome, Order, OrderBody, OrderId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -37,6 +42,12 @@ use crate::publish::{targets_agent, CheckedBundle};
 
 /// Maximum time between two passes.
 const TICK: Duration = Duration::from_secs(1);
+
+/// Maximum time between two reads of the whole agents table.
+const FULL_READ_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The most agents a pass reads one by one; above this it reads the whole table.
+const MAX_AGENT_LOOKUPS: usize = 2000;
 
 /// Minimum time between two passes, so that a burst of ingest batches causes one read of
 /// the agents table, not one per batch.
@@ -166,8 +177,6 @@ pub struct DriverDeps {
     pub store: RolloutStore,
     pub orders: OrderSender,
     pub events: Arc<IngestEvents>,
-    /// The trust root publication checks against; its version is every agent's desired one.
-    pub root: Arc<RwLock<Option<TrustRoot>>>,
     pub windows: Arc<dyn WindowSource>,
     pub clock: Arc<dyn Clock>,
 }
@@ -182,6 +191,8 @@ struct Driver {
     files: HashMap<String, Vec<u8>>,
     /// Agents that came online and were not yet sent what they lack, kept across a failed pass.
     came_online: BTreeSet<AgentId>,
+    /// When the last pass read the whole agents table, and the trust root version it applied.
+    last_full_read: Option<(tokio::time::Instant, Option<u64>)>,
 }
 
 /// Loads the rollouts and delivery states and starts the driver task.
@@ -200,6 +211,7 @@ pub async fn start(deps: DriverDeps) -> Result<(RolloutHandle, JoinHandle<()>), 
         dirty: BTreeSet::new(),
         files: HashMap::new(),
         came_online: BTreeSet::new(),
+        last_full_read: None,
     };
     let task = tokio::spawn(driver.run(commands));
     Ok((
@@ -407,20 +419,27 @@ impl Driver {
     async fn pass(&mut self) -> Result<(), RolloutError> {
         self.came_online.extend(self.deps.events.take_came_online());
         let store = self.deps.store.clone();
-        let agents = blocking(move || Ok(store.agents()?)).await?;
+        let root_version = blocking(move || Ok(store.published_trust_root_version()?)).await?;
+        let wanted = self.agents_to_read(root_version);
+        let store = self.deps.store.clone();
+        let full_read = wanted.is_none();
+        let agents = blocking(move || {
+            Ok(match wanted {
+                None => store.agents()?,
+                Some(ids) if ids.is_empty() => Vec::new(),
+                Some(ids) => store.agents_by_id(&ids)?,
+            })
+        })
+        .await?;
         let agents: BTreeMap<String, AgentView> = agents
             .into_iter()
             .map(|agent| (agent.agent_id.clone(), agent))
             .collect();
         let now = self.deps.clock.now_unix_s();
+        if full_read {
+            self.last_full_read = Some((tokio::time::Instant::now(), root_version));
+        }
 
-        let root_version = self
-            .deps
-            .root
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|root| root.version);
         if let Some(version) = root_version {
             for agent in agents.values().filter(|agent| agent.has_reported) {
                 let desired = self.delivery.entry(agent.agent_id.clone()).or_default();
@@ -461,6 +480,39 @@ impl Driver {
             }
         }
         self.save_delivery().await
+    }
+
+    /// Returns the agents this pass must read, or `None` to read the whole table.
+    fn agents_to_read(&self, root_version: Option<u64>) -> Option<Vec<String>> {
+        let due = match self.last_full_read {
+            None => true,
+            Some((at, applied_root)) => {
+                at.elapsed() >= FULL_READ_INTERVAL || applied_root != root_version
+            }
+        };
+        if due {
+            return None;
+        }
+        let mut wanted: BTreeSet<&str> = self.came_online.iter().map(AgentId::as_str).collect();
+        for rollout in self.rollouts.values() {
+            wanted.extend(
+                rollout
+                    .agents
+                    .iter()
+                    .filter(|agent| agent.state.awaits_outcome())
+                    .map(|agent| agent.agent_id.as_str()),
+            );
+        }
+        wanted.extend(
+            self.delivery
+                .iter()
+                .filter(|(_, desired)| desired.acknowledged_version < desired.version)
+                .map(|(agent_id, _)| agent_id.as_str()),
+        );
+        if wanted.len() > MAX_AGENT_LOOKUPS {
+            return None;
+        }
+        Some(wanted.into_iter().map(str::to_owned).collect())
     }
 
     async fn advance_rollout(

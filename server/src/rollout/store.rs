@@ -212,27 +212,37 @@ impl RolloutStore {
     pub fn agents(&self) -> Result<Vec<AgentView>, RolloutStoreError> {
         let connection = self.connection();
         let mut statement = connection
-            .prepare_cached(
-                "SELECT agent_id, tier, os_name, online, last_report_unix_s IS NOT NULL,
-                 trust_root_version, bundles FROM agents ORDER BY agent_id",
-            )
+            .prepare_cached(&format!("{AGENT_VIEW_QUERY} ORDER BY agent_id"))
             .map_err(read_error("agents"))?;
         let rows = statement
-            .query_map([], |row| {
-                let bundles: String = row.get(6)?;
-                Ok(AgentView {
-                    agent_id: row.get(0)?,
-                    tier: row.get(1)?,
-                    os_name: row.get(2)?,
-                    online: row.get(3)?,
-                    has_reported: row.get(4)?,
-                    trust_root_version: row.get::<_, Option<i64>>(5)?.map(|v| v as u64),
-                    bundles: serde_json::from_str(&bundles).unwrap_or_default(),
-                })
-            })
+            .query_map([], agent_view)
             .map_err(read_error("agents"))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(read_error("agents"))
+    }
+
+    /// Reads the agents with these ids, in one read transaction; unknown ids are skipped.
+    pub fn agents_by_id(&self, agent_ids: &[String]) -> Result<Vec<AgentView>, RolloutStoreError> {
+        let connection = self.connection();
+        let snapshot = connection
+            .unchecked_transaction()
+            .map_err(read_error("agents"))?;
+        let mut statement = snapshot
+            .prepare_cached(&format!("{AGENT_VIEW_QUERY} WHERE agent_id = ?1"))
+            .map_err(read_error("agents"))?;
+        let mut agents = Vec::with_capacity(agent_ids.len());
+        for agent_id in agent_ids {
+            if let Some(agent) = statement
+                .query_row([agent_id], agent_view)
+                .optional()
+                .map_err(read_error("agents"))?
+            {
+                agents.push(agent);
+            }
+        }
+        drop(statement);
+        snapshot.finish().map_err(read_error("agents"))?;
+        Ok(agents)
     }
 
     /// The published bundle with this id (the highest sequence, should several share it), or
@@ -286,6 +296,17 @@ impl RolloutStore {
             .map_err(read_error("published bundles"))
     }
 
+    /// Reads the highest trust root version published through the API, which every agent should
+    /// pin. The root the server was given at start is stored with a publication time of 0 and
+    /// does not count, because agents enrol with their own root and move on only by publication.
+    pub fn published_trust_root_version(&self) -> Result<Option<u64>, RolloutStoreError> {
+        self.connection()
+            .prepare_cached("SELECT max(version) FROM trust_roots WHERE published_at_unix_s > 0")
+            .and_then(|mut statement| statement.query_row([], |row| row.get::<_, Option<i64>>(0)))
+            .map(|version| version.map(|version| version as u64))
+            .map_err(read_error("trust roots"))
+    }
+
     /// Reads every stored trust root file above `version`, oldest first.
     pub fn trust_roots_above(
         &self,
@@ -305,6 +326,22 @@ impl RolloutStore {
         rows.collect::<rusqlite::Result<_>>()
             .map_err(read_error("trust roots"))
     }
+}
+
+const AGENT_VIEW_QUERY: &str = "SELECT agent_id, tier, os_name, online,
+    last_report_unix_s IS NOT NULL, trust_root_version, bundles FROM agents";
+
+fn agent_view(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentView> {
+    let bundles: String = row.get(6)?;
+    Ok(AgentView {
+        agent_id: row.get(0)?,
+        tier: row.get(1)?,
+        os_name: row.get(2)?,
+        online: row.get(3)?,
+        has_reported: row.get(4)?,
+        trust_root_version: row.get::<_, Option<i64>>(5)?.map(|version| version as u64),
+        bundles: serde_json::from_str(&bundles).unwrap_or_default(),
+    })
 }
 
 /// The reference to a published bundle that a rollout request gives.

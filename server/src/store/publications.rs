@@ -66,7 +66,9 @@ impl Publications {
             .map_err(PublicationError::Read)
     }
 
-    /// Stores a trust root file of `version`; storing the same version again keeps the first.
+    /// Stores a trust root file of `version`. Storing the same version again keeps the first file
+    /// and the latest publication time, so a root first given at start (time 0) and then
+    /// published through the API counts as published.
     pub fn record_trust_root(
         &self,
         version: u64,
@@ -77,7 +79,8 @@ impl Publications {
         connection
             .prepare_cached(
                 "INSERT INTO trust_roots (version, file, published_at_unix_s) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (version) DO NOTHING",
+                 ON CONFLICT (version) DO UPDATE SET published_at_unix_s =
+                 max(published_at_unix_s, excluded.published_at_unix_s)",
             )
             .and_then(|mut statement| statement.execute(params![version as i64, file, now_unix_s]))
             .map_err(|source| PublicationError::Write {
