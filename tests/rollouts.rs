@@ -35,10 +35,17 @@ fn now_unix_s() -> i64 {
         .as_secs() as i64
 }
 
-/// Writes a version 1 root over the three keys with every threshold at 1, signed by `root_key`.
-fn write_root(path: &Path, root_key: &SigningKey, security: &SigningKey, ot: &SigningKey) {
+/// Writes a root of `version` over the three keys with every threshold at 1, signed by
+/// `root_key`.
+fn write_root(
+    path: &Path,
+    version: u64,
+    root_key: &SigningKey,
+    security: &SigningKey,
+    ot: &SigningKey,
+) {
     let root = TrustRoot {
-        version: 1,
+        version,
         keys: vec![
             root_key.public_key().clone(),
             security.public_key().clone(),
@@ -79,11 +86,16 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
 
 /// Starts a server with a fresh root and publishes one bundle, held for a rollout.
 fn server_with_bundle(dir: &Path, bundle_id: &str) -> Server {
+    server_and_keys(dir, bundle_id).0
+}
+
+/// Like [`server_with_bundle`], and returns the root, security and OT keys too.
+fn server_and_keys(dir: &Path, bundle_id: &str) -> (Server, [SigningKey; 3]) {
     let root_key = SigningKey::generate(Role::Root, &SystemRandom::new()).unwrap();
     let security = SigningKey::generate(Role::Security, &SystemRandom::new()).unwrap();
     let ot = SigningKey::generate(Role::Ot, &SystemRandom::new()).unwrap();
     let root = dir.join("root.tgrt");
-    write_root(&root, &root_key, &security, &ot);
+    write_root(&root, 1, &root_key, &security, &ot);
     let server = Server::start_with_trust_root(&dir.join("tidegate.db"), &root);
     let response = ureq::post(&format!("{}/api/v1/bundles", server.url()))
         .header("Content-Type", "application/octet-stream")
@@ -94,7 +106,7 @@ fn server_with_bundle(dir: &Path, bundle_id: &str) -> Server {
     let body: serde_json::Value = response.into_body().read_json().unwrap();
     assert_eq!(body["delivered_to"], 0, "held for a rollout: {body}");
     assert_eq!(body["immediate"], false, "{body}");
-    server
+    (server, [root_key, security, ot])
 }
 
 fn post_json(server: &Server, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
@@ -132,6 +144,7 @@ struct SimState {
     boot_id: BootId,
     seq: AtomicU64,
     records: Mutex<Vec<BundleRecord>>,
+    trust_root_version: AtomicU64,
 }
 
 impl SimState {
@@ -143,6 +156,7 @@ impl SimState {
             boot_id: BootId(boot),
             seq: AtomicU64::new(0),
             records: Mutex::new(Vec::new()),
+            trust_root_version: AtomicU64::new(1),
         })
     }
 
@@ -173,7 +187,7 @@ impl SimState {
                 ..HostFacts::default()
             },
             tier: "office".into(),
-            trust_root_version: Some(1),
+            trust_root_version: Some(self.trust_root_version.load(Ordering::SeqCst)),
             bundles: self.records.lock().unwrap().clone(),
             ..Inventory::default()
         };
@@ -239,6 +253,19 @@ impl SimAgent {
                                 ..applied
                             });
                             drop(records);
+                            client.publish(&report_topic, state.report(), false);
+                            continue;
+                        }
+                        OrderBody::TrustRoot { file } => {
+                            // Pin the version without checking it: the agent's own checks are
+                            // tested elsewhere, and this test is about delivery.
+                            let version = SignedTrustRoot::decode(&file)
+                                .and_then(|signed| signed.document())
+                                .unwrap()
+                                .version;
+                            state
+                                .trust_root_version
+                                .fetch_max(version, Ordering::SeqCst);
                             client.publish(&report_topic, state.report(), false);
                             continue;
                         }
@@ -429,7 +456,7 @@ fn twenty_agents_pause_at_second_failure() {
 #[test]
 fn offline_agent_receives_bundle_on_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with_bundle(dir.path(), "fix-late");
+    let (server, [root_key, security, ot]) = server_and_keys(dir.path(), "fix-late");
     let port = server.mqtt_port.unwrap();
 
     let online = SimAgent::start(port, SimState::new("sim-a"), Answer::Apply);
@@ -440,6 +467,15 @@ fn offline_agent_receives_bundle_on_reconnect() {
     wait_for("sim-b to be offline", Duration::from_secs(20), || {
         (server.agent("sim-b")?["online"] == false).then_some(())
     });
+
+    // Root version 2 is published while sim-b is offline, so only sim-a gets it now.
+    let root_v2 = dir.path().join("root-v2.tgrt");
+    write_root(&root_v2, 2, &root_key, &security, &ot);
+    let response = ureq::post(&format!("{}/api/v1/trust-root", server.url()))
+        .header("Content-Type", "application/octet-stream")
+        .send(&std::fs::read(&root_v2).unwrap()[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
 
     // One wave of both agents; sim-b is offline when it starts, so its order is lost.
     let (status, body) = post_json(
@@ -488,8 +524,9 @@ fn offline_agent_receives_bundle_on_reconnect() {
             (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)
         },
     );
-    // The root the server was given at start was never published, so agents are not moved to it.
-    assert!(delivery["trust_root_version"].is_null(), "{delivery}");
+    assert_eq!(delivery["trust_root_version"], 2, "{delivery}");
+    assert_eq!(delivery["acknowledged_trust_root_version"], 2, "{delivery}");
+    assert_eq!(server.agent("sim-b").unwrap()["trust_root_version"], 2);
 
     // The operator CLI shows the same through the API.
     let output = std::process::Command::new(workspace_binary("tidegate"))
