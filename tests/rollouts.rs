@@ -346,6 +346,23 @@ fn wait_for_reports(server: &Server, count: usize) {
     );
 }
 
+/// Runs the operator CLI against the server and returns its output; fails on a non-zero exit.
+fn tidegate(server: &Server, arguments: &[&str]) -> String {
+    let output = std::process::Command::new(workspace_binary("tidegate"))
+        .arg("--server")
+        .arg(server.url())
+        .args(arguments)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "tidegate {arguments:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 fn rollout(server: &Server, id: u64) -> serde_json::Value {
     server
         .get_json(&format!("/api/v1/rollouts/{id}"))
@@ -384,30 +401,38 @@ fn twenty_agents_pause_at_second_failure() {
         .collect();
     wait_for_reports(&server, 20);
 
-    let (status, body) = post_json(
+    // Started through the operator CLI, as IT would.
+    let output = tidegate(
         &server,
-        "/api/v1/rollouts",
-        serde_json::json!({
-            "bundle_id": "fix-20",
-            "canary": 2,
-            "waves": "2,10%,50%,100%",
-            "max_concurrent_per_tier": 3,
-            "failure_threshold": "2",
-            "on_failure": "pause",
-            "grace_seconds": 600,
-            "requested_by": "it@ci",
-        }),
+        &[
+            "rollout",
+            "start",
+            "fix-20",
+            "--canary",
+            "2",
+            "--waves",
+            "2,10%,50%,100%",
+            "--max-concurrent-per-tier",
+            "3",
+            "--failure-threshold",
+            "2",
+            "--on-failure",
+            "pause",
+            "--grace",
+            "10m",
+            "--requested-by",
+            "it@ci",
+        ],
     );
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["id"], 1, "{body}");
-    assert_eq!(body["targets"], 20, "{body}");
-    let sizes: Vec<u64> = body["waves"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|wave| wave["agents"].as_u64().unwrap())
-        .collect();
-    assert_eq!(sizes, vec![2, 8, 10]);
+    assert_eq!(
+        output,
+        "started rollout 1 of bundle fix-20 to 20 agents in 3 waves (2, 8, 10)\n\
+         watch it with: tidegate rollout status 1 --watch\n"
+    );
+    let started = rollout(&server, 1);
+    assert_eq!(started["created_by"], "it@ci", "{started}");
+    assert_eq!(started["spec"]["grace_seconds"], 600, "{started}");
+    assert_eq!(started["spec"]["max_concurrent_per_tier"], 3, "{started}");
 
     let paused = wait_for("the rollout to pause", Duration::from_secs(30), || {
         let view = rollout(&server, 1);
@@ -445,9 +470,10 @@ fn twenty_agents_pause_at_second_failure() {
     // A paused rollout cannot be paused again; a fleet-wide stop ends it.
     let (status, body) = post_json(&server, "/api/v1/rollouts/1/pause", serde_json::json!({}));
     assert_eq!(status, 409, "{body}");
-    let (status, body) = post_json(&server, "/api/v1/rollouts/stop-all", serde_json::json!({}));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["stopped"], serde_json::json!([1]));
+    assert_eq!(
+        tidegate(&server, &["rollout", "stop", "--all"]),
+        "stopped rollouts 1\n"
+    );
     assert_eq!(rollout(&server, 1)["status"]["state"], "stopped");
     let (status, body) = post_json(&server, "/api/v1/rollouts/1/resume", serde_json::json!({}));
     assert_eq!(status, 409, "{body}");
@@ -529,12 +555,7 @@ fn offline_agent_receives_bundle_on_reconnect() {
     assert_eq!(server.agent("sim-b").unwrap()["trust_root_version"], 2);
 
     // The operator CLI shows the same through the API.
-    let output = std::process::Command::new(workspace_binary("tidegate"))
-        .args(["--server", &server.url(), "rollout", "status", "1"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{text}");
+    let text = tidegate(&server, &["rollout", "status", "1"]);
     assert!(text.contains("Status:   completed\n"), "{text}");
     assert!(
         text.contains(
