@@ -468,6 +468,36 @@ fn twenty_agents_pause_at_second_failure() {
     }
 
     // A paused rollout cannot be paused again; a fleet-wide stop ends it.
+    // Invalid settings and a second rollout of the same bundle are rejected with the reason.
+    let request = |changes: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "bundle_id": "fix-20",
+            "failure_threshold": "2",
+            "on_failure": "pause",
+            "grace_seconds": 60,
+        });
+        for (key, value) in changes.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        post_json(&server, "/api/v1/rollouts", body)
+    };
+    let (status, body) = request(serde_json::json!({}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"],
+        "rollout 1 already takes bundle fix-20 to the fleet; stop it first"
+    );
+    let (status, body) = request(serde_json::json!({"max_concurrent_per_tier": 0}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = request(serde_json::json!({"waves": "2,150%"}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "invalid wave size \"150%\": a share must be from 1% to 100%"
+    );
+    let (status, body) = request(serde_json::json!({"bundle_id": "no-such-bundle"}));
+    assert_eq!(status, 404, "{body}");
+
     let (status, body) = post_json(&server, "/api/v1/rollouts/1/pause", serde_json::json!({}));
     assert_eq!(status, 409, "{body}");
     assert_eq!(

@@ -350,7 +350,16 @@ impl Driver {
             } else {
                 parse_waves(&request.waves)?
             },
-            max_concurrent_per_tier: request.max_concurrent_per_tier.filter(|cap| *cap > 0),
+            max_concurrent_per_tier: match request.max_concurrent_per_tier {
+                Some(0) => {
+                    return Err(RolloutError::Invalid(InvalidSetting {
+                        setting: "max_concurrent_per_tier",
+                        value: "0".into(),
+                        reason: "it must be at least 1, or left out for no limit",
+                    }))
+                }
+                cap => cap,
+            },
             failure_threshold: request.failure_threshold.parse::<FailureThreshold>()?,
             on_failure: request.on_failure.parse::<FailureAction>()?,
             grace_seconds: request.grace_seconds,
