@@ -1,9 +1,9 @@
 //! Rollouts end to end: the real server with its embedded broker, and simulated agents.
 //!
 //! The simulated agents are MQTT peers that speak the agent protocol. They publish an online
-//! status and a full report, and reply to each bundle order with a report whose bundle record
-//! carries the outcome the test chose (`Applied`, or `Reverted` for an agent set to fail), and to
-//! each rollback order with a `RolledBack` record. Real
+//! status and a full report. They reply to each bundle order with a report whose bundle record
+//! carries the outcome the test chose: `Applied`, or `Reverted` for an agent set to fail. They
+//! reply to each rollback order with a `RolledBack` record. Real
 //! agents record bundle decisions but do not apply steps yet, so they would never report
 //! `Applied`. The simulated agents connect with a clean session, as real agents do, so an order
 //! sent while one is offline is lost unless the server sends it again.
@@ -689,7 +689,8 @@ fn revert_rolls_back_every_applied_agent() {
         assert_eq!(agent.rollbacks(), expected, "{}", agent.id);
     }
 
-    // The desired state of an agent that rolled back holds the rollback, and it acknowledged it.
+    // The desired state of an agent that rolled back lists the rollback, and the agent
+    // acknowledged it.
     let delivery = wait_for("sim-r0 to acknowledge", Duration::from_secs(20), || {
         let delivery = server.get_json("/api/v1/agents/sim-r0/delivery")?;
         (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)

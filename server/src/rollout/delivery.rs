@@ -1,9 +1,9 @@
 //! Delivery state: what each agent should hold, with a version that grows on every change, and
 //! the version the agent last acknowledged.
 //!
-//! The desired state of an agent is the bundles it should hold, the bundles it should have rolled
-//! back, the trust root version it should pin (the newest one published through the API) and the
-//! window schedule version it should follow.
+//! The desired state of an agent lists the bundles it should hold and the bundles it should have
+//! rolled back. It also names the trust root version it should pin, which is the newest one
+//! published through the API, and the window schedule version it should follow.
 //! The agent acknowledges nothing explicitly: the server derives the acknowledgement from its
 //! reports. A bundle counts as received when any record of its hash is among the agent's bundle
 //! records. A rollback counts as done when the latest record of the hash is `RolledBack` or

@@ -8,7 +8,7 @@
 //! [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
 //!
 //! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. An order to an
-//! offline agent is lost with its clean session; the agent's next online status makes the driver
+//! offline agent is lost with its clean session. The agent's next online status makes the driver
 //! send it again, because its desired state still lists the bundle and its reports do not.
 //!
 //! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
@@ -46,7 +46,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Maximum time between two reads of the whole agents table.
 const FULL_READ_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The most agents a pass reads one by one; above this it reads the whole table.
+/// Maximum number of agents a pass reads one by one; above this it reads the whole table.
 const MAX_AGENT_LOOKUPS: usize = 2000;
 
 /// Minimum time between two passes, so that a burst of ingest batches causes one read of

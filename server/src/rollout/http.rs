@@ -1,9 +1,9 @@
 //! The rollout routes of the HTTP API. They change nothing themselves: each one sends a command
 //! to the driver task through a [`RolloutHandle`].
 //!
-//! - `POST /api/v1/rollouts` with a [`RolloutRequest`]: `201` with the [`RolloutView`];
-//!   `400` for an invalid setting or no bundle named; `404` for an unknown bundle; `409` when an
-//!   active rollout already takes that bundle; `422` when the bundle targets no agent.
+//! - `POST /api/v1/rollouts` with a [`RolloutRequest`]: `201` with the [`RolloutView`].
+//!   Errors: `400` for an invalid setting or no bundle named, `404` for an unknown bundle, `409`
+//!   when an active rollout already takes that bundle, `422` when the bundle targets no agent.
 //! - `GET /api/v1/rollouts`: `{"rollouts": [RolloutSummary, ...]}`, oldest first.
 //! - `GET /api/v1/rollouts/{id}`: the [`RolloutView`] with its waves and every agent's state.
 //! - `POST /api/v1/rollouts/{id}/pause`, `/resume`, `/stop`: `200` with the [`RolloutSummary`],
