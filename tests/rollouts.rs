@@ -584,8 +584,28 @@ fn offline_agent_receives_bundle_on_reconnect() {
     assert_eq!(delivery["acknowledged_trust_root_version"], 2, "{delivery}");
     assert_eq!(server.agent("sim-b").unwrap()["trust_root_version"], 2);
 
-    // The operator CLI shows the same through the API.
+    // The operator CLI shows the same through the API. The live view of a rollout that has
+    // ended draws it once and returns.
+    let list = tidegate(&server, &["rollout", "status"]);
+    assert_eq!(
+        list,
+        "ID  BUNDLE    STATUS     WAVE  TARGETS  PENDING  DELIVERED  RUNNING  APPLIED  FAILED  ROLLBACK\n\
+         1   fix-late  completed  1/1   2        0        0          0        2        0       0\n"
+    );
+    let watched = tidegate(&server, &["rollout", "status", "1", "--watch"]);
+    assert!(watched.starts_with("\x1b[2J\x1b[H"), "{watched}");
     let text = tidegate(&server, &["rollout", "status", "1"]);
+    // The "Started: 5s ago" line may differ by a second between the two runs.
+    let without_age = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with("Started:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        without_age(&watched["\x1b[2J\x1b[H".len()..]),
+        without_age(&text)
+    );
     assert!(text.contains("Status:   completed\n"), "{text}");
     assert!(
         text.contains(
