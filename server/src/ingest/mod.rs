@@ -22,6 +22,9 @@
 //!    them, so it can remove them from its outbox. For a delta the store could not apply, the agent
 //!    also gets a resync order, at most once per agent per minute until a full report of it is
 //!    stored.
+//! 5. After the commit, [`IngestEvents`] wakes the rollout driver and lists the agents that sent an
+//!    online status, so the driver reads outcomes at once and sends reconnected agents what they
+//!    lack.
 //!
 //! Orders are published at QoS 1 and never retained. An order that cannot be sent (ingest is
 //! between connections) is dropped, because the agent sends unacknowledged reports again and the
