@@ -13,8 +13,8 @@
 //!
 //! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
 //! those whose reports do not show their desired state yet. It reads the whole agents table when
-//! more than [`MAX_AGENT_LOOKUPS`] agents are needed, when the trust root version changed, and
-//! every [`FULL_READ_INTERVAL`], which gives agents that reported since a desired trust root.
+//! more than `MAX_AGENT_LOOKUPS` agents are needed, when the trust root version changed, and
+//! every `FULL_READ_INTERVAL`, which gives agents that reported since a desired trust root.
 //!
 //! Limits: a full read of 100,000 agents costs a noticeable share of a core (an estimate; not
 //! measured). Each rollout is stored whole as JSON after every
