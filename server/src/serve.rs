@@ -106,7 +106,7 @@ pub enum ServeError {
     #[error("ingest failed: {0}")]
     Ingest(#[from] IngestError),
     #[error("cannot start the rollout driver: {0}")]
-    StartRollouts(crate::rollout::driver::RolloutError),
+    StartRollouts(crate::rollout::RolloutError),
 }
 
 /// A started server; [`RunningServer::run_until`] serves until shutdown.

@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::format::{relative_time, render_fields, render_table};
 use super::{ApiClient, CliError, Context};
-use crate::rollout::driver::RolloutRequest;
 use crate::rollout::http::{RolloutList, RolloutSummary, RolloutView, StopAllResponse};
 use crate::rollout::machine::{AgentState, RolloutStatus, StateCounts};
 use crate::rollout::plan::{parse_duration_seconds, parse_waves, FailureAction, FailureThreshold};
+use crate::rollout::RolloutRequest;
 
 /// How often `status --watch` redraws.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);

@@ -24,19 +24,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tidegate_protocol::trust::inspect_bundle;
 use tidegate_protocol::{AgentId, BundleOutcome, Order, OrderBody, OrderId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::delivery::{DesiredState, Reported};
+use super::handle::Command;
+pub use super::handle::{RolloutError, RolloutHandle, RolloutRequest};
 use super::machine::{
     Advance, BundleRef, Rollout, RolloutOrder, RolloutSpec, Target, TransitionError, WindowSource,
 };
 use super::plan::{parse_waves, FailureAction, FailureThreshold, InvalidSetting};
-use super::store::{AgentView, BundleSelector, RolloutStore, RolloutStoreError};
+use super::store::{AgentView, BundleSelector, RolloutStore};
 use crate::ingest::{Clock, IngestEvents, OrderSender};
 use crate::publish::{targets_agent, CheckedBundle};
 
@@ -52,125 +53,6 @@ const MAX_AGENT_LOOKUPS: usize = 2000;
 /// Minimum time between two passes, so that a burst of ingest batches causes one read of
 /// the agents table, not one per batch.
 const MIN_PASS_INTERVAL: Duration = Duration::from_millis(250);
-
-/// A request to start a rollout, as the API takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RolloutRequest {
-    /// The bundle by its id; the highest sequence when several bundles share the id.
-    #[serde(default)]
-    pub bundle_id: Option<String>,
-    /// The bundle by its stream and sequence, instead of `bundle_id`.
-    #[serde(default)]
-    pub stream: Option<String>,
-    #[serde(default)]
-    pub sequence: Option<u64>,
-    #[serde(default)]
-    pub canary: u32,
-    /// Cumulative wave sizes such as `10%,50%,100%`; every agent when empty.
-    #[serde(default)]
-    pub waves: String,
-    #[serde(default)]
-    pub max_concurrent_per_tier: Option<u32>,
-    /// A count such as `2` or a share such as `10%`.
-    pub failure_threshold: String,
-    pub on_failure: String,
-    pub grace_seconds: u64,
-    /// Name of the person who started the rollout, for the record.
-    #[serde(default)]
-    pub requested_by: Option<String>,
-}
-
-/// A failed rollout request.
-#[derive(Debug, thiserror::Error)]
-pub enum RolloutError {
-    #[error("rollout {0} not found")]
-    NotFound(u64),
-    #[error("no published bundle {0}; publish it first with `tidegate bundle publish`")]
-    BundleNotFound(String),
-    #[error("name the bundle by bundle_id, or by stream and sequence")]
-    NoBundle,
-    #[error("bundle {0} targets no agent that has reported")]
-    NoTargets(String),
-    #[error("rollout {existing} already takes bundle {bundle_id} to the fleet; stop it first")]
-    AlreadyRunning { existing: u64, bundle_id: String },
-    #[error(transparent)]
-    Invalid(#[from] InvalidSetting),
-    #[error(transparent)]
-    Transition(#[from] TransitionError),
-    #[error(transparent)]
-    Store(#[from] RolloutStoreError),
-    #[error("the stored bundle {bundle_id} does not decode: {detail}")]
-    StoredBundle { bundle_id: String, detail: String },
-    #[error("the rollout driver has stopped")]
-    DriverStopped,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, RolloutError>>;
-
-enum Command {
-    Start(RolloutRequest, Reply<Rollout>),
-    List(Reply<Vec<Rollout>>),
-    Get(u64, Reply<Rollout>),
-    Pause(u64, Reply<Rollout>),
-    Resume(u64, Reply<Rollout>),
-    Stop(u64, Reply<Rollout>),
-    StopAll(Reply<Vec<u64>>),
-    Delivery(String, Reply<Option<DesiredState>>),
-}
-
-/// A cloneable handle to the driver task, for the HTTP API.
-#[derive(Clone)]
-pub struct RolloutHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-impl RolloutHandle {
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, RolloutError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| RolloutError::DriverStopped)?;
-        answer.await.map_err(|_| RolloutError::DriverStopped)?
-    }
-
-    /// Starts a rollout and returns it after its first pass planned the waves.
-    pub async fn start(&self, request: RolloutRequest) -> Result<Rollout, RolloutError> {
-        self.ask(|reply| Command::Start(request, reply)).await
-    }
-
-    /// Returns every rollout, oldest first.
-    pub async fn list(&self) -> Result<Vec<Rollout>, RolloutError> {
-        self.ask(Command::List).await
-    }
-
-    pub async fn get(&self, id: u64) -> Result<Rollout, RolloutError> {
-        self.ask(|reply| Command::Get(id, reply)).await
-    }
-
-    pub async fn pause(&self, id: u64) -> Result<Rollout, RolloutError> {
-        self.ask(|reply| Command::Pause(id, reply)).await
-    }
-
-    pub async fn resume(&self, id: u64) -> Result<Rollout, RolloutError> {
-        self.ask(|reply| Command::Resume(id, reply)).await
-    }
-
-    pub async fn stop(&self, id: u64) -> Result<Rollout, RolloutError> {
-        self.ask(|reply| Command::Stop(id, reply)).await
-    }
-
-    /// Returns one agent's delivery state, or `None` when nothing was ever desired of it.
-    pub async fn delivery(&self, agent_id: &str) -> Result<Option<DesiredState>, RolloutError> {
-        let agent_id = agent_id.to_owned();
-        self.ask(|reply| Command::Delivery(agent_id, reply)).await
-    }
-
-    /// Stops every rollout that can still send orders, and returns their ids.
-    pub async fn stop_all(&self) -> Result<Vec<u64>, RolloutError> {
-        self.ask(Command::StopAll).await
-    }
-}
 
 /// The parts of the server the driver uses.
 pub struct DriverDeps {
@@ -214,12 +96,7 @@ pub async fn start(deps: DriverDeps) -> Result<(RolloutHandle, JoinHandle<()>), 
         last_full_read: None,
     };
     let task = tokio::spawn(driver.run(commands));
-    Ok((
-        RolloutHandle {
-            commands: commands_tx,
-        },
-        task,
-    ))
+    Ok((RolloutHandle::new(commands_tx), task))
 }
 
 /// Runs a store call on the blocking thread pool.

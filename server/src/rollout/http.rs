@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::delivery::DesiredState;
-use super::driver::{RolloutError, RolloutHandle, RolloutRequest};
+use super::handle::{RolloutError, RolloutHandle, RolloutRequest};
 use super::machine::{BundleRef, Rollout, RolloutAgent, RolloutSpec, RolloutStatus, StateCounts};
 use crate::http::ErrorResponse;
 

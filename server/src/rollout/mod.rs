@@ -7,14 +7,16 @@
 //! - `store.rs`: the rollout and delivery tables.
 //! - `driver.rs`: the task that runs the machines on a timer and after every ingest batch,
 //!   sends the orders and stores the results.
+//! - `handle.rs`: the requests the driver takes and the handle that sends them.
 //! - `http.rs`: the API routes.
 
 pub mod delivery;
 pub mod driver;
+pub mod handle;
 pub mod http;
 pub mod machine;
 pub mod plan;
 pub mod store;
 
-pub use driver::{RolloutHandle, RolloutRequest};
+pub use handle::{RolloutError, RolloutHandle, RolloutRequest};
 pub use machine::{NoWindows, Rollout, RolloutSpec, WindowSource};
