@@ -60,10 +60,11 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
     file.encode().unwrap()
 }
 
-/// POSTs a bundle file with a `security` token; returns the status code and the JSON body.
+/// POSTs a bundle file with a `security` token for immediate delivery to every agent it targets;
+/// returns the status code and the JSON body.
 fn publish(server: &Server, token: &str, file: &[u8]) -> (u16, serde_json::Value) {
     server.post_octets(
-        "/api/v1/bundles",
+        "/api/v1/bundles?delivery=immediate",
         token,
         &[("X-Tidegate-Publisher", "test@ci")],
         file,

@@ -270,6 +270,11 @@ fn handle_order(
             // The decision travels in the next report, so send it now.
             ticker.reset_immediately();
         }
+        OrderBody::Rollback { bundle_hash } => {
+            // This agent records bundle decisions but does not apply steps yet, so it has
+            // nothing to revert.
+            tracing::warn!(order_id = %order.order_id, %bundle_hash, "ignored a rollback order: this agent does not apply bundles yet");
+        }
         OrderBody::TrustRoot { file } => {
             match trust.receive_root(&file) {
                 Ok(Ok(_)) => {}

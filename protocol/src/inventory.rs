@@ -235,6 +235,19 @@ pub enum BundleOutcome {
     /// Rejected: `rule` is the code of the rule that failed (such as `expired` or `unknown-key`)
     /// and `detail` names the part.
     Rejected { rule: String, detail: String },
+    /// Applying its steps: `step` is the index of the step in progress.
+    Running { step: u32 },
+    /// Every step applied and verified.
+    Applied,
+    /// Applying failed and the completed steps were reverted: `step` is the step that failed,
+    /// `None` when the bundle failed before its first step.
+    Reverted { step: Option<u32>, detail: String },
+    /// Applying failed and reverting step `step` failed too, so the host is between states.
+    RevertFailed { step: u32, detail: String },
+    /// Reverted after a rollback order.
+    RolledBack,
+    /// A rollback order failed at step `step`.
+    RollbackFailed { step: u32, detail: String },
 }
 
 impl BundleOutcome {
@@ -244,6 +257,12 @@ impl BundleOutcome {
             Self::AlreadyApplied => "already-applied",
             Self::Deferred { .. } => "deferred",
             Self::Rejected { .. } => "rejected",
+            Self::Running { .. } => "running",
+            Self::Applied => "applied",
+            Self::Reverted { .. } => "reverted",
+            Self::RevertFailed { .. } => "revert-failed",
+            Self::RolledBack => "rolled-back",
+            Self::RollbackFailed { .. } => "rollback-failed",
         }
     }
 }

@@ -125,6 +125,9 @@ pub enum OrderBody {
     Bundle { file: Vec<u8> },
     /// A signed trust root of the next version, exactly as the root key holders signed it.
     TrustRoot { file: Vec<u8> },
+    /// Revert the applied bundle with this hash (lowercase hex SHA-256 of its manifest) from the
+    /// journal.
+    Rollback { bundle_hash: String },
     /// A signed maintenance-window schedule file, exactly as the OT key holders signed it. The
     /// agent verifies it against its pinned trust root.
     Schedule { file: Vec<u8> },

@@ -12,16 +12,21 @@
 //! recorded in the audit log with its signers and the caller's token, and each order sent with it.
 //! A rejected publication is recorded as `bundle.rejected` or `trust_root.rejected`.
 //!
-//! `201` with a [`PublishResponse`] when the bundle passed the check and was stored and sent to
-//! the agents it targets; `200` with the same body when this exact bundle was published before
-//! (it is sent again, so re-publishing reaches agents that were offline); `422` with
-//! `{"error", "rule"}` when the check rejected it; `409` when its stream already has another
-//! bundle at that sequence; `503` when the server has no trust root.
+//! A published bundle is stored and not sent to any agent: a rollout (`POST /api/v1/rollouts`) takes it
+//! to the fleet in waves. With `?delivery=immediate` it is also sent at once to every agent it
+//! targets, as before rollouts existed.
+//!
+//! `201` with a [`PublishResponse`] when the bundle passed the check and was stored (and, with
+//! immediate delivery, sent); `200` with the same body when this exact bundle was published before
+//! (with immediate delivery it is sent again, so re-publishing reaches agents that were offline);
+//! `400` for a `delivery` other than `immediate` or `held`; `422` with `{"error", "rule"}` when
+//! the check rejected it; `409` when its stream already has another bundle at that sequence;
+//! `503` when the server has no trust root.
 
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -56,9 +61,21 @@ pub struct PublishResponse {
     pub sequence: u64,
     pub bundle_hash: String,
     pub signers: Vec<String>,
-    /// How many agents the bundle order was sent to.
+    /// How many agents the bundle order was sent to: 0 unless delivery was immediate.
     pub delivered_to: usize,
     pub republished: bool,
+    /// Whether the bundle was sent at once to every agent it targets, rather than held for a
+    /// rollout.
+    #[serde(default)]
+    pub immediate: bool,
+}
+
+/// The query of `POST /api/v1/bundles`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PublishQuery {
+    /// `immediate` to send the bundle to every agent it targets at once; `held` (the default)
+    /// to store it for a rollout.
+    pub delivery: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,9 +100,21 @@ fn error_response(status: StatusCode, error: String, rule: Option<&'static str>)
 async fn publish(
     State(state): State<PublishState>,
     principal: Principal,
+    Query(query): Query<PublishQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let immediate = match query.delivery.as_deref() {
+        None | Some("held") => false,
+        Some("immediate") => true,
+        Some(other) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("invalid delivery {other:?}: expected immediate or held"),
+                None,
+            )
+        }
+    };
     let publisher = headers
         .get("x-tidegate-publisher")
         .and_then(|value| value.to_str().ok())
@@ -169,14 +198,18 @@ async fn publish(
     }
 
     let reader = state.reader.clone();
-    let fleet = match tokio::task::spawn_blocking(move || reader.fleet()).await {
-        Ok(Ok(fleet)) => fleet,
-        Ok(Err(error)) => {
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+    let fleet = if immediate {
+        match tokio::task::spawn_blocking(move || reader.fleet()).await {
+            Ok(Ok(fleet)) => fleet,
+            Ok(Err(error)) => {
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+            }
+            Err(error) => {
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
+            }
         }
-        Err(error) => {
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
-        }
+    } else {
+        Vec::new()
     };
     let mut delivered_to = 0;
     let mut batch = state.orders.batch();
@@ -208,6 +241,7 @@ async fn publish(
         sequence = checked.sequence,
         %publisher,
         signers = ?checked.signers,
+        immediate,
         delivered_to,
         "published a bundle"
     );
@@ -225,6 +259,7 @@ async fn publish(
         signers: checked.signers,
         delivered_to,
         republished: checked.republished,
+        immediate,
     };
     (status, Json(response)).into_response()
 }

@@ -27,6 +27,9 @@ use crate::ingest::{
     self, BrokerUrl, IngestConfig, IngestCounters, IngestDeps, IngestError, IngestHandle,
     IngestStats,
 };
+use crate::rollout::driver::DriverDeps;
+use crate::rollout::store::RolloutStore;
+use crate::rollout::{self, NoWindows, WindowSource};
 use crate::store::{Store, StoreError, StoreReader};
 
 /// The default address of the HTTP API.
@@ -121,6 +124,8 @@ pub enum ServeError {
     HttpStopped,
     #[error("ingest failed: {0}")]
     Ingest(#[from] IngestError),
+    #[error("cannot start the rollout driver: {0}")]
+    StartRollouts(crate::rollout::RolloutError),
 }
 
 /// A started server; [`RunningServer::run_until`] serves until shutdown.
@@ -132,6 +137,7 @@ pub struct RunningServer {
     http: JoinHandle<std::io::Result<()>>,
     stop_http: oneshot::Sender<()>,
     first_admin_token: Option<String>,
+    rollout_driver: JoinHandle<()>,
 }
 
 /// Runs the server until `shutdown` completes or a part of it fails.
@@ -159,9 +165,19 @@ pub fn print_first_admin_token(token: &str) {
     let _ = stdout.flush();
 }
 
-/// Opens the store, starts the broker (when embedded), ingest and the HTTP server, and returns once
-/// all of them accept connections.
+/// Opens the store, starts the broker (when embedded), ingest, the rollout driver and the HTTP
+/// server, and returns once all of them accept connections. Rollout deadlines use no window
+/// schedule: see [`start_with_windows`].
 pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServer, ServeError> {
+    start_with_windows(config, deps, Arc::new(NoWindows)).await
+}
+
+/// Like [`start`], with the source of the window ends that rollout deadlines count from.
+pub async fn start_with_windows(
+    config: ServerConfig,
+    deps: IngestDeps,
+    windows: Arc<dyn WindowSource>,
+) -> Result<RunningServer, ServeError> {
     let db_path = config.db_path.clone();
     // The error is boxed on its way out of the task only because StoreError is large.
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path).map_err(Box::new))
@@ -174,6 +190,8 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     let owners = crate::store::owners::OwnerAssignments::open(&config.db_path)?;
     let audit = AuditLog::open(&config.db_path)?;
     let tokens = Tokens::open(&config.db_path)?;
+    let rollout_store = RolloutStore::open(&config.db_path)
+        .map_err(|error| ServeError::StartRollouts(error.into()))?;
     let trust_root = match &config.trust_root {
         Some(path) => Some(current_trust_root(path, &publications)?),
         None => None,
@@ -231,6 +249,15 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         owners,
     };
     let trust_root = Arc::new(std::sync::RwLock::new(trust_root));
+    let (rollouts, rollout_driver) = rollout::driver::start(DriverDeps {
+        store: rollout_store,
+        orders: ingest.order_sender(),
+        events: ingest.events(),
+        windows,
+        clock: clock.clone(),
+    })
+    .await
+    .map_err(ServeError::StartRollouts)?;
     let publish_state = crate::http_publish::PublishState {
         root: trust_root.clone(),
         publications,
@@ -251,7 +278,8 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         .merge(crate::http_schedules::router(schedule_state))
         .merge(crate::http_console::router(console_state))
         .merge(crate::audit::routes(audit.clone()))
-        .merge(crate::auth::routes(tokens.clone()));
+        .merge(crate::auth::routes(tokens.clone()))
+        .merge(rollout::http::routes(rollouts));
     let app =
         crate::http::app(api, AuthState { tokens, audit }).merge(crate::http_console::pages());
     let http = tokio::spawn(async move {
@@ -271,6 +299,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         http,
         stop_http,
         first_admin_token,
+        rollout_driver,
     })
 }
 
@@ -357,6 +386,7 @@ impl RunningServer {
             mut ingest,
             mut http,
             stop_http,
+            rollout_driver,
             ..
         } = self;
 
@@ -381,6 +411,9 @@ impl RunningServer {
         }
 
         let _ = stop_http.send(());
+        // The driver keeps nothing unwritten between passes, so stopping it mid-pass loses at
+        // most the orders of that pass, which the next start sends again to agents that come online.
+        rollout_driver.abort();
         let ingest_result = ingest.shutdown().await;
         if !http_finished
             && tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, http)
@@ -415,8 +448,9 @@ fn current_trust_root(
     };
     let signed = SignedTrustRoot::decode(&bytes).map_err(|error| invalid(error.to_string()))?;
     let mut root = verify_initial_root(&signed).map_err(|error| invalid(error.to_string()))?;
-    let now = crate::ingest::Clock::now_unix_s(&crate::ingest::SystemClock::new());
-    publications.record_trust_root(root.version, &bytes, now, crate::audit::SERVER_ACTOR)?;
+    // Publication time 0 marks the root given at start: agents are not moved to it until it is
+    // published through the API.
+    publications.record_trust_root(root.version, &bytes, 0, crate::audit::SERVER_ACTOR)?;
     for (version, file) in publications.trust_roots()? {
         if version != root.version + 1 {
             continue;

@@ -147,7 +147,7 @@ fn publish_sends_bytes_and_publisher() {
     // The response is fixed, so its signer need not be the bundle's.
     let (base, server) = serve_once(
         "201 Created",
-        r#"{"bundle_id":"lock-guest","stream":"accounts","sequence":3,"bundle_hash":"ab12","signers":["1111222233334444"],"delivered_to":4,"republished":false}"#,
+        r#"{"bundle_id":"lock-guest","stream":"accounts","sequence":3,"bundle_hash":"ab12","signers":["1111222233334444"],"delivered_to":4,"republished":false,"immediate":true}"#,
     );
 
     let output = tidegate(
@@ -160,13 +160,17 @@ fn publish_sends_bytes_and_publisher() {
             "b.tgb",
             "--publisher",
             "alice@desk-1",
+            "--immediate",
         ],
         "tester",
     );
     let request = server.join().unwrap();
 
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
-    assert_eq!(request.request_line, "POST /api/v1/bundles HTTP/1.1");
+    assert_eq!(
+        request.request_line,
+        "POST /api/v1/bundles?delivery=immediate HTTP/1.1"
+    );
     assert_eq!(
         request.header("content-type"),
         Some("application/octet-stream")
@@ -184,6 +188,31 @@ fn publish_sends_bytes_and_publisher() {
     assert!(
         !text.contains(&key_id),
         "the output repeats the server's signers only"
+    );
+}
+
+#[test]
+fn publish_without_immediate_is_held() {
+    let (dir, _) = signed_bundle();
+    let (base, server) = serve_once(
+        "201 Created",
+        r#"{"bundle_id":"lock-guest","stream":"accounts","sequence":3,"bundle_hash":"ab12","signers":["1111222233334444"],"delivered_to":0,"republished":false,"immediate":false}"#,
+    );
+    let output = tidegate(
+        dir.path(),
+        &["--server", &base, "bundle", "publish", "b.tgb"],
+        "tester",
+    );
+    let request = server.join().unwrap();
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(request.request_line, "POST /api/v1/bundles HTTP/1.1");
+    assert!(
+        stdout(&output).starts_with(
+            "published bundle lock-guest (stream accounts, sequence 3) signed by \
+             1111222233334444; held for a rollout (tidegate rollout start lock-guest)\n"
+        ),
+        "{}",
+        stdout(&output)
     );
 }
 

@@ -67,8 +67,19 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
     );
 }
 
-/// The path of a binary of this workspace, built next to the test executable.
+/// The path of a binary of this workspace, built next to the test executable. When
+/// `TIDEGATE_TEST_BIN_DIR` is set, the binary comes from that directory instead, because in a
+/// target directory that several checkouts share the binary may come from another checkout.
 pub fn workspace_binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TIDEGATE_TEST_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.exists(),
+            "{} is missing: TIDEGATE_TEST_BIN_DIR names a directory without it",
+            path.display()
+        );
+        return path;
+    }
     let exe = std::env::current_exe().expect("path of the test executable");
     let dir = exe
         .parent()

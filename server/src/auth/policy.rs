@@ -75,6 +75,31 @@ pub const ROUTE_ROLES: &[RouteRoles] = &[
         roles: &[Role::Ot],
     },
     RouteRoles {
+        method: "POST",
+        path: "/api/v1/rollouts",
+        roles: &[Role::It],
+    },
+    RouteRoles {
+        method: "POST",
+        path: "/api/v1/rollouts/stop-all",
+        roles: &[Role::It],
+    },
+    RouteRoles {
+        method: "POST",
+        path: "/api/v1/rollouts/{id}/pause",
+        roles: &[Role::It],
+    },
+    RouteRoles {
+        method: "POST",
+        path: "/api/v1/rollouts/{id}/resume",
+        roles: &[Role::It],
+    },
+    RouteRoles {
+        method: "POST",
+        path: "/api/v1/rollouts/{id}/stop",
+        roles: &[Role::It],
+    },
+    RouteRoles {
         method: "GET",
         path: "/api/v1/tokens",
         roles: ADMIN_ONLY,

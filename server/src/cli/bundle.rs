@@ -44,7 +44,8 @@ pub enum BundleCommand {
     Verify(VerifyArgs),
     /// Show a bundle's manifest, payloads and signers without verifying anything
     Inspect(InspectArgs),
-    /// Send a signed bundle file to the server, which delivers it to the targeted agents
+    /// Send a signed bundle file to the server, which keeps it for a rollout (or, with
+    /// --immediate, delivers it to every targeted agent at once)
     Publish(PublishArgs),
 }
 
@@ -149,6 +150,11 @@ pub struct PublishArgs {
     /// $USER@hostname]
     #[arg(long, value_name = "NAME")]
     pub publisher: Option<String>,
+
+    /// Send the bundle at once to every agent it targets, instead of keeping it for
+    /// `tidegate rollout start`
+    #[arg(long)]
+    pub immediate: bool,
 }
 
 /// A failed `bundle` command.
@@ -221,9 +227,12 @@ struct PublishResponse {
     bundle_hash: String,
     signers: Vec<String>,
     delivered_to: u64,
-    /// Whether the server had this exact bundle already; it sends it again all the same.
+    /// Whether the server had this exact bundle already; with immediate delivery it sends it
+    /// again all the same.
     #[serde(default)]
     republished: bool,
+    #[serde(default)]
+    immediate: bool,
 }
 
 /// The server's response to a rejected bundle. `rule` is the verification rule that failed, when
@@ -546,9 +555,13 @@ fn publish(args: &PublishArgs, client: &ApiClient, out: &mut dyn Write) -> Resul
         source,
     })?;
 
-    let url = format!("{}{PUBLISH_PATH}", client.base_url());
-    let (status, body) =
-        client.post_octets(PUBLISH_PATH, &[(PUBLISHER_HEADER, &publisher)], &bytes)?;
+    let path = if args.immediate {
+        format!("{PUBLISH_PATH}?delivery=immediate")
+    } else {
+        PUBLISH_PATH.to_owned()
+    };
+    let url = format!("{}{path}", client.base_url());
+    let (status, body) = client.post_octets(&path, &[(PUBLISHER_HEADER, &publisher)], &bytes)?;
     if !(200..300).contains(&status) {
         let (message, rule) = match serde_json::from_str::<PublishErrorResponse>(&body) {
             Ok(response) => (response.error, response.rule),
@@ -571,17 +584,22 @@ fn publish(args: &PublishArgs, client: &ApiClient, out: &mut dyn Write) -> Resul
     } else {
         response.signers.join(", ")
     };
+    let delivery = if response.immediate {
+        format!("sent to {}", count_noun(response.delivered_to, "agent"))
+    } else {
+        format!(
+            "held for a rollout (tidegate rollout start {})",
+            response.bundle_id
+        )
+    };
     writeln!(
         out,
-        "published bundle {} (stream {}, sequence {}) signed by {signed_by}; sent to {}",
-        response.bundle_id,
-        response.stream,
-        response.sequence,
-        count_noun(response.delivered_to, "agent")
+        "published bundle {} (stream {}, sequence {}) signed by {signed_by}; {delivery}",
+        response.bundle_id, response.stream, response.sequence,
     )?;
     writeln!(out, "bundle hash: {}", response.bundle_hash)?;
     writeln!(out, "publisher: {publisher}")?;
-    if response.republished {
+    if response.republished && response.immediate {
         writeln!(
             out,
             "note: the server already had this bundle, and sent it again to the agents it targets"

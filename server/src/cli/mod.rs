@@ -14,6 +14,7 @@ mod client;
 mod fleet;
 pub mod format;
 mod keys;
+mod rollout;
 mod root;
 mod tokens;
 mod windows;
@@ -30,6 +31,7 @@ pub use audit::AuditCommand;
 pub use bundle::BundleCommand;
 pub use client::ApiClient;
 pub use keys::KeysCommand;
+pub use rollout::RolloutCommand;
 pub use root::RootCommand;
 pub use tokens::TokensCommand;
 pub use windows::WindowsCommand;
@@ -86,6 +88,9 @@ pub enum Command {
     /// Verify and export the server's hash-chained audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Take a published bundle to the fleet in waves, and watch, pause, resume or stop it
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +266,7 @@ pub fn execute(cli: Cli, context: &Context, out: &mut dyn Write) -> Result<(), C
         Command::Windows(command) => windows::run(command, &client, context, out),
         Command::Tokens(command) => tokens::run(command, &client, context, out),
         Command::Audit(command) => audit::run(command, &client, out),
+        Command::Rollout(command) => rollout::run(command, &client, context, out),
     }
 }
 

@@ -22,6 +22,9 @@
 //!    them, so it can remove them from its outbox. For a delta the store could not apply, the agent
 //!    also gets a resync order, at most once per agent per minute until a full report of it is
 //!    stored.
+//! 5. After the commit, [`IngestEvents`] wakes the rollout driver and lists the agents that sent an
+//!    online status, so the driver reads outcomes at once and sends reconnected agents what they
+//!    lack.
 //!
 //! Orders are published at QoS 1 and never retained. An order that cannot be sent (ingest is
 //! between connections) is dropped, because the agent sends unacknowledged reports again and the
@@ -259,6 +262,7 @@ pub struct IngestCounters {
     pub bundle_orders_sent: AtomicU64,
     pub trust_root_orders_sent: AtomicU64,
     pub schedule_orders_sent: AtomicU64,
+    pub rollback_orders_sent: AtomicU64,
     /// Orders not sent because ingest was not connected to the broker.
     pub orders_not_sent: AtomicU64,
     /// MQTT acknowledgements not sent because their connection had closed.
@@ -311,6 +315,41 @@ pub struct IngestStats {
     pub acks_not_sent: u64,
 }
 
+/// Notifications from the store thread to other parts of the server after each committed batch:
+/// that something was stored, and which agents sent an online status. The rollout driver waits on it
+/// to read outcomes as soon as they are stored and to send again what a reconnected agent lacks.
+#[derive(Debug, Default)]
+pub struct IngestEvents {
+    changed: tokio::sync::Notify,
+    came_online: std::sync::Mutex<std::collections::BTreeSet<AgentId>>,
+}
+
+impl IngestEvents {
+    /// Waits until a batch was committed since the last wait returned. A commit before the wait
+    /// began wakes it at once, so none is missed.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Takes the agents that sent an online status since the last call.
+    pub fn take_came_online(&self) -> std::collections::BTreeSet<AgentId> {
+        std::mem::take(
+            &mut *self
+                .came_online
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn committed(&self, came_online: impl IntoIterator<Item = AgentId>) {
+        self.came_online
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(came_online);
+        self.changed.notify_one();
+    }
+}
+
 /// Running ingest. Call [`IngestHandle::shutdown`] to stop it; dropping the handle stops the
 /// session without waiting for the store thread.
 pub struct IngestHandle {
@@ -320,6 +359,7 @@ pub struct IngestHandle {
     session: Option<JoinHandle<Result<(), IngestError>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     counters: Arc<IngestCounters>,
+    events: Arc<IngestEvents>,
 }
 
 /// Starts ingest in the current tokio runtime: the store thread, the acknowledgement task and the
@@ -338,8 +378,10 @@ pub fn start(
     let (current_client_tx, current_client_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let events = Arc::new(IngestEvents::default());
     let writer = writer::Writer {
         store,
+        events: events.clone(),
         items: items_rx,
         after_commit: committed_tx,
         clock: deps.clock.clone(),
@@ -381,6 +423,7 @@ pub fn start(
         session: Some(session),
         writer: Some(writer),
         counters,
+        events,
     })
 }
 
@@ -505,6 +548,7 @@ fn order_kind(body: &OrderBody) -> Option<&'static str> {
         OrderBody::Bundle { .. } => Some("bundle"),
         OrderBody::TrustRoot { .. } => Some("trust-root"),
         OrderBody::Schedule { .. } => Some("schedule"),
+        OrderBody::Rollback { .. } => Some("rollback"),
     }
 }
 
@@ -516,6 +560,11 @@ impl IngestHandle {
 
     pub fn stats(&self) -> IngestStats {
         self.counters.snapshot()
+    }
+
+    /// Returns the notifications of committed batches.
+    pub fn events(&self) -> Arc<IngestEvents> {
+        self.events.clone()
     }
 
     /// The live counters, which stay readable after the handle is consumed.

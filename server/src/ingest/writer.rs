@@ -97,6 +97,7 @@ impl ResyncLimiter {
 
 pub struct Writer<A> {
     pub store: Store,
+    pub events: Arc<super::IngestEvents>,
     pub items: mpsc::Receiver<Item<A>>,
     pub after_commit: mpsc::UnboundedSender<AfterCommit<A>>,
     pub clock: Arc<dyn Clock>,
@@ -124,6 +125,7 @@ impl<A: Send> Writer<A> {
             };
 
             let orders = self.plan_orders(&batch, &outcomes, &mut resync);
+            self.events.committed(came_online(&batch, &outcomes));
             let acks = batch.into_iter().filter_map(|item| item.ack).collect();
             if self
                 .after_commit
@@ -327,6 +329,22 @@ fn spread<A>(batch: &[Item<A>], outcomes: Vec<IngestOutcome>) -> Vec<Option<Inge
         warn!("the store returned more outcomes than messages; the extra ones are ignored");
     }
     spread
+}
+
+/// Lists the agents whose online status was recorded in this batch.
+fn came_online<A>(batch: &[Item<A>], outcomes: &[Option<IngestOutcome>]) -> Vec<AgentId> {
+    batch
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(item, outcome)| match (&item.incoming, outcome) {
+            (Some(Incoming::Status { status, .. }), Some(IngestOutcome::StatusRecorded))
+                if status.state == tidegate_protocol::StatusState::Online =>
+            {
+                Some(status.agent_id.clone())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn describe(incoming: &Incoming) -> (&'static str, &AgentId) {

@@ -83,8 +83,10 @@ impl Publications {
             .map_err(PublicationError::Read)
     }
 
-    /// Stores a trust root file of `version` and records `trust_root.published` by `actor`;
-    /// storing the same version again keeps the first and records nothing.
+    /// Stores a trust root file of `version` and records `trust_root.published` by `actor`.
+    /// Storing the same version again keeps the first file and the latest publication time, so a
+    /// root first given at start (time 0) and then published through the API counts as
+    /// published; a store that changes nothing records nothing.
     pub fn record_trust_root(
         &self,
         version: u64,
@@ -103,7 +105,9 @@ impl Publications {
         let inserted = transaction
             .prepare_cached(
                 "INSERT INTO trust_roots (version, file, published_at_unix_s) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (version) DO NOTHING",
+                 ON CONFLICT (version) DO UPDATE SET published_at_unix_s =
+                 excluded.published_at_unix_s
+                 WHERE excluded.published_at_unix_s > trust_roots.published_at_unix_s",
             )
             .and_then(|mut statement| statement.execute(params![version as i64, file, now_unix_s]))
             .map_err(write_error)?;

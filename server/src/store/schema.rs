@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     V4_SCHEDULES,
     V5_AUDIT,
     V6_TOKENS,
+    V7_ROLLOUTS,
 ];
 
 /// The schema version this build writes and reads.
@@ -117,6 +118,36 @@ CREATE TABLE schedules (
 
 -- Site names are never empty, so '' stands for the whole tier without colliding with a site.
 CREATE UNIQUE INDEX schedules_by_target ON schedules (tier, coalesce(site, ''), version);
+";
+
+const V7_ROLLOUTS: &str = "
+-- Rollouts. The driver keeps them in memory and writes each one whole after every change, so
+-- the row holds the settings, waves and every target's state as one JSON document.
+CREATE TABLE rollouts (
+    rollout_id INTEGER PRIMARY KEY,
+    bundle_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at_unix_s INTEGER NOT NULL,
+    updated_at_unix_s INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+
+-- Each agent's desired state, with a version that grows on every change, and the version the
+-- agent's reports last showed in full.
+CREATE TABLE delivery_state (
+    agent_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    -- JSON arrays of bundle hashes.
+    bundles TEXT NOT NULL,
+    rollbacks TEXT NOT NULL,
+    trust_root_version INTEGER,
+    -- Window schedules are not delivered yet; both schedule columns stay NULL until they are.
+    schedule_version INTEGER,
+    acknowledged_version INTEGER NOT NULL,
+    acknowledged_trust_root_version INTEGER,
+    acknowledged_schedule_version INTEGER,
+    updated_at_unix_s INTEGER NOT NULL
+);
 ";
 
 const V1_FLEET: &str = "

@@ -1,0 +1,602 @@
+//! The rollout driver: the one task that owns every rollout and every agent's delivery state.
+//!
+//! It keeps the rollouts in memory, and runs a pass every second and after every ingest batch
+//! (at most every 250 ms). A pass reads every agent's tier, online state, trust root version and
+//! bundle records from the store. It advances each rollout's state machine and sends the orders
+//! it returns. Then it sends again what an agent that came online lacks of its desired state,
+//! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it through a
+//! [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
+//!
+//! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. An order to an
+//! offline agent is lost with its clean session. The agent's next online status makes the driver
+//! send it again, because its desired state still lists the bundle and its reports do not.
+//!
+//! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
+//! those whose reports do not show their desired state yet. It reads the whole agents table when
+//! more than `MAX_AGENT_LOOKUPS` agents are needed, when the trust root version changed, and
+//! every `FULL_READ_INTERVAL`, which gives agents that reported since a desired trust root.
+//!
+//! Limits: a full read of 100,000 agents costs a noticeable share of a core (an estimate; not
+//! measured). Each rollout is stored whole as JSON after every
+//! change, which grows with its number of targets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidegate_protocol::trust::inspect_bundle;
+use tidegate_protocol::{AgentId, BundleOutcome, Order, OrderBody, OrderId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use super::delivery::{DesiredState, Reported};
+use super::handle::Command;
+pub use super::handle::{RolloutError, RolloutHandle, RolloutRequest};
+use super::machine::{
+    Advance, BundleRef, Rollout, RolloutOrder, RolloutSpec, Target, TransitionError, WindowSource,
+};
+use super::plan::{parse_waves, FailureAction, FailureThreshold, InvalidSetting};
+use super::store::{AgentView, BundleSelector, RolloutStore};
+use crate::ingest::{Clock, IngestEvents, OrderSender};
+use crate::publish::{targets_agent, CheckedBundle};
+
+/// Maximum time between two passes.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Maximum time between two reads of the whole agents table.
+const FULL_READ_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Maximum number of agents a pass reads one by one; above this it reads the whole table.
+const MAX_AGENT_LOOKUPS: usize = 2000;
+
+/// Minimum time between two passes, so that a burst of ingest batches causes one read of
+/// the agents table, not one per batch.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The parts of the server the driver uses.
+pub struct DriverDeps {
+    pub store: RolloutStore,
+    pub orders: OrderSender,
+    pub events: Arc<IngestEvents>,
+    pub windows: Arc<dyn WindowSource>,
+    pub clock: Arc<dyn Clock>,
+}
+
+struct Driver {
+    deps: DriverDeps,
+    rollouts: BTreeMap<u64, Rollout>,
+    delivery: BTreeMap<String, DesiredState>,
+    /// Delivery states changed since they were last stored.
+    dirty: BTreeSet<String>,
+    /// Bundle files by hash, read once from the store.
+    files: HashMap<String, Vec<u8>>,
+    /// Agents that came online and were not yet sent what they lack, kept across a failed pass.
+    came_online: BTreeSet<AgentId>,
+    /// When the last pass read the whole agents table, and the trust root version it applied.
+    last_full_read: Option<(tokio::time::Instant, Option<u64>)>,
+}
+
+/// Loads the rollouts and delivery states and starts the driver task.
+pub async fn start(deps: DriverDeps) -> Result<(RolloutHandle, JoinHandle<()>), RolloutError> {
+    let store = deps.store.clone();
+    let (rollouts, delivery) =
+        blocking(move || Ok((store.rollouts()?, store.delivery_states()?))).await?;
+    let (commands_tx, commands) = mpsc::channel(64);
+    let driver = Driver {
+        deps,
+        rollouts: rollouts
+            .into_iter()
+            .map(|rollout| (rollout.id, rollout))
+            .collect(),
+        delivery,
+        dirty: BTreeSet::new(),
+        files: HashMap::new(),
+        came_online: BTreeSet::new(),
+        last_full_read: None,
+    };
+    let task = tokio::spawn(driver.run(commands));
+    Ok((RolloutHandle::new(commands_tx), task))
+}
+
+/// Runs a store call on the blocking thread pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, RolloutError> + Send + 'static,
+) -> Result<T, RolloutError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or(Err(RolloutError::DriverStopped))
+}
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let events = self.deps.events.clone();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_pass = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = events.changed() => {
+                    let next = last_pass + MIN_PASS_INTERVAL;
+                    tokio::time::sleep_until(next).await;
+                }
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+            }
+            if let Err(error) = self.pass().await {
+                error!(%error, "a rollout pass failed; the next one tries again");
+            }
+            last_pass = tokio::time::Instant::now();
+        }
+        debug!("rollout driver stopped");
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Start(request, reply) => {
+                let _ = reply.send(self.start_rollout(request).await);
+            }
+            Command::List(reply) => {
+                let _ = reply.send(Ok(self.rollouts.values().cloned().collect()));
+            }
+            Command::Get(id, reply) => {
+                let found = self.rollouts.get(&id).cloned();
+                let _ = reply.send(found.ok_or(RolloutError::NotFound(id)));
+            }
+            Command::Pause(id, reply) => {
+                let _ = reply.send(
+                    self.change(id, |rollout| rollout.pause("paused by an operator"))
+                        .await,
+                );
+            }
+            Command::Resume(id, reply) => {
+                let _ = reply.send(self.change(id, Rollout::resume).await);
+            }
+            Command::Stop(id, reply) => {
+                let _ = reply.send(
+                    self.change(id, |rollout| rollout.stop("stopped by an operator"))
+                        .await,
+                );
+            }
+            Command::StopAll(reply) => {
+                let _ = reply.send(self.stop_all().await);
+            }
+            Command::Delivery(agent_id, reply) => {
+                let _ = reply.send(Ok(self.delivery.get(&agent_id).cloned()));
+            }
+        }
+    }
+
+    async fn change(
+        &mut self,
+        id: u64,
+        transition: impl FnOnce(&mut Rollout) -> Result<(), TransitionError>,
+    ) -> Result<Rollout, RolloutError> {
+        let rollout = self
+            .rollouts
+            .get_mut(&id)
+            .ok_or(RolloutError::NotFound(id))?;
+        transition(rollout)?;
+        info!(
+            rollout.id = id,
+            status = rollout.status.name(),
+            "rollout changed by an operator"
+        );
+        let rollout = rollout.clone();
+        self.save_rollout(&rollout).await?;
+        Ok(rollout)
+    }
+
+    async fn stop_all(&mut self) -> Result<Vec<u64>, RolloutError> {
+        let mut stopped = Vec::new();
+        for rollout in self.rollouts.values_mut() {
+            if rollout.stop("fleet-wide stop").is_ok() {
+                stopped.push(rollout.clone());
+            }
+        }
+        warn!(rollouts = ?stopped.iter().map(|r| r.id).collect::<Vec<_>>(), "fleet-wide stop");
+        for rollout in &stopped {
+            self.save_rollout(rollout).await?;
+        }
+        Ok(stopped.iter().map(|rollout| rollout.id).collect())
+    }
+
+    async fn save_rollout(&self, rollout: &Rollout) -> Result<(), RolloutError> {
+        let store = self.deps.store.clone();
+        let rollout = rollout.clone();
+        let now = self.deps.clock.now_unix_s();
+        blocking(move || Ok(store.save_rollout(&rollout, now)?)).await
+    }
+
+    async fn start_rollout(&mut self, request: RolloutRequest) -> Result<Rollout, RolloutError> {
+        let selector = match (&request.bundle_id, &request.stream, request.sequence) {
+            (Some(id), None, None) => BundleSelector::Id(id.clone()),
+            (None, Some(stream), Some(sequence)) => BundleSelector::StreamSequence {
+                stream: stream.clone(),
+                sequence,
+            },
+            _ => return Err(RolloutError::NoBundle),
+        };
+        let spec = RolloutSpec {
+            canary: request.canary,
+            waves: if request.waves.trim().is_empty() {
+                Vec::new()
+            } else {
+                parse_waves(&request.waves)?
+            },
+            max_concurrent_per_tier: match request.max_concurrent_per_tier {
+                Some(0) => {
+                    return Err(RolloutError::Invalid(InvalidSetting {
+                        setting: "max_concurrent_per_tier",
+                        value: "0".into(),
+                        reason: "it must be at least 1, or left out for no limit",
+                    }))
+                }
+                cap => cap,
+            },
+            failure_threshold: request.failure_threshold.parse::<FailureThreshold>()?,
+            on_failure: request.on_failure.parse::<FailureAction>()?,
+            grace_seconds: request.grace_seconds,
+        };
+
+        let store = self.deps.store.clone();
+        let lookup = selector.clone();
+        let (published, agents) =
+            blocking(move || Ok((store.published_bundle(&lookup)?, store.agents()?))).await?;
+        let described = match &selector {
+            BundleSelector::Id(id) => id.clone(),
+            BundleSelector::StreamSequence { stream, sequence } => format!("{stream}:{sequence}"),
+        };
+        let published = published.ok_or(RolloutError::BundleNotFound(described))?;
+        if let Some(existing) = self.rollouts.values().find(|rollout| {
+            rollout.status.is_active() && rollout.bundle.bundle_hash == published.bundle.bundle_hash
+        }) {
+            return Err(RolloutError::AlreadyRunning {
+                existing: existing.id,
+                bundle_id: published.bundle.bundle_id.clone(),
+            });
+        }
+        let selector = selector_of(&published.bundle, &published.file)?;
+        let targets: Vec<Target> = agents
+            .iter()
+            .filter(|agent| {
+                agent.has_reported && targets_agent(&selector, &agent.tier, &agent.os_name)
+            })
+            .map(|agent| Target {
+                agent_id: agent.agent_id.clone(),
+                tier: agent.tier.clone(),
+            })
+            .collect();
+
+        let id = self.rollouts.keys().next_back().map_or(1, |last| last + 1);
+        let requested_by = request
+            .requested_by
+            .map(|name| name.chars().take(200).collect())
+            .unwrap_or_else(|| "unknown".into());
+        let now = self.deps.clock.now_unix_s();
+        let rollout = Rollout::plan(
+            id,
+            published.bundle.clone(),
+            spec,
+            targets,
+            requested_by,
+            now,
+        )
+        .ok_or_else(|| RolloutError::NoTargets(published.bundle.bundle_id.clone()))?;
+        self.files
+            .insert(published.bundle.bundle_hash.clone(), published.file);
+        self.save_rollout(&rollout).await?;
+        info!(
+            rollout.id = id,
+            bundle.id = %rollout.bundle.bundle_id,
+            targets = rollout.agents.len(),
+            waves = rollout.wave_count(),
+            created_by = %rollout.created_by,
+            "rollout started"
+        );
+        self.rollouts.insert(id, rollout.clone());
+        Ok(rollout)
+    }
+
+    /// Runs one pass: rollouts, resends after reconnects, acknowledgements.
+    async fn pass(&mut self) -> Result<(), RolloutError> {
+        self.came_online.extend(self.deps.events.take_came_online());
+        let store = self.deps.store.clone();
+        let root_version = blocking(move || Ok(store.published_trust_root_version()?)).await?;
+        let wanted = self.agents_to_read(root_version);
+        let store = self.deps.store.clone();
+        let full_read = wanted.is_none();
+        let agents = blocking(move || {
+            Ok(match wanted {
+                None => store.agents()?,
+                Some(ids) if ids.is_empty() => Vec::new(),
+                Some(ids) => store.agents_by_id(&ids)?,
+            })
+        })
+        .await?;
+        let agents: BTreeMap<String, AgentView> = agents
+            .into_iter()
+            .map(|agent| (agent.agent_id.clone(), agent))
+            .collect();
+        let now = self.deps.clock.now_unix_s();
+        if full_read {
+            self.last_full_read = Some((tokio::time::Instant::now(), root_version));
+        }
+
+        if let Some(version) = root_version {
+            for agent in agents.values().filter(|agent| agent.has_reported) {
+                let desired = self.delivery.entry(agent.agent_id.clone()).or_default();
+                if desired.set_trust_root_version(version) {
+                    self.dirty.insert(agent.agent_id.clone());
+                }
+            }
+        }
+
+        let mut sent: BTreeSet<(String, String)> = BTreeSet::new();
+        let ids: Vec<u64> = self.rollouts.keys().copied().collect();
+        for id in ids {
+            self.advance_rollout(id, &agents, now, &mut sent).await?;
+        }
+
+        let came_online: Vec<AgentId> = std::mem::take(&mut self.came_online).into_iter().collect();
+        for (index, agent_id) in came_online.iter().enumerate() {
+            let Some(agent) = agents.get(agent_id.as_str()) else {
+                continue;
+            };
+            if let Err(error) = self.send_missing(agent_id, agent, &sent).await {
+                self.came_online
+                    .extend(came_online[index..].iter().cloned());
+                return Err(error);
+            }
+        }
+
+        for agent in agents.values() {
+            let Some(desired) = self.delivery.get_mut(&agent.agent_id) else {
+                continue;
+            };
+            let reported = Reported {
+                trust_root_version: agent.trust_root_version,
+                bundles: &agent.bundles,
+            };
+            if desired.acknowledge(reported) {
+                self.dirty.insert(agent.agent_id.clone());
+            }
+        }
+        self.save_delivery().await
+    }
+
+    /// Returns the agents this pass must read, or `None` to read the whole table.
+    fn agents_to_read(&self, root_version: Option<u64>) -> Option<Vec<String>> {
+        let due = match self.last_full_read {
+            None => true,
+            Some((at, applied_root)) => {
+                at.elapsed() >= FULL_READ_INTERVAL || applied_root != root_version
+            }
+        };
+        if due {
+            return None;
+        }
+        let mut wanted: BTreeSet<&str> = self.came_online.iter().map(AgentId::as_str).collect();
+        for rollout in self.rollouts.values() {
+            wanted.extend(
+                rollout
+                    .agents
+                    .iter()
+                    .filter(|agent| agent.state.awaits_outcome())
+                    .map(|agent| agent.agent_id.as_str()),
+            );
+        }
+        wanted.extend(
+            self.delivery
+                .iter()
+                .filter(|(_, desired)| desired.acknowledged_version < desired.version)
+                .map(|(agent_id, _)| agent_id.as_str()),
+        );
+        if wanted.len() > MAX_AGENT_LOOKUPS {
+            return None;
+        }
+        Some(wanted.into_iter().map(str::to_owned).collect())
+    }
+
+    async fn advance_rollout(
+        &mut self,
+        id: u64,
+        agents: &BTreeMap<String, AgentView>,
+        now: i64,
+        sent: &mut BTreeSet<(String, String)>,
+    ) -> Result<(), RolloutError> {
+        let Some(rollout) = self.rollouts.get_mut(&id) else {
+            return Ok(());
+        };
+        let open = rollout
+            .agents
+            .iter()
+            .any(|agent| agent.state.awaits_outcome());
+        if !rollout.status.is_active() && !open {
+            return Ok(());
+        }
+        let hash = rollout.bundle.bundle_hash.clone();
+        let outcome_of = |agent_id: &str| -> Option<BundleOutcome> {
+            agents.get(agent_id).and_then(|agent| {
+                agent
+                    .bundles
+                    .iter()
+                    .rev()
+                    .find(|record| record.bundle_hash == hash)
+                    .map(|record| record.outcome.clone())
+            })
+        };
+        let advance: Advance = rollout.advance(now, &outcome_of, self.deps.windows.as_ref());
+        if advance.is_empty() {
+            return Ok(());
+        }
+        for event in &advance.events {
+            info!(rollout.id = id, bundle.id = %rollout.bundle.bundle_id, "{event}");
+        }
+        let snapshot = rollout.clone();
+        self.save_rollout(&snapshot).await?;
+
+        for order in advance.orders {
+            match order {
+                RolloutOrder::SendBundle { agent_id } => {
+                    if self
+                        .delivery
+                        .entry(agent_id.clone())
+                        .or_default()
+                        .add_bundle(&hash)
+                    {
+                        self.dirty.insert(agent_id.clone());
+                    }
+                    self.send_bundle(&agent_id, &hash).await?;
+                    sent.insert((agent_id, hash.clone()));
+                }
+                RolloutOrder::SendRollback { agent_id } => {
+                    if self
+                        .delivery
+                        .entry(agent_id.clone())
+                        .or_default()
+                        .add_rollback(&hash)
+                    {
+                        self.dirty.insert(agent_id.clone());
+                    }
+                    self.send_order(
+                        &agent_id,
+                        OrderBody::Rollback {
+                            bundle_hash: hash.clone(),
+                        },
+                    )
+                    .await;
+                    sent.insert((agent_id, hash.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an agent that came online what its reports do not show of its desired state.
+    async fn send_missing(
+        &mut self,
+        agent_id: &AgentId,
+        agent: &AgentView,
+        sent: &BTreeSet<(String, String)>,
+    ) -> Result<(), RolloutError> {
+        let Some(desired) = self.delivery.get(agent_id.as_str()) else {
+            return Ok(());
+        };
+        let missing = desired.missing(Reported {
+            trust_root_version: agent.trust_root_version,
+            bundles: &agent.bundles,
+        });
+        if missing.is_empty() {
+            return Ok(());
+        }
+        info!(
+            agent.id = %agent_id,
+            bundles = missing.bundles.len(),
+            rollbacks = missing.rollbacks.len(),
+            trust_root_above = ?missing.trust_root_above,
+            "sending again what an agent that came online lacks"
+        );
+        let unsent = |hash: &String| !sent.contains(&(agent_id.to_string(), hash.clone()));
+        for hash in missing.bundles.iter().filter(|hash| unsent(hash)) {
+            self.send_bundle(agent_id.as_str(), hash).await?;
+        }
+        for hash in missing.rollbacks.iter().filter(|hash| unsent(hash)) {
+            self.send_order(
+                agent_id.as_str(),
+                OrderBody::Rollback {
+                    bundle_hash: hash.clone(),
+                },
+            )
+            .await;
+        }
+        if let Some(held) = missing.trust_root_above {
+            let store = self.deps.store.clone();
+            let roots = blocking(move || Ok(store.trust_roots_above(held)?)).await?;
+            for (_, file) in roots {
+                self.send_order(agent_id.as_str(), OrderBody::TrustRoot { file })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_bundle(&mut self, agent_id: &str, hash: &str) -> Result<(), RolloutError> {
+        if !self.files.contains_key(hash) {
+            let store = self.deps.store.clone();
+            let lookup = hash.to_owned();
+            match blocking(move || Ok(store.bundle_file(&lookup)?)).await? {
+                Some(file) => {
+                    self.files.insert(hash.to_owned(), file);
+                }
+                None => {
+                    warn!(
+                        agent.id = agent_id,
+                        bundle.hash = hash,
+                        "no published bundle has this hash; not sent"
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        let file = self.files[hash].clone();
+        self.send_order(agent_id, OrderBody::Bundle { file }).await;
+        Ok(())
+    }
+
+    async fn send_order(&self, agent_id: &str, body: OrderBody) {
+        let Ok(agent) = AgentId::parse(agent_id) else {
+            warn!(agent.id = agent_id, "not an agent id; order not sent");
+            return;
+        };
+        let order = Order {
+            order_id: OrderId(fastrand::u128(..).to_le_bytes()),
+            body,
+        };
+        if !self.deps.orders.send(&agent, order).await {
+            debug!(
+                agent.id = agent_id,
+                "ingest is not connected; the order goes out again when the agent comes online"
+            );
+        }
+    }
+
+    async fn save_delivery(&mut self) -> Result<(), RolloutError> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let changed: Vec<(String, DesiredState)> = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|agent_id| {
+                let state = self.delivery.get(&agent_id)?.clone();
+                Some((agent_id, state))
+            })
+            .collect();
+        let store = self.deps.store.clone();
+        let now = self.deps.clock.now_unix_s();
+        blocking(move || Ok(store.save_delivery_states(&changed, now)?)).await
+    }
+}
+
+/// Reads the target selector of a stored bundle, in the form [`targets_agent`] takes.
+fn selector_of(bundle: &BundleRef, file: &[u8]) -> Result<CheckedBundle, RolloutError> {
+    let inspection = inspect_bundle(file).map_err(|error| RolloutError::StoredBundle {
+        bundle_id: bundle.bundle_id.clone(),
+        detail: error.to_string(),
+    })?;
+    let target = inspection.manifest.target;
+    Ok(CheckedBundle {
+        bundle_id: bundle.bundle_id.clone(),
+        stream: bundle.stream.clone(),
+        sequence: bundle.sequence,
+        bundle_hash: bundle.bundle_hash.clone(),
+        signers: Vec::new(),
+        target_tiers: target.tiers,
+        target_os: target.os,
+        target_tags: target.tags,
+        republished: false,
+    })
+}

@@ -1,0 +1,728 @@
+//! Rollouts end to end: the real server with its embedded broker, and simulated agents.
+//!
+//! The simulated agents are MQTT peers that speak the agent protocol. They publish an online
+//! status and a full report. They reply to each bundle order with a report whose bundle record
+//! carries the outcome the test chose: `Applied`, or `Reverted` for an agent set to fail. They
+//! reply to each rollback order with a `RolledBack` record. Real
+//! agents record bundle decisions but do not apply steps yet, so they would never report
+//! `Applied`. The simulated agents connect with a clean session, as real agents do, so an order
+//! sent while one is offline is lost unless the server sends it again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ring::rand::SystemRandom;
+use tidegate_protocol::inventory::{HostFacts, Inventory};
+use tidegate_protocol::topics::{topic, TopicKind};
+use tidegate_protocol::trust::{
+    inspect_bundle, BundleFile, BundleId, BundleManifest, Role, SignedTrustRoot, SigningKey, Step,
+    StreamName, TargetSelector, Thresholds, TrustRoot,
+};
+use tidegate_protocol::{
+    decode, encode, AgentId, BootId, BundleOutcome, BundleRecord, Message, OrderBody, Report,
+    ReportBody, Status, StatusState,
+};
+use tidegate_tests::{wait_for, workspace_binary, Server, TestClient};
+
+fn now_unix_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Writes a root of `version` over the three keys with every threshold at 1, signed by
+/// `root_key`.
+fn write_root(
+    path: &Path,
+    version: u64,
+    root_key: &SigningKey,
+    security: &SigningKey,
+    ot: &SigningKey,
+) {
+    let root = TrustRoot {
+        version,
+        keys: vec![
+            root_key.public_key().clone(),
+            security.public_key().clone(),
+            ot.public_key().clone(),
+        ],
+        thresholds: Thresholds {
+            root: 1,
+            security: 1,
+            ot: 1,
+        },
+        tier_overrides: BTreeMap::new(),
+    };
+    let mut signed = SignedTrustRoot::new(&root).unwrap();
+    signed.sign(root_key).unwrap();
+    std::fs::write(path, signed.encode().unwrap()).unwrap();
+}
+
+/// Builds a bundle of one sysctl step for every tier, valid for a day around now.
+fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
+    let now = now_unix_s();
+    let manifest = BundleManifest {
+        bundle_id: BundleId::parse(id).unwrap(),
+        stream: StreamName::parse("baseline").unwrap(),
+        sequence,
+        not_before_unix_s: now - 3600,
+        expires_unix_s: now + 86_400,
+        target: TargetSelector::default(),
+        steps: vec![Step::Sysctl {
+            key: "net.ipv4.tcp_syncookies".into(),
+            value: "1".into(),
+        }],
+        payloads: vec![],
+    };
+    let mut file = BundleFile::new(&manifest, vec![]).unwrap();
+    file.sign(signer).unwrap();
+    file.encode().unwrap()
+}
+
+/// Starts a server with a fresh root and publishes one bundle, held for a rollout.
+fn server_with_bundle(dir: &Path, bundle_id: &str) -> Server {
+    server_and_keys(dir, bundle_id).0
+}
+
+/// Like [`server_with_bundle`], and returns the root, security and OT keys too.
+fn server_and_keys(dir: &Path, bundle_id: &str) -> (Server, [SigningKey; 3]) {
+    let root_key = SigningKey::generate(Role::Root, &SystemRandom::new()).unwrap();
+    let security = SigningKey::generate(Role::Security, &SystemRandom::new()).unwrap();
+    let ot = SigningKey::generate(Role::Ot, &SystemRandom::new()).unwrap();
+    let root = dir.join("root.tgrt");
+    write_root(&root, 1, &root_key, &security, &ot);
+    let server = Server::start_with_trust_root(&dir.join("tidegate.db"), &root);
+    let response = ureq::post(&format!("{}/api/v1/bundles", server.url()))
+        .header("Authorization", format!("Bearer {}", server.token))
+        .header("Content-Type", "application/octet-stream")
+        .header("X-Tidegate-Publisher", "security@ci")
+        .send(&bundle(bundle_id, 1, &security)[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let body: serde_json::Value = response.into_body().read_json().unwrap();
+    assert_eq!(body["delivered_to"], 0, "held for a rollout: {body}");
+    assert_eq!(body["immediate"], false, "{body}");
+    (server, [root_key, security, ot])
+}
+
+fn post_json(server: &Server, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = ureq::post(&format!("{}{path}", server.url()))
+        .header("Authorization", format!("Bearer {}", server.token))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_json(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.into_body().read_json().unwrap())
+}
+
+/// What a simulated agent does with a bundle order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Apply,
+    Fail,
+}
+
+/// A simulated agent: an MQTT peer on its own thread that reports and replies to bundle orders.
+struct SimAgent {
+    id: String,
+    /// Every bundle id it was sent, in order.
+    received: Arc<Mutex<Vec<String>>>,
+    /// Every bundle id it was ordered to roll back, in order.
+    rollbacks: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The state a simulated agent keeps across reconnects, as a real agent keeps its state directory.
+struct SimState {
+    agent_id: AgentId,
+    boot_id: BootId,
+    seq: AtomicU64,
+    records: Mutex<Vec<BundleRecord>>,
+    trust_root_version: AtomicU64,
+}
+
+impl SimState {
+    fn new(id: &str) -> Arc<Self> {
+        let mut boot = [0u8; 16];
+        boot[..id.len().min(16)].copy_from_slice(&id.as_bytes()[..id.len().min(16)]);
+        Arc::new(Self {
+            agent_id: AgentId::parse(id).unwrap(),
+            boot_id: BootId(boot),
+            seq: AtomicU64::new(0),
+            records: Mutex::new(Vec::new()),
+            trust_root_version: AtomicU64::new(1),
+        })
+    }
+
+    /// Returns the next number for reports and statuses, so a later status is newer by the
+    /// agent's clock.
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn status(&self, state: StatusState) -> Vec<u8> {
+        let at = now_unix_s() + self.next() as i64;
+        encode(&Message::Status(Status {
+            agent_id: self.agent_id.clone(),
+            boot_id: self.boot_id,
+            state,
+            agent_version: "simulated".into(),
+            session_present: false,
+            at_unix_s: at,
+        }))
+        .unwrap()
+    }
+
+    fn report(&self) -> Vec<u8> {
+        let inventory = Inventory {
+            facts: HostFacts {
+                hostname: self.agent_id.to_string(),
+                os_name: "Debian GNU/Linux".into(),
+                ..HostFacts::default()
+            },
+            tier: "office".into(),
+            trust_root_version: Some(self.trust_root_version.load(Ordering::SeqCst)),
+            bundles: self.records.lock().unwrap().clone(),
+            ..Inventory::default()
+        };
+        encode(&Message::Report(Report {
+            agent_id: self.agent_id.clone(),
+            boot_id: self.boot_id,
+            seq: self.next(),
+            collected_at_unix_s: now_unix_s(),
+            outbox_dropped: 0,
+            body: ReportBody::Full(inventory),
+        }))
+        .unwrap()
+    }
+}
+
+impl SimAgent {
+    /// Connects, subscribes to the order topic, and publishes an online status and a report.
+    fn start(port: u16, state: Arc<SimState>, answer: Answer) -> Self {
+        let id = state.agent_id.to_string();
+        // A client id of its own per connection, so a reconnect never takes over the session of
+        // the connection before it.
+        static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+        let connection = CONNECTIONS.fetch_add(1, Ordering::SeqCst);
+        let client = TestClient::connect(port, &format!("sim-{id}-{connection}"));
+        client.subscribe(&topic(&state.agent_id, TopicKind::Order));
+        let status_topic = topic(&state.agent_id, TopicKind::Status);
+        let report_topic = topic(&state.agent_id, TopicKind::Report);
+        client.publish(&status_topic, state.status(StatusState::Online), true);
+        client.publish(&report_topic, state.report(), false);
+
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let rollbacks = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let received = received.clone();
+            let rollbacks = rollbacks.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(publish) = client.messages.recv_timeout(Duration::from_millis(100))
+                    else {
+                        continue;
+                    };
+                    let Ok(Message::Order(order)) = decode(&publish.payload) else {
+                        continue;
+                    };
+                    let file = match order.body {
+                        OrderBody::Bundle { file } => file,
+                        OrderBody::Rollback { bundle_hash } => {
+                            let mut records = state.records.lock().unwrap();
+                            let Some(applied) = records
+                                .iter()
+                                .rev()
+                                .find(|record| record.bundle_hash == bundle_hash)
+                                .cloned()
+                            else {
+                                continue;
+                            };
+                            rollbacks.lock().unwrap().push(applied.bundle_id.clone());
+                            records.push(BundleRecord {
+                                outcome: BundleOutcome::RolledBack,
+                                decided_at_unix_s: now_unix_s(),
+                                ..applied
+                            });
+                            drop(records);
+                            client.publish(&report_topic, state.report(), false);
+                            continue;
+                        }
+                        OrderBody::TrustRoot { file } => {
+                            // Pin the version without checking it: the agent's own checks are
+                            // tested elsewhere, and this test is about delivery.
+                            let version = SignedTrustRoot::decode(&file)
+                                .and_then(|signed| signed.document())
+                                .unwrap()
+                                .version;
+                            state
+                                .trust_root_version
+                                .fetch_max(version, Ordering::SeqCst);
+                            client.publish(&report_topic, state.report(), false);
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let inspection = inspect_bundle(&file).unwrap();
+                    let bundle_id = inspection.manifest.bundle_id.to_string();
+                    received.lock().unwrap().push(bundle_id.clone());
+                    let outcome = match answer {
+                        Answer::Apply => BundleOutcome::Applied,
+                        Answer::Fail => BundleOutcome::Reverted {
+                            step: Some(0),
+                            detail: "simulated failure".into(),
+                        },
+                    };
+                    state.records.lock().unwrap().push(BundleRecord {
+                        bundle_id,
+                        stream: inspection.manifest.stream.to_string(),
+                        sequence: inspection.manifest.sequence,
+                        bundle_hash: inspection.bundle_hash.to_string(),
+                        outcome,
+                        decided_at_unix_s: now_unix_s(),
+                    });
+                    client.publish(&report_topic, state.report(), false);
+                }
+                // Leave as an agent that shuts down does: the offline status, then disconnect.
+                client.publish(&status_topic, state.status(StatusState::Offline), true);
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = client.client.disconnect();
+            })
+        };
+        Self {
+            id,
+            received,
+            rollbacks,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn rollbacks(&self) -> Vec<String> {
+        self.rollbacks.lock().unwrap().clone()
+    }
+
+    /// Goes offline: publishes the offline status and disconnects.
+    fn disconnect(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for SimAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the server has applied a report of every one of `count` agents.
+fn wait_for_reports(server: &Server, count: usize) {
+    wait_for(
+        "every agent's first report",
+        Duration::from_secs(30),
+        || {
+            let fleet = server.get_json("/api/v1/agents")?;
+            let reported = fleet["agents"]
+                .as_array()?
+                .iter()
+                .filter(|agent| !agent["last_report_unix_s"].is_null())
+                .count();
+            (reported == count).then_some(())
+        },
+    );
+}
+
+/// Runs the operator CLI against the server and returns its output; fails on a non-zero exit.
+fn tidegate(server: &Server, arguments: &[&str]) -> String {
+    let output = std::process::Command::new(workspace_binary("tidegate"))
+        .arg("--server")
+        .arg(server.url())
+        .env("TIDEGATE_TOKEN", &server.token)
+        .args(arguments)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "tidegate {arguments:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn rollout(server: &Server, id: u64) -> serde_json::Value {
+    server
+        .get_json(&format!("/api/v1/rollouts/{id}"))
+        .expect("the rollout exists")
+}
+
+fn agent_state(view: &serde_json::Value, agent_id: &str) -> String {
+    view["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|agent| agent["agent_id"] == agent_id)
+        .map(|agent| agent["state"]["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn twenty_agents_pause_at_second_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-20");
+    let port = server.mqtt_port.unwrap();
+
+    // Agents sort by id: sim-00 and sim-01 are the canaries, sim-02 to sim-09 wave 2, sim-10 to
+    // sim-19 wave 3. sim-01 fails in the canary wave and sim-02 in wave 2; sim-12 would fail too.
+    let failing = ["sim-01", "sim-02", "sim-12"];
+    let agents: Vec<SimAgent> = (0..20)
+        .map(|n| {
+            let id = format!("sim-{n:02}");
+            let answer = if failing.contains(&id.as_str()) {
+                Answer::Fail
+            } else {
+                Answer::Apply
+            };
+            SimAgent::start(port, SimState::new(&id), answer)
+        })
+        .collect();
+    wait_for_reports(&server, 20);
+
+    // Started through the operator CLI, as IT would.
+    let output = tidegate(
+        &server,
+        &[
+            "rollout",
+            "start",
+            "fix-20",
+            "--canary",
+            "2",
+            "--waves",
+            "2,10%,50%,100%",
+            "--max-concurrent-per-tier",
+            "3",
+            "--failure-threshold",
+            "2",
+            "--on-failure",
+            "pause",
+            "--grace",
+            "10m",
+            "--requested-by",
+            "it@ci",
+        ],
+    );
+    assert_eq!(
+        output,
+        "started rollout 1 of bundle fix-20 to 20 agents in 3 waves (2, 8, 10)\n\
+         watch it with: tidegate rollout status 1 --watch\n"
+    );
+    let started = rollout(&server, 1);
+    assert_eq!(started["created_by"], "it@ci", "{started}");
+    assert_eq!(started["spec"]["grace_seconds"], 600, "{started}");
+    assert_eq!(started["spec"]["max_concurrent_per_tier"], 3, "{started}");
+
+    let paused = wait_for("the rollout to pause", Duration::from_secs(30), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] == "paused").then_some(view)
+    });
+    assert_eq!(
+        paused["status"]["reason"], "2 failed agents reached the failure threshold of 2",
+        "{paused}"
+    );
+    assert_eq!(paused["current_wave"], 2, "{paused}");
+    assert_eq!(agent_state(&paused, "sim-01"), "failed");
+    assert_eq!(agent_state(&paused, "sim-02"), "failed");
+
+    // Give a wrongly running rollout time to reach wave 3, then check that none of it did.
+    std::thread::sleep(Duration::from_secs(3));
+    let view = rollout(&server, 1);
+    assert_eq!(view["status"]["state"], "paused", "{view}");
+    assert_eq!(view["waves"][2]["counts"]["pending"], 10, "{view}");
+    assert_eq!(view["counts"]["failed"], 2, "{view}");
+    for agent in &agents {
+        let wave = agent.id[4..].parse::<u32>().unwrap();
+        if wave >= 10 {
+            assert!(
+                agent.received().is_empty(),
+                "{} is in wave 3 and received {:?}",
+                agent.id,
+                agent.received()
+            );
+        }
+    }
+    for canary in &agents[..2] {
+        assert_eq!(canary.received(), vec!["fix-20"], "{}", canary.id);
+    }
+
+    // A paused rollout cannot be paused again; a fleet-wide stop ends it.
+    // Invalid settings and a second rollout of the same bundle are rejected with the reason.
+    let request = |changes: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "bundle_id": "fix-20",
+            "failure_threshold": "2",
+            "on_failure": "pause",
+            "grace_seconds": 60,
+        });
+        for (key, value) in changes.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        post_json(&server, "/api/v1/rollouts", body)
+    };
+    let (status, body) = request(serde_json::json!({}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["error"],
+        "rollout 1 already takes bundle fix-20 to the fleet; stop it first"
+    );
+    let (status, body) = request(serde_json::json!({"max_concurrent_per_tier": 0}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = request(serde_json::json!({"waves": "2,150%"}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"],
+        "invalid wave size \"150%\": a share must be from 1% to 100%"
+    );
+    let (status, body) = request(serde_json::json!({"bundle_id": "no-such-bundle"}));
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = post_json(&server, "/api/v1/rollouts/1/pause", serde_json::json!({}));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        tidegate(&server, &["rollout", "stop", "--all"]),
+        "stopped rollouts 1\n"
+    );
+    assert_eq!(rollout(&server, 1)["status"]["state"], "stopped");
+    let (status, body) = post_json(&server, "/api/v1/rollouts/1/resume", serde_json::json!({}));
+    assert_eq!(status, 409, "{body}");
+}
+
+#[test]
+fn offline_agent_receives_bundle_on_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, [root_key, security, ot]) = server_and_keys(dir.path(), "fix-late");
+    let port = server.mqtt_port.unwrap();
+
+    let online = SimAgent::start(port, SimState::new("sim-a"), Answer::Apply);
+    let away_state = SimState::new("sim-b");
+    let away = SimAgent::start(port, away_state.clone(), Answer::Apply);
+    wait_for_reports(&server, 2);
+    away.disconnect();
+    wait_for("sim-b to be offline", Duration::from_secs(20), || {
+        (server.agent("sim-b")?["online"] == false).then_some(())
+    });
+
+    // Root version 2 is published while sim-b is offline, so only sim-a gets it now.
+    let root_v2 = dir.path().join("root-v2.tgrt");
+    write_root(&root_v2, 2, &root_key, &security, &ot);
+    let response = ureq::post(&format!("{}/api/v1/trust-root", server.url()))
+        .header("Authorization", format!("Bearer {}", server.token))
+        .header("Content-Type", "application/octet-stream")
+        .send(&std::fs::read(&root_v2).unwrap()[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+
+    // One wave of both agents; sim-b is offline when it starts, so its order is lost.
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-late",
+            "canary": 0,
+            "waves": "100%",
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 600,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_for("sim-a to apply", Duration::from_secs(20), || {
+        (agent_state(&rollout(&server, 1), "sim-a") == "applied").then_some(())
+    });
+    assert_eq!(agent_state(&rollout(&server, 1), "sim-b"), "delivered");
+    let delivery = server
+        .get_json("/api/v1/agents/sim-b/delivery")
+        .expect("sim-b has a delivery state");
+    assert_eq!(
+        delivery["bundles"].as_array().unwrap().len(),
+        1,
+        "{delivery}"
+    );
+    assert!(
+        delivery["acknowledged_version"].as_u64() < delivery["version"].as_u64(),
+        "sim-b has not acknowledged the bundle: {delivery}"
+    );
+
+    // Back online with a clean session: only a resend by the server can reach it.
+    let back = SimAgent::start(port, away_state, Answer::Apply);
+    wait_for("the rollout to complete", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] == "completed").then_some(())
+    });
+    assert_eq!(back.received(), vec!["fix-late"]);
+    assert_eq!(online.received(), vec!["fix-late"]);
+    let delivery = wait_for(
+        "sim-b to acknowledge its desired state",
+        Duration::from_secs(20),
+        || {
+            let delivery = server.get_json("/api/v1/agents/sim-b/delivery")?;
+            (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)
+        },
+    );
+    assert_eq!(delivery["trust_root_version"], 2, "{delivery}");
+    assert_eq!(delivery["acknowledged_trust_root_version"], 2, "{delivery}");
+    assert_eq!(server.agent("sim-b").unwrap()["trust_root_version"], 2);
+
+    // The operator CLI shows the same through the API. The live view of a rollout that has
+    // ended draws it once and returns.
+    let list = tidegate(&server, &["rollout", "status"]);
+    assert_eq!(
+        list,
+        "ID  BUNDLE    STATUS     WAVE  TARGETS  PENDING  DELIVERED  RUNNING  APPLIED  FAILED  ROLLBACK\n\
+         1   fix-late  completed  1/1   2        0        0          0        2        0       0\n"
+    );
+    let watched = tidegate(&server, &["rollout", "status", "1", "--watch"]);
+    assert!(watched.starts_with("\x1b[2J\x1b[H"), "{watched}");
+    let text = tidegate(&server, &["rollout", "status", "1"]);
+    // The "Started: 5s ago" line may differ by a second between the two runs.
+    let without_age = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with("Started:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        without_age(&watched["\x1b[2J\x1b[H".len()..]),
+        without_age(&text)
+    );
+    assert!(text.contains("Status:   completed\n"), "{text}");
+    assert!(
+        text.contains(
+            "WAVE  AGENTS  PENDING  DELIVERED  RUNNING  APPLIED  FAILED  ROLLBACK\n\
+             1     2       0        0          0        2        0       0\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn silent_agent_fails_after_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-silent");
+    let port = server.mqtt_port.unwrap();
+    let silent = SimAgent::start(port, SimState::new("sim-s"), Answer::Apply);
+    wait_for_reports(&server, 1);
+    silent.disconnect();
+
+    // Without window schedules the window ends when the bundle is sent, so the deadline is
+    // 2 s after that.
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-silent",
+            "canary": 0,
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 2,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let sent_at = body["agents"][0]["sent_at_unix_s"].as_i64();
+    let view = wait_for("sim-s to count as failed", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (agent_state(&view, "sim-s") == "failed").then_some(view)
+    });
+    let agent = &view["agents"][0];
+    assert_eq!(agent["state"]["timed_out"], true, "{view}");
+    let sent_at = sent_at.or(agent["sent_at_unix_s"].as_i64()).unwrap();
+    assert_eq!(
+        agent["deadline_unix_s"].as_i64(),
+        Some(sent_at + 2),
+        "{view}"
+    );
+    assert!(
+        agent["changed_at_unix_s"].as_i64().unwrap() >= sent_at + 2,
+        "{view}"
+    );
+    assert_eq!(view["status"]["state"], "paused", "{view}");
+}
+
+#[test]
+fn revert_rolls_back_every_applied_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-revert");
+    let port = server.mqtt_port.unwrap();
+    let agents: Vec<SimAgent> = ["sim-r0", "sim-r1", "sim-r2", "sim-r3"]
+        .iter()
+        .map(|id| {
+            let answer = if *id == "sim-r2" {
+                Answer::Fail
+            } else {
+                Answer::Apply
+            };
+            SimAgent::start(port, SimState::new(id), answer)
+        })
+        .collect();
+    wait_for_reports(&server, 4);
+
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-revert",
+            "canary": 0,
+            "waves": "100%",
+            "failure_threshold": "1",
+            "on_failure": "revert",
+            "grace_seconds": 600,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let view = wait_for("the rollout to roll back", Duration::from_secs(30), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] == "rolled-back").then_some(view)
+    });
+    assert_eq!(
+        view["status"]["reason"], "1 failed agent reached the failure threshold of 1",
+        "{view}"
+    );
+    assert_eq!(view["counts"]["rolled_back"], 3, "{view}");
+    assert_eq!(view["counts"]["failed"], 1, "{view}");
+    for agent in &agents {
+        let expected: Vec<String> = if agent.id == "sim-r2" {
+            vec![]
+        } else {
+            vec!["fix-revert".into()]
+        };
+        assert_eq!(agent.rollbacks(), expected, "{}", agent.id);
+    }
+
+    // The desired state of an agent that rolled back lists the rollback, and the agent
+    // acknowledged it.
+    let delivery = wait_for("sim-r0 to acknowledge", Duration::from_secs(20), || {
+        let delivery = server.get_json("/api/v1/agents/sim-r0/delivery")?;
+        (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)
+    });
+    assert_eq!(delivery["bundles"], serde_json::json!([]), "{delivery}");
+    assert_eq!(
+        delivery["rollbacks"].as_array().unwrap().len(),
+        1,
+        "{delivery}"
+    );
+}
