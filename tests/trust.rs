@@ -28,6 +28,7 @@ fn write_root(path: &Path, version: u64, keys: &[&SigningKey], signers: &[&Signi
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     };
     let mut signed = SignedTrustRoot::new(&root).unwrap();
     for signer in signers {
@@ -54,6 +55,7 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
             value: "1".into(),
         }],
         payloads: vec![],
+        execution: Default::default(),
     };
     let mut file = BundleFile::new(&manifest, vec![]).unwrap();
     file.sign(signer).unwrap();

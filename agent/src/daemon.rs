@@ -1,6 +1,14 @@
 //! The agent daemon: collects the inventory on a timer, turns it into reports in the outbox, runs
-//! the MQTT session, and acts on orders: server acknowledgements, resync requests, bundles and
-//! trust root versions.
+//! the MQTT session, and acts on orders: server acknowledgements, resync requests, bundles,
+//! rollbacks and trust root versions.
+//!
+//! An accepted bundle runs at once, through [`Work`] handed to the executor on a blocking
+//! thread; [`Work`] is the boundary where a maintenance-window queue goes. At start-up the
+//! executor first finishes or reverts what the journal shows interrupted, and bundles that were
+//! accepted but never started run then. Bundle outcomes travel in the bundle records of the
+//! reports: the outbox keeps them until the server acknowledges, and a record is a state, so a
+//! repeated one changes nothing on the server. While a bundle runs, no report is made, so the
+//! server sees `Running` only when the agent stopped during a bundle.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,6 +26,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::clock::Clock;
 use crate::collect::Collector;
 use crate::config::Config;
+use crate::executor::{
+    crash_hook_from_env, AcceptedBundle, Executor, ExecutorError, ExecutorSettings, RealSteps,
+    RunResult, SystemRunner,
+};
 use crate::identity::{Identity, IdentityError};
 use crate::outbox::{Outbox, OutboxError};
 use crate::reporter::Reporter;
@@ -42,6 +54,8 @@ pub enum DaemonError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
     #[error("cannot draw a random boot id: the system random source failed")]
     Random,
 }
@@ -77,6 +91,35 @@ pub async fn run(
         enrolment_root,
         crate::trust::EARLIEST_TRUSTED_UNIX_S,
     )?;
+    let mut executor = Executor::open(
+        &config.state_dir,
+        ExecutorSettings {
+            root: config.root_dir.clone(),
+            runner: Arc::new(SystemRunner),
+            driver: Arc::new(RealSteps),
+            clock: clock.clone(),
+            crash_hook: crash_hook_from_env(),
+        },
+    )?;
+    for result in executor.recover() {
+        record_result(&mut trust, &result, clock.now_unix_s());
+    }
+    let pending = accepted_never_started(&trust, &executor);
+    let mut executor = Some(executor);
+    for bundle in pending {
+        let allows = trust.allows_commands(&config.tier);
+        if let Some(result) = execute(
+            &mut executor,
+            Work::Run {
+                bundle,
+                root_allows_commands: allows,
+            },
+        )
+        .await
+        {
+            record_result(&mut trust, &result, clock.now_unix_s());
+        }
+    }
     let outbox = Arc::new(Mutex::new(Outbox::open(
         &config.state_dir.join("outbox"),
         config.outbox.max_messages,
@@ -169,9 +212,25 @@ pub async fn run(
                 collector = Some(returned);
                 let mut inventory = inventory;
                 let now = clock.now_unix_s();
-                match trust.retry_deferred(&config.tier, now) {
-                    Ok(records) if !records.is_empty() => tracing::info!(count = records.len(), "verified kept bundles again"),
-                    Ok(_) => {}
+                let retried = {
+                    let applied = |hash: &tidegate_protocol::trust::BundleHash| {
+                        executor.as_ref().is_some_and(|executor| executor.is_applied(hash))
+                    };
+                    trust.retry_deferred(&config.tier, now, &applied)
+                };
+                match retried {
+                    Ok(records) => {
+                        if !records.is_empty() {
+                            tracing::info!(count = records.len(), "verified kept bundles again");
+                        }
+                        for (record, file) in records {
+                            if let Some(work) = work_for_accepted(&record, &file, &trust, &config.tier) {
+                                if let Some(result) = execute(&mut executor, work).await {
+                                    record_result(&mut trust, &result, clock.now_unix_s());
+                                }
+                            }
+                        }
+                    }
                     Err(error) => tracing::warn!(%error, "cannot verify kept bundles again"),
                 }
                 inventory.tier = config.tier.clone();
@@ -217,7 +276,18 @@ pub async fn run(
                     recent_orders.pop_front();
                 }
                 recent_orders.push_back(order.order_id);
-                handle_order(order, &outbox, &mut trust, &config.tier, clock.as_ref(), &mut full_requested, &mut ticker);
+                let applied = |hash: &tidegate_protocol::trust::BundleHash| {
+                    executor.as_ref().is_some_and(|executor| executor.is_applied(hash))
+                };
+                let work = handle_order(order, &outbox, &mut trust, &config.tier, clock.as_ref(), &applied, &mut full_requested, &mut ticker);
+                if let Some(work) = work {
+                    if let Some(result) = execute(&mut executor, work).await {
+                        record_result(&mut trust, &result, clock.now_unix_s());
+                    }
+                    // The outcome travels in the next report, so send it now.
+                    full_requested = true;
+                    ticker.reset_immediately();
+                }
             }
             _ = &mut shutdown => break,
         }
@@ -229,15 +299,127 @@ pub async fn run(
     Ok(())
 }
 
+/// Work for the executor. The daemon hands it over at once; a maintenance-window queue would sit
+/// between [`handle_order`] and [`execute`].
+pub enum Work {
+    Run {
+        bundle: AcceptedBundle,
+        root_allows_commands: bool,
+    },
+    Rollback {
+        bundle_hash: tidegate_protocol::trust::BundleHash,
+    },
+}
+
+/// Runs `work` on a blocking thread, because steps call dpkg and wait on files, and returns the
+/// result to record. The executor is taken out of `slot` meanwhile and put back after.
+pub async fn execute(slot: &mut Option<Executor>, work: Work) -> Option<RunResult> {
+    let mut executor = slot.take()?;
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = match work {
+            Work::Run {
+                bundle,
+                root_allows_commands,
+            } => Some(executor.run(&bundle, root_allows_commands)),
+            Work::Rollback { bundle_hash } => match executor.rollback(&bundle_hash) {
+                Ok(result) => Some(result),
+                Err(error) => {
+                    tracing::warn!(%error, "rollback order not carried out");
+                    None
+                }
+            },
+        };
+        (executor, result)
+    })
+    .await;
+    match joined {
+        Ok((executor, result)) => {
+            *slot = Some(executor);
+            result
+        }
+        Err(error) => {
+            // A panic in a step leaves the journal as a crash would; the next start recovers it.
+            tracing::error!(%error, "the executor stopped unexpectedly; bundles wait for a restart");
+            None
+        }
+    }
+}
+
+fn record_result(trust: &mut TrustStore, result: &RunResult, now_unix_s: i64) {
+    if let Err(error) = trust.update_record(
+        &result.bundle_hash,
+        &result.bundle_id,
+        result.outcome.clone(),
+        result.steps.clone(),
+        now_unix_s,
+    ) {
+        tracing::error!(%error, bundle.id = %result.bundle_id, "cannot record a bundle outcome");
+    }
+}
+
+/// Returns the bundles whose newest record is `Accepted` but which the journal never started:
+/// the agent stopped between acceptance and the start of the run.
+fn accepted_never_started(trust: &TrustStore, executor: &Executor) -> Vec<AcceptedBundle> {
+    let mut newest: Vec<&tidegate_protocol::BundleRecord> = Vec::new();
+    for record in trust.records().iter().rev() {
+        if !newest
+            .iter()
+            .any(|seen| seen.bundle_hash == record.bundle_hash)
+        {
+            newest.push(record);
+        }
+    }
+    newest
+        .into_iter()
+        .rev()
+        .filter(|record| record.outcome == tidegate_protocol::BundleOutcome::Accepted)
+        .filter_map(|record| {
+            let hash = tidegate_protocol::trust::BundleHash::parse(&record.bundle_hash).ok()?;
+            let started_later = executor
+                .journal()
+                .run(&hash)
+                .is_some_and(|run| run.started_at_unix_s >= record.decided_at_unix_s);
+            if started_later {
+                return None;
+            }
+            let file = trust.accepted_file(&record.bundle_id)?;
+            AcceptedBundle::from_verified_file(&file).ok()
+        })
+        .collect()
+}
+
+fn work_for_accepted(
+    record: &tidegate_protocol::BundleRecord,
+    file: &[u8],
+    trust: &TrustStore,
+    tier: &str,
+) -> Option<Work> {
+    if record.outcome != tidegate_protocol::BundleOutcome::Accepted {
+        return None;
+    }
+    match AcceptedBundle::from_verified_file(file) {
+        Ok(bundle) => Some(Work::Run {
+            bundle,
+            root_allows_commands: trust.allows_commands(tier),
+        }),
+        Err(reason) => {
+            tracing::error!(%reason, "cannot decode an accepted bundle");
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn handle_order(
     order: Order,
     outbox: &Mutex<Outbox>,
     trust: &mut TrustStore,
     tier: &str,
     clock: &dyn Clock,
+    is_applied: &dyn Fn(&tidegate_protocol::trust::BundleHash) -> bool,
     full_requested: &mut bool,
     ticker: &mut tokio::time::Interval,
-) {
+) -> Option<Work> {
     match order.body {
         OrderBody::ReportAck { boot_id, seqs } => {
             match outbox
@@ -257,16 +439,28 @@ fn handle_order(
             ticker.reset_immediately();
         }
         OrderBody::Bundle { file } => {
-            match trust.receive_bundle(&file, tier, clock.now_unix_s()) {
+            // The decision travels in the next report, so send it now.
+            ticker.reset_immediately();
+            match trust.receive_bundle(&file, tier, clock.now_unix_s(), is_applied) {
                 Ok(record) => {
-                    tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided")
+                    tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided");
+                    return work_for_accepted(&record, &file, trust, tier);
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot record a bundle decision; the server will see none")
                 }
             }
-            // The decision travels in the next report, so send it now.
-            ticker.reset_immediately();
+        }
+        OrderBody::Rollback { bundle_hash } => {
+            match tidegate_protocol::trust::BundleHash::parse(&bundle_hash) {
+                Ok(bundle_hash) => {
+                    tracing::info!(order_id = %order.order_id, %bundle_hash, "server ordered a rollback");
+                    return Some(Work::Rollback { bundle_hash });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "ignoring a rollback order with an invalid bundle hash")
+                }
+            }
         }
         OrderBody::TrustRoot { file } => {
             match trust.receive_root(&file) {
@@ -277,6 +471,7 @@ fn handle_order(
             ticker.reset_immediately();
         }
     }
+    None
 }
 
 fn status_payload(

@@ -125,4 +125,7 @@ pub enum OrderBody {
     Bundle { file: Vec<u8> },
     /// A signed trust root of the next version, exactly as the root key holders signed it.
     TrustRoot { file: Vec<u8> },
+    /// Revert the applied bundle whose manifest hash is `bundle_hash` (64 lowercase hex digits,
+    /// as in `BundleRecord::bundle_hash`), from the agent's journal and the backups it kept.
+    Rollback { bundle_hash: String },
 }

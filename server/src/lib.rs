@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod http;
 pub mod http_publish;
+pub mod http_rollback;
 pub mod ingest;
 pub mod publish;
 pub mod serve;

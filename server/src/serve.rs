@@ -190,7 +190,9 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         reader: reader.clone(),
         orders: ingest.order_sender(),
     };
-    let app = crate::http::router(reader).merge(crate::http_publish::router(publish_state));
+    let app = crate::http::router(reader)
+        .merge(crate::http_rollback::routes(publish_state.clone()))
+        .merge(crate::http_publish::router(publish_state));
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async {

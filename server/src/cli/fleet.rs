@@ -201,16 +201,51 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
                 tidegate_protocol::BundleOutcome::Deferred { reason } => {
                     format!("deferred: {reason}")
                 }
-                other => other.as_str().to_owned(),
+                tidegate_protocol::BundleOutcome::Running { step } => {
+                    format!("running (step {step})")
+                }
+                other => match other.failure() {
+                    Some((Some(step), detail)) => {
+                        format!("{} at step {step}: {detail}", other.as_str())
+                    }
+                    Some((None, detail)) => format!("{}: {detail}", other.as_str()),
+                    None => other.as_str().to_owned(),
+                },
+            };
+            let person = if bundle.outcome.needs_person() {
+                " [needs a person]"
+            } else {
+                ""
             };
             out.push_str(&format!(
-                "  {} (stream {}, sequence {}) {}, {}\n",
+                "  {} (stream {}, sequence {}) {}{person}, {}\n",
                 bundle.bundle_id,
                 or_dash(&bundle.stream),
                 bundle.sequence,
                 outcome,
                 relative_time(now_unix_s, bundle.decided_at_unix_s)
             ));
+            if !bundle.steps.is_empty() {
+                out.push_str(&format!("    hash {}\n", bundle.bundle_hash));
+            }
+            for step in &bundle.steps {
+                let finished = match step.finished_at_unix_s {
+                    Some(at) => format!(", finished {}", relative_time(now_unix_s, at)),
+                    None => String::new(),
+                };
+                let detail = if step.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", step.detail)
+                };
+                out.push_str(&format!(
+                    "    step {} {} {}, started {}{finished}{detail}\n",
+                    step.index,
+                    step.kind,
+                    step.outcome.as_str(),
+                    relative_time(now_unix_s, step.started_at_unix_s),
+                ));
+            }
         }
     }
 
@@ -399,6 +434,7 @@ b71c00aa      db         -                    7         0           no      no  
                     detail: "sequence 40 is below 42".into(),
                 },
                 decided_at_unix_s: NOW - 60,
+                steps: vec![],
             }],
         }
     }

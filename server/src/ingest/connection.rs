@@ -383,6 +383,7 @@ pub(crate) async fn publish_order(
         OrderBody::ReportAck { .. } => ("report acknowledgement", &counters.report_acks_sent),
         OrderBody::Bundle { .. } => ("bundle", &counters.bundle_orders_sent),
         OrderBody::TrustRoot { .. } => ("trust root", &counters.trust_root_orders_sent),
+        OrderBody::Rollback { .. } => ("rollback", &counters.rollback_orders_sent),
     };
     let Some(client) = client else {
         // The agent keeps unacknowledged reports and sends them again, and the next gap triggers

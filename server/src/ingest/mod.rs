@@ -257,6 +257,7 @@ pub struct IngestCounters {
     pub report_acks_sent: AtomicU64,
     pub bundle_orders_sent: AtomicU64,
     pub trust_root_orders_sent: AtomicU64,
+    pub rollback_orders_sent: AtomicU64,
     /// Orders not sent because ingest was not connected to the broker.
     pub orders_not_sent: AtomicU64,
     /// MQTT acknowledgements not sent because their connection had closed.
