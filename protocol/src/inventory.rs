@@ -222,6 +222,8 @@ pub struct BundleRecord {
     /// When the agent decided, or when the outcome last changed, by its own clock.
     pub decided_at_unix_s: i64,
     /// What became of each step the agent started, in step order. Empty until the bundle runs.
+    /// (`default` lets JSON written before this field existed still read.)
+    #[serde(default)]
     pub steps: Vec<StepRecord>,
 }
 

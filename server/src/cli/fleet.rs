@@ -436,6 +436,7 @@ b71c00aa      db         -                    7         0           no      no  
                 decided_at_unix_s: NOW - 60,
                 steps: vec![],
             }],
+            bundle_states: vec![],
         }
     }
 

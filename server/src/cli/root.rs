@@ -1178,6 +1178,7 @@ mod tests {
                     ot: None,
                 },
             )]),
+            command_tiers: BTreeSet::from(["plant-floor".to_owned()]),
             signatures: Vec::new(),
         };
         (draft, root_key)

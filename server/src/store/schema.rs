@@ -13,10 +13,32 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use super::StoreError;
 
 /// The migrations, in order. Never edit or reorder one that has shipped: append a new one.
-const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES];
+const MIGRATIONS: &[&str] = &[V1_FLEET, V2_BUNDLES, V3_BUNDLE_STATES];
 
 /// The schema version this build writes and reads.
 pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const V3_BUNDLE_STATES: &str = "
+-- The state of every bundle each agent ran or decided on, one row per agent and bundle hash, kept
+-- after the agent's own list of recent records has moved on. outcome is the BundleOutcome's
+-- kebab-case name, step the failed step where the outcome names one, steps a JSON array of the
+-- protocol's StepRecord (index, kind, outcome, times, detail).
+CREATE TABLE bundle_states (
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key),
+    bundle_hash TEXT NOT NULL,
+    bundle_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    step INTEGER,
+    detail TEXT NOT NULL,
+    needs_person INTEGER NOT NULL,
+    steps TEXT NOT NULL,
+    updated_at_unix_s INTEGER NOT NULL,
+    PRIMARY KEY (agent_key, bundle_hash)
+);
+CREATE INDEX bundle_states_needing_a_person ON bundle_states (needs_person) WHERE needs_person = 1;
+";
 
 const V2_BUNDLES: &str = "
 -- What each agent reports about trust: its configured tier, its pinned trust root version, and
