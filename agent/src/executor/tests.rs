@@ -14,28 +14,32 @@ use tidegate_protocol::trust::{
 use super::*;
 use crate::steps::CommandOutput;
 
-/// Handles `WriteFile` only: the backup keeps the old content (or notes its absence), and a
-/// payload or path name can ask for a failure.
+/// Handles `LockAccount` only, as a file write: step `LockAccount { user }` writes payload `user`
+/// to the file `user` below the root. The backup keeps the old content (or notes its absence).
+/// The user name asks for behaviour: `bad…` fails verify, `stuck` fails revert, `irreversible`
+/// cannot be reverted and `resumable…` may be resumed. A step type whose fields stay fixed keeps
+/// these tests independent of the real step types.
 struct FakeSteps {
-    /// Set when `apply` should stop halfway, as a crash would.
-    crash_mid_apply: AtomicBool,
+    /// While set, `bad…` steps fail their verify.
+    bad_steps_fail: AtomicBool,
 }
 
 impl FakeSteps {
     fn new() -> Self {
         Self {
-            crash_mid_apply: AtomicBool::new(false),
+            bad_steps_fail: AtomicBool::new(true),
         }
     }
 }
 
 fn target(step: &Step, cx: &StepContext<'_>) -> (PathBuf, String) {
     match step {
-        Step::WriteFile { path, payload, .. } => (cx.root.join(path), payload.clone()),
-        other => panic!("the fake handles write-file only, not {}", other.kind()),
+        Step::LockAccount { user } => (cx.root.join(user), user.clone()),
+        other => panic!("the fake handles lock-account only, not {}", other.kind()),
     }
 }
 
+/// A step error for the fake; the variants belong to the step types.
 fn fake_error(message: &str) -> StepError {
     let _ = message;
     StepError::Placeholder
@@ -44,12 +48,12 @@ fn fake_error(message: &str) -> StepError {
 impl StepDriver for FakeSteps {
     fn reversibility(&self, step: &Step) -> Reversibility {
         match step {
-            Step::WriteFile { path, .. } if path == "irreversible" => Reversibility::Irreversible,
+            Step::LockAccount { user } if user == "irreversible" => Reversibility::Irreversible,
             _ => Reversibility::Reversible,
         }
     }
     fn resumable(&self, step: &Step) -> bool {
-        matches!(step, Step::WriteFile { path, .. } if path.starts_with("resumable"))
+        matches!(step, Step::LockAccount { user } if user.starts_with("resumable"))
     }
     fn probe(&self, _step: &Step, _cx: &StepContext<'_>) -> Result<PriorState, StepError> {
         Ok(crate::journal::test_prior_state())
@@ -90,15 +94,12 @@ impl StepDriver for FakeSteps {
         let content = &cx.payloads[&payload];
         fs::write(&path, &content[..content.len() / 2]).unwrap();
         (cx.checkpoint)("apply-mid");
-        if self.crash_mid_apply.swap(false, Ordering::SeqCst) {
-            return Err(fake_error("crashed"));
-        }
         fs::write(&path, content).unwrap();
         Ok(())
     }
     fn verify(&self, step: &Step, cx: &StepContext<'_>) -> Result<(), StepError> {
         let (_, payload) = target(step, cx);
-        if payload.starts_with("bad") {
+        if payload.starts_with("bad") && self.bad_steps_fail.load(Ordering::SeqCst) {
             return Err(fake_error("verify"));
         }
         Ok(())
@@ -185,20 +186,16 @@ fn no_crash() -> CrashHook {
     Arc::new(|_: &str| {})
 }
 
-/// Builds a bundle of write-file steps from `(path, payload name, content)`.
-fn bundle(files: &[(&str, &str, &str)], execution: ExecutionPolicy) -> AcceptedBundle {
+/// Builds a bundle of fake steps from `(file name, content)`.
+fn bundle(files: &[(&str, &str)], execution: ExecutionPolicy) -> AcceptedBundle {
     let mut payloads = BTreeMap::new();
     let mut refs = Vec::new();
     let mut steps = Vec::new();
-    for (path, name, content) in files {
-        if !payloads.contains_key(*name) {
-            refs.push(PayloadRef::of_content(name, content.as_bytes()));
-            payloads.insert(name.to_string(), content.as_bytes().to_vec());
-        }
-        steps.push(Step::WriteFile {
-            path: path.to_string(),
-            payload: name.to_string(),
-            mode: 0o644,
+    for (name, content) in files {
+        refs.push(PayloadRef::of_content(name, content.as_bytes()));
+        payloads.insert(name.to_string(), content.as_bytes().to_vec());
+        steps.push(Step::LockAccount {
+            user: name.to_string(),
         });
     }
     let manifest = BundleManifest {
@@ -240,7 +237,7 @@ fn applied_bundle_records_each_step() {
     let setup = setup();
     let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
     let bundle = bundle(
-        &[("a", "one", "first"), ("b", "two", "second")],
+        &[("a", "first"), ("b", "second")],
         ExecutionPolicy::default(),
     );
     let result = executor.run(&bundle, false);
@@ -261,13 +258,10 @@ fn applied_bundle_records_each_step() {
 fn failed_second_step_reverts_first_and_runs_again() {
     let setup = setup();
     fs::write(setup.root.join("a"), "old a").unwrap();
-    let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
+    let driver = Arc::new(FakeSteps::new());
+    let mut executor = executor(&setup, driver.clone(), no_crash());
     let bundle = bundle(
-        &[
-            ("a", "one", "new a"),
-            ("b", "bad", "new b"),
-            ("c", "three", "c"),
-        ],
+        &[("a", "new a"), ("bad-b", "new b"), ("c", "c")],
         ExecutionPolicy::default(),
     );
 
@@ -277,19 +271,21 @@ fn failed_second_step_reverts_first_and_runs_again() {
     };
     assert_eq!(*step, Some(1));
     assert_eq!(read(&setup.root, "a").as_deref(), Some("old a"));
-    assert_eq!(read(&setup.root, "b"), None);
+    assert_eq!(read(&setup.root, "bad-b"), None);
     assert_eq!(read(&setup.root, "c"), None);
     assert_eq!(result.steps[0].outcome, StepOutcome::Reverted);
     assert_eq!(result.steps[1].outcome, StepOutcome::Reverted);
     assert!(!executor.is_applied(&bundle.bundle_hash));
 
-    // Delivered again, the same bundle runs both steps again rather than being a no-op.
+    // Delivered again, the same bundle runs every step again rather than being a no-op; this
+    // time the second step verifies.
+    driver.bad_steps_fail.store(false, Ordering::SeqCst);
     let again = executor.run(&bundle, false);
-    assert!(matches!(
-        again.outcome,
-        BundleOutcome::Reverted { step: Some(1), .. }
-    ));
+    assert_eq!(again.outcome, BundleOutcome::Applied);
     assert_eq!(executor.journal().run(&bundle.bundle_hash).unwrap().run, 2);
+    assert_eq!(read(&setup.root, "a").as_deref(), Some("new a"));
+    assert_eq!(read(&setup.root, "bad-b").as_deref(), Some("new b"));
+    assert_eq!(read(&setup.root, "c").as_deref(), Some("c"));
 }
 
 #[test]
@@ -297,7 +293,7 @@ fn failed_revert_is_reported_for_a_person() {
     let setup = setup();
     let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
     let bundle = bundle(
-        &[("stuck", "one", "x"), ("b", "bad", "y")],
+        &[("stuck", "x"), ("bad-b", "y")],
         ExecutionPolicy::default(),
     );
     let result = executor.run(&bundle, false);
@@ -318,7 +314,7 @@ fn failed_health_check_reverts_all_steps() {
     drop(listener);
     let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
     let bundle = bundle(
-        &[("a", "one", "x")],
+        &[("a", "x")],
         ExecutionPolicy {
             health_checks: vec![HealthCheck::TcpListening { port }],
             ..Default::default()
@@ -337,7 +333,7 @@ fn failed_health_check_reverts_all_steps() {
 fn irreversible_and_commands_need_permission() {
     let setup = setup();
     let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
-    let irreversible = bundle(&[("irreversible", "one", "x")], ExecutionPolicy::default());
+    let irreversible = bundle(&[("irreversible", "x")], ExecutionPolicy::default());
     let result = executor.run(&irreversible, true);
     assert!(
         matches!(&result.outcome, BundleOutcome::Rejected { rule, .. } if rule == "irreversible-not-accepted")
@@ -345,7 +341,7 @@ fn irreversible_and_commands_need_permission() {
     assert_eq!(read(&setup.root, "irreversible"), None);
 
     let checked = bundle(
-        &[("a", "one", "x")],
+        &[("a", "x")],
         ExecutionPolicy {
             runs_commands: true,
             health_checks: vec![HealthCheck::CommandSucceeds {
@@ -367,10 +363,7 @@ fn rollback_restores_and_allows_running_again() {
     let setup = setup();
     fs::write(setup.root.join("a"), "old").unwrap();
     let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
-    let bundle = bundle(
-        &[("a", "one", "new"), ("b", "two", "b")],
-        ExecutionPolicy::default(),
-    );
+    let bundle = bundle(&[("a", "new"), ("b", "b")], ExecutionPolicy::default());
     assert_eq!(executor.run(&bundle, false).outcome, BundleOutcome::Applied);
 
     let rolled = executor.rollback(&bundle.bundle_hash).unwrap();
@@ -430,10 +423,7 @@ fn recovery_reverts_at_every_crash_point() {
     ] {
         let setup = setup();
         fs::write(setup.root.join("a"), "old").unwrap();
-        let bundle = bundle(
-            &[("a", "one", "new"), ("b", "two", "bee")],
-            ExecutionPolicy::default(),
-        );
+        let bundle = bundle(&[("a", "new"), ("b", "bee")], ExecutionPolicy::default());
         run_until_crash(&setup, &bundle, point);
 
         let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
@@ -455,7 +445,7 @@ fn recovery_reverts_at_every_crash_point() {
 fn recovery_finishes_resumable_steps() {
     let setup = setup();
     let bundle = bundle(
-        &[("resumable-a", "one", "new"), ("resumable-b", "two", "bee")],
+        &[("resumable-a", "new"), ("resumable-b", "bee")],
         ExecutionPolicy::default(),
     );
     run_until_crash(&setup, &bundle, "1:apply-mid");
@@ -471,10 +461,7 @@ fn interrupted_rollback_resumes_to_original_state() {
     for point in ["1:revert-begun", "1:reverted", "0:revert-begun"] {
         let setup = setup();
         fs::write(setup.root.join("a"), "old").unwrap();
-        let bundle = bundle(
-            &[("a", "one", "new"), ("b", "two", "bee")],
-            ExecutionPolicy::default(),
-        );
+        let bundle = bundle(&[("a", "new"), ("b", "bee")], ExecutionPolicy::default());
         executor(&setup, Arc::new(FakeSteps::new()), no_crash()).run(&bundle, false);
 
         let hook: CrashHook = Arc::new(move |at: &str| {
@@ -502,7 +489,7 @@ fn interrupted_rollback_resumes_to_original_state() {
 fn plan_changes_nothing() {
     let setup = setup();
     fs::write(setup.root.join("a"), "old").unwrap();
-    let bundle = bundle(&[("a", "one", "new")], ExecutionPolicy::default());
+    let bundle = bundle(&[("a", "new")], ExecutionPolicy::default());
     let planned = plan_bundle(
         &bundle,
         &setup.root,
