@@ -28,8 +28,8 @@
 //!
 //! Tests kill the agent at named points through a crash hook, called with `STEP:POINT`, where
 //! POINT is `before` (the boundary before the step), `begun` (after its journal entry), a step's
-//! own checkpoint such as `apply-mid`, `applied`, `verified` (the boundary after it),
-//! `revert-begun` or `reverted`. The binary sets the hook from `TIDEGATE_CRASH_AT`.
+//! own checkpoint such as `apply-mid` or `revert-mid`, `applied`, `verified` (the boundary after
+//! it), `revert-begun` or `reverted`. The binary sets the hook from `TIDEGATE_CRASH_AT`.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -569,8 +569,9 @@ impl Executor {
                 at_unix_s: self.now(),
             });
             self.crash_point(index, "revert-begun");
-            let no_checkpoint = |_: &str| {};
-            let cx = self.context(&payloads, &state.backup_dir, &no_checkpoint);
+            let hook = self.settings.crash_hook.clone();
+            let checkpoint = move |point: &str| hook(&format!("{index}:{point}"));
+            let cx = self.context(&payloads, &state.backup_dir, &checkpoint);
             let result =
                 if self.settings.driver.reversibility(&state.step) == Reversibility::Irreversible {
                     Err(format!(
@@ -799,7 +800,7 @@ fn empty_result(bundle: &AcceptedBundle) -> RunResult {
 }
 
 /// Builds the per-step records the server shows from a journal run.
-fn run_result(run: &BundleRun) -> RunResult {
+pub fn run_result(run: &BundleRun) -> RunResult {
     let steps = run
         .begun
         .iter()

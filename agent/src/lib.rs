@@ -10,6 +10,7 @@ pub mod executor;
 pub mod fsutil;
 pub mod identity;
 pub mod journal;
+pub mod local;
 pub mod outbox;
 pub mod reporter;
 pub mod session;
