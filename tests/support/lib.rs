@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod exec_kit;
 pub mod proxy;
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
