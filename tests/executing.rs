@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ring::rand::SystemRandom;
+use std::time::Duration;
 use tidegate_protocol::trust::{
     BundleFile, BundleId, BundleManifest, Payload, PayloadRef, Role, SignedTrustRoot, SigningKey,
     Step, StreamName, TargetSelector, Thresholds, TrustRoot,
@@ -20,7 +21,10 @@ use tidegate_protocol::trust::{
 use tidegate_tests::exec_kit::{
     build_deb, dpkg_packages, init_dpkg_root, install_deb, tree_snapshot, write_accounts,
 };
-use tidegate_tests::workspace_binary;
+
+use tidegate_tests::{
+    fixture_root, prepare_agent_id, wait_for, workspace_binary, AgentSettings, Server,
+};
 
 /// Paths the comparison leaves out: dpkg's own bookkeeping (locks, `status-old`) changes with
 /// every dpkg run, and `dpkg-query` output stands for it.
@@ -408,4 +412,157 @@ fn plan_changes_nothing() {
 
     assert_eq!(tree_snapshot(&sandbox.root, &[]), before);
     assert!(!sandbox.state.exists(), "plan created the state directory");
+}
+
+/// Returns the outcome name and the step outcomes of `bundle_id`'s newest record in the API.
+fn api_outcome(server: &Server, agent_id: &str, bundle_id: &str) -> Option<(String, Vec<String>)> {
+    let detail = server.get_json(&format!("/api/v1/agents/{agent_id}"))?;
+    let bundle = detail["bundles"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|bundle| bundle["bundle_id"] == bundle_id)?
+        .clone();
+    let outcome = match &bundle["outcome"] {
+        serde_json::Value::String(name) => name.clone(),
+        serde_json::Value::Object(map) => map.keys().next()?.clone(),
+        _ => return None,
+    };
+    let steps = bundle["steps"]
+        .as_array()?
+        .iter()
+        .map(|step| step["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    Some((outcome, steps))
+}
+
+#[test]
+fn rollback_order_from_server() {
+    let keys = keys();
+    let data = tempfile::tempdir().unwrap();
+    let trust_root = data.path().join("root.tgrt");
+    write_trust_root(&keys, &trust_root);
+    let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &trust_root);
+
+    let root = fixture_root(3, 0);
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/motd"), "old motd\n").unwrap();
+    let state_dir = data.path().join("agent");
+    let agent_id = prepare_agent_id(&state_dir);
+    let mut settings = AgentSettings::new(root.path(), &state_dir, server.broker_url());
+    settings.trust_root_file = Some(trust_root.clone());
+    let _agent = settings.start();
+    wait_for("the agent's first report", Duration::from_secs(30), || {
+        server
+            .agent(&agent_id)
+            .filter(|agent| !agent["last_report_unix_s"].is_null())
+    });
+
+    let steps = steps(serde_json::json!([
+        {"WriteFile": {"path": "etc/motd", "payload": "motd", "mode": 0o644,
+                       "owner": "root", "group": "root"}},
+    ]));
+    let bundle = signed_bundle(
+        &keys,
+        "motd",
+        steps,
+        vec![("motd".to_owned(), b"managed by tidegate\n".to_vec())],
+    );
+    let hash = BundleFile::decode(&bundle)
+        .unwrap()
+        .bundle_hash()
+        .to_string();
+    let bundle_path = data.path().join("motd.tgbd");
+    std::fs::write(&bundle_path, &bundle).unwrap();
+    let tidegate = |args: &[&str]| {
+        Command::new(workspace_binary("tidegate"))
+            .arg("--server")
+            .arg(server.url())
+            .args(args)
+            .output()
+            .expect("run tidegate")
+    };
+    let published = tidegate(&["bundle", "publish", path_arg(&bundle_path)]);
+    assert!(published.status.success(), "{}", text(&published));
+
+    let (outcome, steps) = wait_for("the agent to apply motd", Duration::from_secs(30), || {
+        api_outcome(&server, &agent_id, "motd").filter(|(outcome, _)| outcome != "Accepted")
+    });
+    assert_eq!(outcome, "Applied");
+    assert_eq!(steps, vec!["Applied"]);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/motd")).unwrap(),
+        "managed by tidegate\n"
+    );
+
+    let ordered = tidegate(&["bundle", "rollback", &hash, "--agent", &agent_id]);
+    assert!(ordered.status.success(), "{}", text(&ordered));
+    let (outcome, steps) = wait_for(
+        "the agent to roll motd back",
+        Duration::from_secs(30),
+        || api_outcome(&server, &agent_id, "motd").filter(|(outcome, _)| outcome == "RolledBack"),
+    );
+    assert_eq!(outcome, "RolledBack");
+    assert_eq!(steps, vec!["Reverted"]);
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("etc/motd")).unwrap(),
+        "old motd\n"
+    );
+
+    let shown = tidegate(&["fleet", "show", &agent_id]);
+    let shown_text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown_text.contains("motd (stream motd, sequence 1) rolled-back"),
+        "{shown_text}"
+    );
+    assert!(
+        shown_text.contains("step 0 write-file reverted"),
+        "{shown_text}"
+    );
+    let detail = server
+        .get_json(&format!("/api/v1/agents/{agent_id}"))
+        .unwrap();
+    assert_eq!(
+        detail["bundle_states"][0]["outcome"], "rolled-back",
+        "{detail}"
+    );
+}
+
+#[test]
+fn rollback_endpoint_checks_its_input() {
+    let keys = keys();
+    let data = tempfile::tempdir().unwrap();
+    let trust_root = data.path().join("root.tgrt");
+    write_trust_root(&keys, &trust_root);
+    let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &trust_root);
+    let post = |agent: &str, body: &str| {
+        ureq::post(&format!("{}/api/v1/agents/{agent}/rollback", server.url()))
+            .header("Content-Type", "application/json")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body)
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let hash = "ab".repeat(32);
+    assert_eq!(
+        post("Not_An_Agent", &format!(r#"{{"bundle_hash":"{hash}"}}"#)),
+        400
+    );
+    assert_eq!(
+        post(
+            "3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4",
+            r#"{"bundle_hash":"xyz"}"#
+        ),
+        400
+    );
+    assert_eq!(
+        post(
+            "3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4",
+            &format!(r#"{{"bundle_hash":"{hash}"}}"#)
+        ),
+        404
+    );
 }

@@ -146,11 +146,11 @@ fn published_bundle_is_verified_by_the_agent() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["delivered_to"], 1, "{body}");
     wait_for(
-        "the agent to accept baseline-5",
+        "the agent to accept and apply baseline-5",
         Duration::from_secs(20),
         || {
             bundle_outcomes(&server, &agent_id)
-                .contains(&("baseline-5".into(), "Accepted".into()))
+                .contains(&("baseline-5".into(), "Applied".into()))
                 .then_some(())
         },
     );
@@ -183,11 +183,11 @@ fn published_bundle_is_verified_by_the_agent() {
     let (status, body) = publish(&server, &bundle("baseline-8", 8, &s4));
     assert_eq!(status, 201, "{body}");
     wait_for(
-        "the agent to accept baseline-8",
+        "the agent to accept and apply baseline-8",
         Duration::from_secs(20),
         || {
             bundle_outcomes(&server, &agent_id)
-                .contains(&("baseline-8".into(), "Accepted".into()))
+                .contains(&("baseline-8".into(), "Applied".into()))
                 .then_some(())
         },
     );
@@ -197,7 +197,9 @@ fn published_bundle_is_verified_by_the_agent() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["rule"], "rollback", "{body}");
 
-    // Publishing the same file again is accepted and sends it again: the agent has it already.
+    // Publishing the same file again is accepted and sends it again: the agent has applied it
+    // already, so the second delivery is a no-op. An accepted bundle runs at once, so its record
+    // shows the run's outcome.
     let file = bundle("baseline-9", 9, &s1);
     assert_eq!(publish(&server, &file).0, 201);
     assert_eq!(publish(&server, &file).0, 200);
@@ -206,7 +208,7 @@ fn published_bundle_is_verified_by_the_agent() {
         Duration::from_secs(20),
         || {
             let outcomes = bundle_outcomes(&server, &agent_id);
-            (outcomes.contains(&("baseline-9".into(), "Accepted".into()))
+            (outcomes.contains(&("baseline-9".into(), "Applied".into()))
                 && outcomes.contains(&("baseline-9".into(), "AlreadyApplied".into())))
             .then_some(())
         },

@@ -461,6 +461,63 @@ b71c00aa      db         -                    7         0           no      no  
     }
 
     #[test]
+    fn agent_text_shows_steps_of_a_failed_revert() {
+        let mut detail = detail();
+        detail.bundles = vec![tidegate_protocol::BundleRecord {
+            bundle_id: "sshd-hardening".into(),
+            stream: "sshd".into(),
+            sequence: 7,
+            bundle_hash: "cd".repeat(32),
+            outcome: tidegate_protocol::BundleOutcome::RevertFailed {
+                step: 0,
+                detail: "revert of step 0 failed".into(),
+            },
+            decided_at_unix_s: NOW - 120,
+            steps: vec![
+                tidegate_protocol::StepRecord {
+                    index: 0,
+                    kind: "write-file".into(),
+                    outcome: tidegate_protocol::StepOutcome::RevertFailed,
+                    started_at_unix_s: NOW - 300,
+                    finished_at_unix_s: Some(NOW - 120),
+                    detail: "revert of step 0 failed".into(),
+                },
+                tidegate_protocol::StepRecord {
+                    index: 1,
+                    kind: "lock-account".into(),
+                    outcome: tidegate_protocol::StepOutcome::Reverted,
+                    started_at_unix_s: NOW - 240,
+                    finished_at_unix_s: Some(NOW - 180),
+                    detail: "verify failed".into(),
+                },
+            ],
+        }];
+
+        let text = agent_text(&detail, false, NOW);
+
+        assert!(
+            text.contains(
+                "  sshd-hardening (stream sshd, sequence 7) revert-failed at step 0: revert of \
+                 step 0 failed [needs a person], 2m ago\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    step 0 write-file revert-failed, started 5m ago, finished 2m ago: revert of \
+                 step 0 failed\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    step 1 lock-account reverted, started 4m ago, finished 3m ago: verify failed\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn agent_text_sections() {
         let text = agent_text(&detail(), false, NOW);
 
