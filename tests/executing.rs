@@ -458,9 +458,10 @@ fn rollback_order_from_server() {
             .filter(|agent| !agent["last_report_unix_s"].is_null())
     });
 
+    // The fixture root has no account databases, so the owner is given by number.
     let steps = steps(serde_json::json!([
         {"WriteFile": {"path": "etc/motd", "payload": "motd", "mode": 0o644,
-                       "owner": "root", "group": "root"}},
+                       "owner": "0", "group": "0"}},
     ]));
     let bundle = signed_bundle(
         &keys,

@@ -128,6 +128,8 @@ fn published_bundle_is_verified_by_the_agent() {
 
     let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &v2);
     let root = fixture_root(5, 0);
+    // The bundles' sysctl step writes below etc/sysctl.d, which the fixture lacks.
+    std::fs::create_dir_all(root.path().join("etc/sysctl.d")).unwrap();
     let state_dir = data.path().join("agent");
     let agent_id = prepare_agent_id(&state_dir);
     let mut settings = AgentSettings::new(root.path(), &state_dir, server.broker_url());
