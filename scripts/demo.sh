@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs tidegate on this machine with its embedded defaults: tidegate-server with its own MQTT broker
 # and SQLite file, and one agent reading this host's real package databases (read only). Prints the
-# fleet table, then keeps both running until Ctrl-C. With --once it stops after the table.
+# fleet table, then runs scripts/demo-apply.sh (a bundle applied to a sandbox root and rolled back,
+# with a second server and agent of its own) when dpkg-deb is installed and TIDEGATE_DEMO_APPLY is
+# not 0, then keeps the first server and agent running until Ctrl-C. With --once it stops there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -79,6 +81,11 @@ echo
 echo "Logs and data are in $work_dir. Try:"
 echo "  TIDEGATE_SERVER=$TIDEGATE_SERVER $bin/tidegate fleet show $(hostname)"
 echo "  curl -s $TIDEGATE_SERVER/api/v1/agents"
+if [[ ${TIDEGATE_DEMO_APPLY:-1} != 0 ]] && command -v dpkg-deb >/dev/null; then
+  echo
+  echo "==> scripts/demo-apply.sh: a bundle applied to a sandbox root and rolled back"
+  TIDEGATE_DEMO_DIR="$work_dir/apply" scripts/demo-apply.sh
+fi
 if $once; then
   exit 0
 fi
