@@ -68,7 +68,7 @@ fn write_trust_root(keys: &Keys, path: &Path) {
 }
 
 /// Decodes steps from the JSON form `tidegate bundle new --steps` reads, so fields that a step
-/// type adds later (such as a file's owner) are set where this build knows them.
+/// type adds later (such as a file's owner) are set where this build has them.
 fn steps(json: serde_json::Value) -> Vec<Step> {
     serde_json::from_value(json).expect("steps in the manifest's JSON form")
 }
@@ -138,7 +138,7 @@ fn sandbox(keys: &Keys, bundle_file: &[u8], old_deb: &Path) -> Sandbox {
     }
 }
 
-/// The four-step bundle: a file, a configuration line, an upgrade of hello-tg from 1.0-1 to
+/// Builds the four-step bundle: a file, a configuration line, an upgrade of hello-tg from 1.0-1 to
 /// 1.0-2 and an account lock. Returns the bundle file and the 1.0-1 package file.
 fn four_step_bundle(keys: &Keys, debs: &Path) -> (Vec<u8>, PathBuf) {
     let old = build_deb(

@@ -8,7 +8,7 @@
 //! accepted but never started run then. Bundle outcomes travel in the bundle records of the
 //! reports: the outbox keeps them until the server acknowledges, and a record is a state, so a
 //! repeated one changes nothing on the server. While a bundle runs, no report is made, so the
-//! server sees `Running` only when the agent stopped during a bundle.
+//! server receives `Running` only when the agent stopped during a bundle.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -111,7 +111,7 @@ pub async fn run(
         if let Some(result) = execute(
             &mut executor,
             Work::Run {
-                bundle,
+                bundle: Box::new(bundle),
                 root_allows_commands: allows,
             },
         )
@@ -303,7 +303,7 @@ pub async fn run(
 /// between [`handle_order`] and [`execute`].
 pub enum Work {
     Run {
-        bundle: AcceptedBundle,
+        bundle: Box<AcceptedBundle>,
         root_allows_commands: bool,
     },
     Rollback {
@@ -399,7 +399,7 @@ fn work_for_accepted(
     }
     match AcceptedBundle::from_verified_file(file) {
         Ok(bundle) => Some(Work::Run {
-            bundle,
+            bundle: Box::new(bundle),
             root_allows_commands: trust.allows_commands(tier),
         }),
         Err(reason) => {

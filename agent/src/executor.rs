@@ -1,6 +1,6 @@
 //! The executor: runs an accepted bundle's steps below the agent's root directory, with the
 //! journal written ahead of every change, and undoes them when something fails, when the agent
-//! restarts in the middle, or when a rollback order asks.
+//! restarts in the middle, or on a rollback order.
 //!
 //! It owns the order of the work and the [`Journal`]. It does not own what a step does (that is
 //! [`crate::steps`], reached through [`StepDriver`]), nor whether a bundle is trusted (the trust
@@ -9,10 +9,10 @@
 //!
 //! # One run
 //!
-//! Before any step: a step that cannot be reverted needs the manifest's `accepts_irreversible`,
-//! and a command (run-command step or command health check) needs the manifest's `runs_commands`
-//! and the trust root's permission for the agent's tier; otherwise the bundle is rejected and
-//! nothing changes. Then, for each step: probe, backup, a `StepBegun` journal entry flushed to
+//! Before any step, two checks run. A step that cannot be reverted needs the manifest's
+//! `accepts_irreversible`. A command (run-command step or command health check) needs the
+//! manifest's `runs_commands` and the trust root's permission for the agent's tier. Otherwise the
+//! bundle is rejected and nothing changes. Then, for each step: probe, backup, a `StepBegun` journal entry flushed to
 //! disk, apply, verify. After all steps the health checks run. A failed apply, verify or health
 //! check reverts every begun step in reverse order; a failed revert stops there and the outcome
 //! is `RevertFailed` naming the step, for a person to look at.
@@ -206,7 +206,7 @@ pub struct RunResult {
     pub steps: Vec<StepRecord>,
 }
 
-/// Where and with what the steps run.
+/// The root, runner, step driver, clock and crash hook the steps run with.
 pub struct ExecutorSettings {
     /// The directory every step works below; `/` on a real host.
     pub root: PathBuf,
@@ -222,7 +222,7 @@ pub struct Executor {
     live: bool,
 }
 
-/// What went wrong in a run: the step that failed (`None` for a health check) and why.
+/// The failure of a run: the step that failed (`None` for a health check) and the reason.
 struct Failure {
     step: Option<u32>,
     detail: String,
@@ -244,7 +244,7 @@ impl Executor {
         &self.journal
     }
 
-    /// Whether a success record with this hash exists (and no rollback since).
+    /// Returns whether a success record with this hash exists (and no rollback since).
     pub fn is_applied(&self, bundle_hash: &BundleHash) -> bool {
         self.journal.is_applied(bundle_hash)
     }
@@ -306,21 +306,23 @@ impl Executor {
             .iter()
             .any(|check| matches!(check, HealthCheck::CommandSucceeds { .. }));
         if command_step.is_some() || command_check {
-            let what = match command_step {
+            let command_source = match command_step {
                 Some(index) => format!("step {index} runs a command"),
                 None => "a health check runs a command".to_owned(),
             };
             if !manifest.execution.runs_commands {
                 return Some(BundleOutcome::Rejected {
                     rule: "commands-not-declared".into(),
-                    detail: format!("{what}, but the bundle does not declare runs_commands"),
+                    detail: format!(
+                        "{command_source}, but the bundle does not declare runs_commands"
+                    ),
                 });
             }
             if !root_allows_commands {
                 return Some(BundleOutcome::Rejected {
                     rule: "commands-not-allowed".into(),
                     detail: format!(
-                        "{what}, and the trust root does not allow commands for this agent's tier"
+                        "{command_source}, and the trust root does not allow commands for this agent's tier"
                     ),
                 });
             }
@@ -329,7 +331,7 @@ impl Executor {
     }
 
     /// Runs a bundle. A bundle applied before (a success record with the same hash) is not run
-    /// again; one that failed and was reverted runs again from the start.
+    /// again. One that failed and was reverted runs again from the start.
     pub fn run(&mut self, bundle: &AcceptedBundle, root_allows_commands: bool) -> RunResult {
         let hash = bundle.bundle_hash;
         let span = tracing::info_span!("bundle", bundle.id = %bundle.manifest.bundle_id);
@@ -662,18 +664,18 @@ impl Executor {
 
     /// Reverts an applied bundle from the journal, while its backups are kept.
     pub fn rollback(&mut self, hash: &BundleHash) -> Result<RunResult, ExecutorError> {
-        let refuse = |reason: String| ExecutorError::RollbackRefused {
+        let rejected = |reason: String| ExecutorError::RollbackRefused {
             bundle_hash: *hash,
             reason,
         };
         let Some(run) = self.journal.run(hash) else {
-            return Err(refuse("the journal has no run of this bundle".into()));
+            return Err(rejected("the journal has no run of this bundle".into()));
         };
         if run.rollback_finished == Some(BundleOutcome::RolledBack) {
             return Ok(run_result(run));
         }
         if !run.rollback_begun && run.finished != Some(BundleOutcome::Applied) {
-            return Err(refuse(format!(
+            return Err(rejected(format!(
                 "it is not applied (its state is {})",
                 run.current_outcome().as_str()
             )));
@@ -681,7 +683,7 @@ impl Executor {
         if let Some(state) = run.begun.iter().find(|state| {
             self.settings.driver.reversibility(&state.step) == Reversibility::Irreversible
         }) {
-            return Err(refuse(format!(
+            return Err(rejected(format!(
                 "step {} ({}) cannot be reverted; nothing was changed",
                 state.index,
                 state.step.kind()

@@ -1,9 +1,9 @@
 //! The write-ahead journal: the agent's record of every bundle step it starts and finishes, kept
 //! below `state_dir/journal`.
 //!
-//! The journal owns three things: the record file `journal.log`, the bundle files of the bundles
-//! it ran (`bundles/HASH.tgbd`, so an interrupted bundle can be finished or reverted after a
-//! restart), and one backup directory per step (`backups/HASH/RUN-STEP`), where a step's `backup`
+//! The journal owns three things. The record file is `journal.log`. The bundle files of the bundles
+//! it ran are kept as `bundles/HASH.tgbd`, so an interrupted bundle can be finished or reverted
+//! after a restart. Each step gets a backup directory `backups/HASH/RUN-STEP`, where its `backup`
 //! puts what its `revert` needs. It does not decide anything: the executor appends entries and
 //! reads back [`BundleRun`]s.
 //!
@@ -39,7 +39,7 @@ const BUNDLES_DIR: &str = "bundles";
 const BACKUPS_DIR: &str = "backups";
 const HEADER_BYTES: usize = 12;
 
-/// Maximum size of one record body. A record holds one step and its prior state, which are
+/// Maximum size of one record body. A record contains one step and its prior state, which are
 /// bounded by the manifest limits, so anything larger is damage, not data.
 const MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
 
@@ -154,7 +154,7 @@ impl JournalEntry {
     }
 }
 
-/// What the journal says about one step of a run.
+/// The journal's record of one step of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepState {
     pub index: u32,
@@ -164,7 +164,7 @@ pub struct StepState {
     pub begun_at_unix_s: i64,
     pub applied: bool,
     pub verified: bool,
-    /// Why apply or verify failed.
+    /// The reason apply or verify failed.
     pub failed: Option<String>,
     pub revert_begun: bool,
     pub reverted: bool,
@@ -440,13 +440,13 @@ impl Journal {
         self.runs.get(bundle_hash)
     }
 
-    /// Returns the latest run of every bundle the journal knows.
+    /// Returns the latest run of every bundle in the journal.
     pub fn runs(&self) -> impl Iterator<Item = &BundleRun> {
         self.runs.values()
     }
 
-    /// Whether the latest run of the bundle applied successfully and has not been rolled back.
-    /// Only this makes a second delivery of the same bundle a no-op.
+    /// Returns whether the latest run of the bundle applied successfully and has not been rolled
+    /// back. Only this makes a second delivery of the same bundle a no-op.
     pub fn is_applied(&self, bundle_hash: &BundleHash) -> bool {
         self.runs
             .get(bundle_hash)
@@ -515,7 +515,7 @@ impl Journal {
         Ok(path)
     }
 
-    /// The journal directory, for display.
+    /// Returns the journal directory, for display.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -578,7 +578,7 @@ fn is_last_possible(rest: &[u8], end: usize) -> bool {
     end >= rest.len()
 }
 
-/// A prior state for tests of the journal and the executor, kept in one place because the step
+/// Returns a prior state for tests of the journal and the executor, kept in one place because the step
 /// types define the variants.
 #[cfg(test)]
 pub(crate) fn test_prior_state() -> PriorState {

@@ -39,7 +39,7 @@ pub enum LocalError {
     Executor(#[from] ExecutorError),
 }
 
-/// What a local command prints, and whether it succeeded.
+/// The text a local command prints, and whether it succeeded.
 #[derive(Debug)]
 pub struct Report {
     pub text: String,
@@ -235,7 +235,7 @@ pub fn rollback(bundle_hash: &str, root: &Path, state_dir: &Path) -> Result<Repo
 }
 
 /// Finishes or reverts what the journal shows interrupted and prints each outcome, one line per
-/// bundle starting with `recovered:`; nothing when the journal shows nothing unfinished.
+/// bundle starting with `recovered:`. It prints nothing when no run is unfinished.
 pub fn recover(root: &Path, state_dir: &Path) -> Result<Report, LocalError> {
     check_root(root)?;
     let mut trust = TrustStore::open(state_dir, None, EARLIEST_TRUSTED_UNIX_S)?;

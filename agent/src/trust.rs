@@ -180,7 +180,7 @@ impl TrustStore {
     }
 
     /// Verifies a bundle file and records the decision. `now_unix_s` is read once by the caller.
-    /// `is_applied` tells whether a success record of a bundle hash exists: only then is a bundle
+    /// `is_applied` returns whether a success record of a bundle hash exists: only then is a bundle
     /// equal to the stream's high-water mark "already applied"; otherwise (it failed and was
     /// reverted, or was rolled back) it is accepted again and runs again.
     pub fn receive_bundle(
@@ -418,7 +418,7 @@ impl TrustStore {
         .ok()
     }
 
-    /// Whether the root pinned now allows commands that bundles supply for `tier`.
+    /// Returns whether the root pinned now allows commands that bundles supply for `tier`.
     pub fn allows_commands(&self, tier: &str) -> bool {
         self.root
             .as_ref()

@@ -430,12 +430,10 @@ impl BundleManifest {
         )
         .map_err(invalid)?;
         for (index, step) in self.steps.iter().enumerate() {
-            if matches!(step, Step::RunCommand { .. }) {
-                if !self.execution.runs_commands {
-                    return Err(invalid(format!(
-                        "step {index} runs a command, but the manifest does not declare runs_commands"
-                    )));
-                }
+            if step.runs_command() && !self.execution.runs_commands {
+                return Err(invalid(format!(
+                    "step {index} runs a command, but the manifest does not declare runs_commands"
+                )));
             }
         }
         for (index, check) in self.execution.health_checks.iter().enumerate() {
