@@ -23,7 +23,7 @@ use tidegate_tests::exec_kit::{
 };
 
 use tidegate_tests::{
-    fixture_root, prepare_agent_id, wait_for, workspace_binary, AgentSettings, Server,
+    fixture_root, prepare_agent_id, wait_for, workspace_binary, AgentSettings, Process, Server,
 };
 
 /// Paths the comparison leaves out: dpkg's own bookkeeping (locks, `status-old`) changes with
@@ -566,4 +566,87 @@ fn rollback_endpoint_checks_its_input() {
         ),
         404
     );
+}
+
+#[test]
+fn daemon_recovers_and_reports_after_sigkill() {
+    let keys = keys();
+    let data = tempfile::tempdir().unwrap();
+    let trust_root = data.path().join("root.tgrt");
+    write_trust_root(&keys, &trust_root);
+    let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &trust_root);
+
+    let root = fixture_root(3, 0);
+    std::fs::create_dir_all(root.path().join("etc/ssh")).unwrap();
+    std::fs::write(root.path().join("etc/motd"), "old motd\n").unwrap();
+    std::fs::write(root.path().join("etc/ssh/sshd_config"), SSHD_CONFIG).unwrap();
+    let before = tree_snapshot(root.path(), NOT_COMPARED);
+    let state_dir = data.path().join("agent");
+    let agent_id = prepare_agent_id(&state_dir);
+    let mut settings = AgentSettings::new(root.path(), &state_dir, server.broker_url());
+    settings.trust_root_file = Some(trust_root.clone());
+    let config = data.path().join("agent.toml");
+    settings.write(&config);
+    let start_agent = |crash_at: Option<&str>| {
+        let mut command = Command::new(workspace_binary("tidegate-agent"));
+        command.arg("run").arg("--config").arg(&config);
+        if let Some(point) = crash_at {
+            command.env("TIDEGATE_CRASH_AT", point);
+        }
+        Process::spawn("tidegate-agent", &mut command)
+    };
+
+    // The first agent process dies in the middle of the second step.
+    let mut first = start_agent(Some("1:apply-mid"));
+    wait_for("the agent's first report", Duration::from_secs(30), || {
+        server
+            .agent(&agent_id)
+            .filter(|agent| !agent["last_report_unix_s"].is_null())
+    });
+    let steps = steps(serde_json::json!([
+        {"WriteFile": {"path": "etc/motd", "payload": "motd", "mode": 0o644,
+                       "owner": "0", "group": "0"}},
+        {"EnsureConfigLine": {"path": "etc/ssh/sshd_config",
+                              "match_prefix": "PasswordAuthentication",
+                              "line": "PasswordAuthentication no"}},
+    ]));
+    let bundle = signed_bundle(
+        &keys,
+        "hardening",
+        steps,
+        vec![("motd".to_owned(), b"managed by tidegate\n".to_vec())],
+    );
+    let bundle_path = data.path().join("hardening.tgbd");
+    std::fs::write(&bundle_path, &bundle).unwrap();
+    let published = Command::new(workspace_binary("tidegate"))
+        .arg("--server")
+        .arg(server.url())
+        .args(["bundle", "publish", path_arg(&bundle_path)])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{}", text(&published));
+    let status = wait_for("the agent to be killed", Duration::from_secs(30), || {
+        first.child.try_wait().unwrap()
+    });
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+
+    // The restarted agent finishes or reverts the bundle and reports which.
+    let _second = start_agent(None);
+    let (outcome, _) = wait_for(
+        "the restarted agent to report the bundle",
+        Duration::from_secs(30),
+        || {
+            api_outcome(&server, &agent_id, "hardening")
+                .filter(|(outcome, _)| outcome == "Applied" || outcome == "Reverted")
+        },
+    );
+    let motd = std::fs::read_to_string(root.path().join("etc/motd")).unwrap();
+    let sshd = std::fs::read_to_string(root.path().join("etc/ssh/sshd_config")).unwrap();
+    if outcome == "Applied" {
+        assert_eq!(motd, "managed by tidegate\n");
+        assert!(sshd.contains("PasswordAuthentication no\n"), "{sshd}");
+        assert!(!sshd.contains("PasswordAuthentication yes"), "{sshd}");
+    } else {
+        assert_eq!(tree_snapshot(root.path(), NOT_COMPARED), before);
+    }
 }
