@@ -650,3 +650,57 @@ fn daemon_recovers_and_reports_after_sigkill() {
         assert_eq!(tree_snapshot(root.path(), NOT_COMPARED), before);
     }
 }
+
+#[test]
+fn interrupted_rollback_ends_before() {
+    let keys = keys();
+    let debs = tempfile::tempdir().unwrap();
+    let (bundle, old_deb) = four_step_bundle(&keys, debs.path());
+    let hash = BundleFile::decode(&bundle)
+        .unwrap()
+        .bundle_hash()
+        .to_string();
+
+    let mut points = vec!["2:revert-mid".to_owned()];
+    for step in 0..4 {
+        points.push(format!("{step}:revert-begun"));
+        points.push(format!("{step}:reverted"));
+    }
+    for point in &points {
+        let sandbox = sandbox(&keys, &bundle, &old_deb);
+        let before = state(&sandbox.root);
+        let applied = apply(&sandbox, None);
+        assert!(applied.status.success(), "{point}: {}", text(&applied));
+
+        let rollback_args = [
+            "rollback",
+            hash.as_str(),
+            "--root",
+            path_arg(&sandbox.root),
+            "--state-dir",
+            path_arg(&sandbox.state),
+        ];
+        let crashed = agent(&rollback_args, Some(point));
+        assert_eq!(
+            crashed.status.signal(),
+            Some(9),
+            "{point}: the agent was not killed there\n{}",
+            text(&crashed)
+        );
+
+        let recovered = agent(
+            &[
+                "recover",
+                "--root",
+                path_arg(&sandbox.root),
+                "--state-dir",
+                path_arg(&sandbox.state),
+            ],
+            None,
+        );
+        let report = String::from_utf8_lossy(&recovered.stdout).into_owned();
+        assert!(recovered.status.success(), "{point}: {}", text(&recovered));
+        assert!(report.contains(": rolled-back"), "{point}: {report}");
+        assert_eq!(state(&sandbox.root), before, "{point}");
+    }
+}
