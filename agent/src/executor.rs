@@ -499,6 +499,12 @@ impl Executor {
     fn run_health_checks(&self, manifest: &BundleManifest) -> Result<(), Failure> {
         for check in &manifest.execution.health_checks {
             let passed = match check {
+                // systemctl reports the running system's units, which a sandbox root does not
+                // have, so the check cannot pass there.
+                HealthCheck::UnitActive { .. } if !self.live => Err(format!(
+                    "unit checks need the live root /, and the steps ran below {}",
+                    self.settings.root.display()
+                )),
                 HealthCheck::UnitActive { unit } => {
                     let argv = ["systemctl", "is-active", "--quiet", unit.as_str()]
                         .map(str::to_owned)

@@ -330,6 +330,49 @@ fn failed_health_check_reverts_all_steps() {
 }
 
 #[test]
+fn passing_health_check_keeps_bundle_applied() {
+    let setup = setup();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
+    let bundle = bundle(
+        &[("a", "x")],
+        ExecutionPolicy {
+            health_checks: vec![HealthCheck::TcpListening { port }],
+            ..Default::default()
+        },
+    );
+    assert_eq!(executor.run(&bundle, false).outcome, BundleOutcome::Applied);
+    assert_eq!(read(&setup.root, "a").as_deref(), Some("x"));
+    drop(listener);
+}
+
+#[test]
+fn unit_check_fails_below_sandbox_root() {
+    let setup = setup();
+    let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
+    let bundle = bundle(
+        &[("a", "x")],
+        ExecutionPolicy {
+            health_checks: vec![HealthCheck::UnitActive {
+                unit: "ssh.service".into(),
+            }],
+            ..Default::default()
+        },
+    );
+    let result = executor.run(&bundle, false);
+    let BundleOutcome::Reverted { step, detail } = &result.outcome else {
+        panic!("expected reverted, got {:?}", result.outcome);
+    };
+    assert_eq!(*step, None);
+    assert!(
+        detail.contains("unit checks need the live root"),
+        "{detail}"
+    );
+    assert_eq!(read(&setup.root, "a"), None);
+}
+
+#[test]
 fn irreversible_and_commands_need_permission() {
     let setup = setup();
     let mut executor = executor(&setup, Arc::new(FakeSteps::new()), no_crash());
