@@ -284,8 +284,7 @@ pub async fn run(
                     if let Some(result) = execute(&mut executor, work).await {
                         record_result(&mut trust, &result, clock.now_unix_s());
                     }
-                    // The outcome travels in the next report, so send it now.
-                    full_requested = true;
+                    // The outcome, and what the bundle changed, travel in the next report.
                     ticker.reset_immediately();
                 }
             }
