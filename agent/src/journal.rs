@@ -393,30 +393,25 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Reads the runs of the journal in `state_dir` without changing anything: no directory is
+    /// created and a torn last record is left in place, so this is safe while the daemon writes.
+    pub fn read_runs(state_dir: &Path) -> Result<Vec<BundleRun>, JournalError> {
+        let path = state_dir.join("journal").join(LOG_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(JournalError::Read { path, source }),
+        };
+        let (entries, _) = parse_records(&path, &bytes)?;
+        let mut runs = BTreeMap::new();
+        for entry in &entries {
+            fold_into(&mut runs, entry);
+        }
+        Ok(runs.into_values().collect())
+    }
+
     fn fold(&mut self, entry: &JournalEntry) {
-        if let JournalEntry::BundleStarted {
-            bundle_hash,
-            run,
-            bundle_id,
-            steps,
-            at_unix_s,
-        } = entry
-        {
-            self.runs.insert(
-                *bundle_hash,
-                BundleRun::new(
-                    *bundle_hash,
-                    *run,
-                    bundle_id.clone(),
-                    steps.clone(),
-                    *at_unix_s,
-                ),
-            );
-            return;
-        }
-        if let Some(run) = self.runs.get_mut(&entry.bundle_hash()) {
-            run.fold(entry);
-        }
+        fold_into(&mut self.runs, entry);
     }
 
     /// Appends `entry` and flushes it to stable storage before returning.
@@ -518,6 +513,34 @@ impl Journal {
     /// Returns the journal directory, for display.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Folds one entry into the runs: a `BundleStarted` starts a new run of its bundle, and every
+/// other entry updates the latest run of its bundle.
+fn fold_into(runs: &mut BTreeMap<BundleHash, BundleRun>, entry: &JournalEntry) {
+    if let JournalEntry::BundleStarted {
+        bundle_hash,
+        run,
+        bundle_id,
+        steps,
+        at_unix_s,
+    } = entry
+    {
+        runs.insert(
+            *bundle_hash,
+            BundleRun::new(
+                *bundle_hash,
+                *run,
+                bundle_id.clone(),
+                steps.clone(),
+                *at_unix_s,
+            ),
+        );
+        return;
+    }
+    if let Some(run) = runs.get_mut(&entry.bundle_hash()) {
+        run.fold(entry);
     }
 }
 
@@ -662,6 +685,29 @@ mod tests {
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.run(&hash(1)).unwrap().begun.len(), 1);
+    }
+
+    #[test]
+    fn read_runs_leaves_torn_record_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut journal = Journal::open(dir.path()).unwrap();
+            journal.append(&started(1)).unwrap();
+        }
+        let path = dir.path().join("journal").join(LOG_FILE);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&[7, 0, 0]).unwrap();
+        drop(file);
+        let length = fs::metadata(&path).unwrap().len();
+
+        let runs = Journal::read_runs(dir.path()).unwrap();
+
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].bundle_id, "motd");
+        assert_eq!(fs::metadata(&path).unwrap().len(), length);
+        let missing = tempfile::tempdir().unwrap();
+        assert!(Journal::read_runs(missing.path()).unwrap().is_empty());
+        assert!(!missing.path().join("journal").exists());
     }
 
     #[test]

@@ -250,11 +250,12 @@ pub fn recover(root: &Path, state_dir: &Path) -> Result<Report, LocalError> {
     Ok(Report { text, success })
 }
 
-/// Prints every bundle run the journal records, with its steps.
+/// Prints every bundle run the journal records, with its steps. Nothing is written, so this is
+/// safe while the daemon runs.
 pub fn journal(state_dir: &Path) -> Result<Report, LocalError> {
-    let journal = crate::journal::Journal::open(state_dir).map_err(ExecutorError::from)?;
-    let mut text = format!("journal {}\n", journal.dir().display());
-    for run in journal.runs() {
+    let runs = crate::journal::Journal::read_runs(state_dir).map_err(ExecutorError::from)?;
+    let mut text = format!("journal {}\n", state_dir.join("journal").display());
+    for run in &runs {
         let _ = writeln!(
             text,
             "run {} of bundle {} ({}), started at {} s since the epoch{}",
