@@ -61,6 +61,10 @@ pub enum JournalError {
         offset: u64,
         reason: String,
     },
+    #[error(
+        "journal {path} is in use by another agent process; stop it (or wait for it) and try again"
+    )]
+    InUse { path: PathBuf },
     #[error("cannot encode a journal entry: {0}")]
     Encode(postcard::Error),
 }
@@ -326,6 +330,10 @@ impl BundleRun {
 pub struct Journal {
     dir: PathBuf,
     file: File,
+    /// Held for as long as the journal is open, so that a second process (the daemon and a
+    /// local `apply`, say) cannot write the same journal at once. The OS releases it when the
+    /// process ends, also after SIGKILL.
+    _lock: File,
     runs: BTreeMap<BundleHash, BundleRun>,
 }
 
@@ -338,6 +346,29 @@ impl Journal {
             fsutil::create_private_dir(&path)
                 .map_err(|source| JournalError::CreateDir { path, source })?;
         }
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| JournalError::Write {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::InUse { path: dir.clone() })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(JournalError::Write {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
+
         let path = dir.join(LOG_FILE);
         let read_error = |source| JournalError::Read {
             path: path.clone(),
@@ -385,6 +416,7 @@ impl Journal {
         let mut journal = Self {
             dir,
             file,
+            _lock: lock,
             runs: BTreeMap::new(),
         };
         for entry in &entries {
@@ -708,6 +740,16 @@ mod tests {
         let missing = tempfile::tempdir().unwrap();
         assert!(Journal::read_runs(missing.path()).unwrap().is_empty());
         assert!(!missing.path().join("journal").exists());
+    }
+
+    #[test]
+    fn second_open_is_rejected_while_first_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Journal::open(dir.path()).unwrap();
+        let error = Journal::open(dir.path()).err().unwrap();
+        assert!(matches!(error, JournalError::InUse { .. }), "{error}");
+        drop(first);
+        assert!(Journal::open(dir.path()).is_ok());
     }
 
     #[test]
