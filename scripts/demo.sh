@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs tidegate on this machine with its embedded defaults: tidegate-server with its own MQTT broker
 # and SQLite file, and one agent reading this host's real package databases (read only). Prints the
-# fleet table, then runs scripts/demo-apply.sh (a bundle applied to a sandbox root and rolled back,
-# with a second server and agent of its own) when dpkg-deb is installed and TIDEGATE_DEMO_APPLY is
-# not 0, then keeps the first server and agent running until Ctrl-C. With --once it stops there.
+# fleet table. Then, when dpkg-deb is installed and TIDEGATE_DEMO_APPLY is not 0, it runs
+# scripts/demo-apply.sh, which applies a bundle to a sandbox root and rolls it back with a second
+# server and agent of its own. The first server and agent keep running until Ctrl-C; with --once
+# the script stops there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -221,13 +221,13 @@ pub struct BundleRecord {
     pub outcome: BundleOutcome,
     /// When the agent decided, or when the outcome last changed, by its own clock.
     pub decided_at_unix_s: i64,
-    /// What became of each step the agent started, in step order. Empty until the bundle runs.
+    /// The outcome of each step the agent started, in step order. Empty until the bundle runs.
     /// (`default` lets JSON written before this field existed still read.)
     #[serde(default)]
     pub steps: Vec<StepRecord>,
 }
 
-/// What became of one step of a bundle, with the agent's clock readings.
+/// The outcome of one step of a bundle, with the agent's clock readings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The step's position in the manifest, from 0.
@@ -238,7 +238,7 @@ pub struct StepRecord {
     pub started_at_unix_s: i64,
     /// When the outcome was reached; `None` while the step is still running.
     pub finished_at_unix_s: Option<i64>,
-    /// Why a step failed or could not be reverted; empty otherwise.
+    /// The reason a step failed or could not be reverted; empty otherwise.
     pub detail: String,
 }
 
@@ -313,7 +313,7 @@ impl BundleOutcome {
         }
     }
 
-    /// Whether the host needs a person: a revert or rollback left it in neither state.
+    /// Returns whether the host needs a person: a revert or rollback left it in neither state.
     pub fn needs_person(&self) -> bool {
         matches!(
             self,
@@ -321,7 +321,7 @@ impl BundleOutcome {
         )
     }
 
-    /// The failed step and its detail, for outcomes that carry them.
+    /// Returns the failed step and its detail, for outcomes that carry them.
     pub fn failure(&self) -> Option<(Option<u32>, &str)> {
         match self {
             Self::Reverted { step, detail } => Some((*step, detail)),

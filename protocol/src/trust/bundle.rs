@@ -310,16 +310,17 @@ pub struct BundleManifest {
     pub steps: Vec<Step>,
     #[serde(deserialize_with = "deserialize_payload_refs")]
     pub payloads: Vec<PayloadRef>,
-    /// What the bundle allows its executor, and the checks that decide whether it stays applied.
+    /// The permissions the bundle gives its executor, and the checks that decide whether it stays
+    /// applied.
     pub execution: ExecutionPolicy,
 }
 
 /// Maximum number of health checks in a manifest.
 pub const MAX_HEALTH_CHECKS: usize = 64;
 
-/// What a bundle explicitly accepts, and the health checks run after all its steps.
+/// The permissions a bundle grants explicitly, and the health checks run after all its steps.
 ///
-/// Both switches default to off, so a bundle that says nothing runs no command and no step that
+/// Both switches default to off, so a bundle that sets neither runs no command and no step that
 /// cannot be undone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionPolicy {

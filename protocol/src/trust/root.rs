@@ -184,7 +184,7 @@ impl TrustRoot {
         Ok(())
     }
 
-    /// Whether agents of `tier` may run commands that bundles supply.
+    /// Returns whether agents of `tier` may run commands that bundles supply.
     pub fn allows_commands(&self, tier: &str) -> bool {
         self.command_tiers.contains(tier)
     }
