@@ -487,7 +487,8 @@ fn rollback_order_from_server() {
     assert!(published.status.success(), "{}", text(&published));
 
     let (outcome, steps) = wait_for("the agent to apply motd", Duration::from_secs(30), || {
-        api_outcome(&server, &agent_id, "motd").filter(|(outcome, _)| outcome != "Accepted")
+        api_outcome(&server, &agent_id, "motd")
+            .filter(|(outcome, _)| outcome != "Accepted" && outcome != "Running")
     });
     assert_eq!(outcome, "Applied");
     assert_eq!(steps, vec!["Applied"]);

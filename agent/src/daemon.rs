@@ -7,8 +7,8 @@
 //! executor first finishes or reverts what the journal shows interrupted, and bundles that were
 //! accepted but never started run then. Bundle outcomes travel in the bundle records of the
 //! reports: the outbox keeps them until the server acknowledges, and a record is a state, so a
-//! repeated one changes nothing on the server. While a bundle runs, no report is made, so the
-//! server receives `Running` only when the agent stopped during a bundle.
+//! repeated one changes nothing on the server. Each time a step begins, a small delta report with
+//! the bundle's `Running` state goes out, so the server shows the step under way.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -107,16 +107,17 @@ pub async fn run(
     let pending = accepted_never_started(&trust, &executor);
     let mut executor = Some(executor);
     for bundle in pending {
-        let allows = trust.allows_commands(&config.tier);
-        if let Some(result) = execute(
-            &mut executor,
-            Work::Run {
-                bundle: Box::new(bundle),
-                root_allows_commands: allows,
-            },
-        )
-        .await
-        {
+        let work = Work::Run {
+            bundle: Box::new(bundle),
+            root_allows_commands: trust.allows_commands(&config.tier),
+        };
+        // No report has been made yet, so progress is only recorded.
+        let result = {
+            let mut progress =
+                |state: RunResult| record_result(&mut trust, &state, clock.now_unix_s());
+            execute(&mut executor, work, &mut progress).await
+        };
+        if let Some(result) = result {
             record_result(&mut trust, &result, clock.now_unix_s());
         }
     }
@@ -225,7 +226,11 @@ pub async fn run(
                         }
                         for (record, file) in records {
                             if let Some(work) = work_for_accepted(&record, &file, &trust, &config.tier) {
-                                if let Some(result) = execute(&mut executor, work).await {
+                                let result = {
+                                    let mut progress = |state: RunResult| report_progress(&state, &mut trust, &mut reporter, &outbox, &outbox_ready, config.mqtt.max_packet_size_bytes, clock.now_unix_s());
+                                    execute(&mut executor, work, &mut progress).await
+                                };
+                                if let Some(result) = result {
                                     record_result(&mut trust, &result, clock.now_unix_s());
                                 }
                             }
@@ -281,7 +286,11 @@ pub async fn run(
                 };
                 let work = handle_order(order, &outbox, &mut trust, &config.tier, clock.as_ref(), &applied, &mut full_requested, &mut ticker);
                 if let Some(work) = work {
-                    if let Some(result) = execute(&mut executor, work).await {
+                    let result = {
+                        let mut progress = |state: RunResult| report_progress(&state, &mut trust, &mut reporter, &outbox, &outbox_ready, config.mqtt.max_packet_size_bytes, clock.now_unix_s());
+                        execute(&mut executor, work, &mut progress).await
+                    };
+                    if let Some(result) = result {
                         record_result(&mut trust, &result, clock.now_unix_s());
                     }
                     // The outcome, and what the bundle changed, travel in the next report.
@@ -312,9 +321,18 @@ pub enum Work {
 
 /// Runs `work` on a blocking thread, because steps call dpkg and wait on files, and returns the
 /// result to record. The executor is taken out of `slot` meanwhile and put back after.
-pub async fn execute(slot: &mut Option<Executor>, work: Work) -> Option<RunResult> {
+/// `on_progress` receives the bundle's state each time a step begins.
+pub async fn execute(
+    slot: &mut Option<Executor>,
+    work: Work,
+    on_progress: &mut dyn FnMut(RunResult),
+) -> Option<RunResult> {
     let mut executor = slot.take()?;
-    let joined = tokio::task::spawn_blocking(move || {
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
+    executor.set_progress(Some(Arc::new(move |state| {
+        let _ = progress_tx.send(state);
+    })));
+    let mut task = tokio::task::spawn_blocking(move || {
         let result = match work {
             Work::Run {
                 bundle,
@@ -328,9 +346,15 @@ pub async fn execute(slot: &mut Option<Executor>, work: Work) -> Option<RunResul
                 }
             },
         };
+        executor.set_progress(None);
         (executor, result)
-    })
-    .await;
+    });
+    let joined = loop {
+        tokio::select! {
+            joined = &mut task => break joined,
+            Some(state) = progress_rx.recv() => on_progress(state),
+        }
+    };
     match joined {
         Ok((executor, result)) => {
             *slot = Some(executor);
@@ -341,6 +365,38 @@ pub async fn execute(slot: &mut Option<Executor>, work: Work) -> Option<RunResul
             tracing::error!(%error, "the executor stopped unexpectedly; bundles wait for a restart");
             None
         }
+    }
+}
+
+/// Records a running bundle's state and queues a delta report with it, so the server shows which
+/// step is under way. Before the first report there is no base for a delta, and nothing is sent.
+fn report_progress(
+    state: &RunResult,
+    trust: &mut TrustStore,
+    reporter: &mut Reporter,
+    outbox: &Mutex<Outbox>,
+    outbox_ready: &Notify,
+    max_packet_bytes: usize,
+    now_unix_s: i64,
+) {
+    record_result(trust, state, now_unix_s);
+    let Some(mut inventory) = reporter.last_inventory().cloned() else {
+        return;
+    };
+    inventory.bundles = trust.records().to_vec();
+    let mut outbox = outbox.lock().expect("outbox lock");
+    let report = reporter.next_report(inventory, false, now_unix_s, outbox.dropped());
+    match reporter.to_outbox_messages(&report, max_packet_bytes) {
+        Ok(messages) => {
+            for message in &messages {
+                if let Err(error) = outbox.push(message) {
+                    tracing::warn!(%error, seq = report.seq, "cannot queue a progress report");
+                    return;
+                }
+            }
+            outbox_ready.notify_one();
+        }
+        Err(error) => tracing::warn!(%error, seq = report.seq, "cannot encode a progress report"),
     }
 }
 

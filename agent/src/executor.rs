@@ -216,10 +216,14 @@ pub struct ExecutorSettings {
     pub crash_hook: CrashHook,
 }
 
+/// Called with the bundle's state each time a step begins, for progress reports.
+pub type ProgressHook = Arc<dyn Fn(RunResult) + Send + Sync>;
+
 pub struct Executor {
     journal: Journal,
     settings: ExecutorSettings,
     live: bool,
+    progress: Option<ProgressHook>,
 }
 
 /// The failure of a run: the step that failed (`None` for a health check) and the reason.
@@ -237,7 +241,13 @@ impl Executor {
             journal,
             settings,
             live,
+            progress: None,
         })
+    }
+
+    /// Sets the hook called each time a step begins, replacing an earlier one.
+    pub fn set_progress(&mut self, hook: Option<ProgressHook>) {
+        self.progress = hook;
     }
 
     pub fn journal(&self) -> &Journal {
@@ -451,6 +461,9 @@ impl Executor {
                 }
             };
             self.crash_point(index, "begun");
+            if let (Some(progress), Some(run)) = (&self.progress, self.journal.run(&hash)) {
+                progress(run_result(run));
+            }
 
             let hook = self.settings.crash_hook.clone();
             let checkpoint = move |point: &str| hook(&format!("{index}:{point}"));
