@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs tidegate on this machine with its embedded defaults: tidegate-server with its own MQTT broker
 # and SQLite file, and one agent reading this host's real package databases (read only). Prints the
-# fleet table, then keeps both running until Ctrl-C. With --once it stops after the table.
+# fleet table. Then, when dpkg-deb is installed and TIDEGATE_DEMO_APPLY is not 0, it runs
+# scripts/demo-apply.sh, which applies a bundle to a sandbox root and rolls it back with a second
+# server and agent of its own. The first server and agent keep running until Ctrl-C; with --once
+# the script stops there.
 # The server's first admin token is kept in the working directory as admin.token (mode 0600).
 set -euo pipefail
 
@@ -99,6 +102,11 @@ echo "  $bin/tidegate fleet show $(hostname)"
 echo "  $bin/tidegate audit verify"
 echo "  curl -s -H \"Authorization: Bearer \$TIDEGATE_TOKEN\" $TIDEGATE_SERVER/api/v1/agents"
 echo "  open $TIDEGATE_SERVER/ in a browser for the web console (sign in with the admin token)"
+if [[ ${TIDEGATE_DEMO_APPLY:-1} != 0 ]] && command -v dpkg-deb >/dev/null; then
+  echo
+  echo "==> scripts/demo-apply.sh: a bundle applied to a sandbox root and rolled back"
+  TIDEGATE_DEMO_DIR="$work_dir/apply" scripts/demo-apply.sh
+fi
 if $once; then
   exit 0
 fi

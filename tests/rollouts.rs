@@ -57,6 +57,7 @@ fn write_root(
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     };
     let mut signed = SignedTrustRoot::new(&root).unwrap();
     signed.sign(root_key).unwrap();
@@ -78,6 +79,7 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
             value: "1".into(),
         }],
         payloads: vec![],
+        execution: Default::default(),
     };
     let mut file = BundleFile::new(&manifest, vec![]).unwrap();
     file.sign(signer).unwrap();
@@ -290,6 +292,7 @@ impl SimAgent {
                         bundle_hash: inspection.bundle_hash.to_string(),
                         outcome,
                         decided_at_unix_s: now_unix_s(),
+                        steps: Vec::new(),
                     });
                     client.publish(&report_topic, state.report(), false);
                 }

@@ -28,6 +28,7 @@ fn write_root(path: &Path, version: u64, keys: &[&SigningKey], signers: &[&Signi
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     };
     let mut signed = SignedTrustRoot::new(&root).unwrap();
     for signer in signers {
@@ -54,6 +55,7 @@ fn bundle(id: &str, sequence: u64, signer: &SigningKey) -> Vec<u8> {
             value: "1".into(),
         }],
         payloads: vec![],
+        execution: Default::default(),
     };
     let mut file = BundleFile::new(&manifest, vec![]).unwrap();
     file.sign(signer).unwrap();
@@ -118,6 +120,8 @@ fn published_bundle_is_verified_by_the_agent() {
 
     let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &v2);
     let root = fixture_root(5, 0);
+    // The bundles' sysctl step writes below etc/sysctl.d, which the fixture lacks.
+    std::fs::create_dir_all(root.path().join("etc/sysctl.d")).unwrap();
     let state_dir = data.path().join("agent");
     let agent_id = prepare_agent_id(&state_dir);
     let mut settings = AgentSettings::new(root.path(), &state_dir, server.broker_url());
@@ -137,11 +141,11 @@ fn published_bundle_is_verified_by_the_agent() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["delivered_to"], 1, "{body}");
     wait_for(
-        "the agent to accept baseline-5",
+        "the agent to accept and apply baseline-5",
         Duration::from_secs(20),
         || {
             bundle_outcomes(&server, &agent_id)
-                .contains(&("baseline-5".into(), "Accepted".into()))
+                .contains(&("baseline-5".into(), "Applied".into()))
                 .then_some(())
         },
     );
@@ -175,11 +179,11 @@ fn published_bundle_is_verified_by_the_agent() {
     let (status, body) = publish(&server, &security, &bundle("baseline-8", 8, &s4));
     assert_eq!(status, 201, "{body}");
     wait_for(
-        "the agent to accept baseline-8",
+        "the agent to accept and apply baseline-8",
         Duration::from_secs(20),
         || {
             bundle_outcomes(&server, &agent_id)
-                .contains(&("baseline-8".into(), "Accepted".into()))
+                .contains(&("baseline-8".into(), "Applied".into()))
                 .then_some(())
         },
     );
@@ -189,7 +193,9 @@ fn published_bundle_is_verified_by_the_agent() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["rule"], "rollback", "{body}");
 
-    // Publishing the same file again is accepted and sends it again: the agent has it already.
+    // Publishing the same file again is accepted and sends it again: the agent has applied it
+    // already, so the second delivery is a no-op. An accepted bundle runs at once, so its record
+    // shows the run's outcome.
     let file = bundle("baseline-9", 9, &s1);
     assert_eq!(publish(&server, &security, &file).0, 201);
     assert_eq!(publish(&server, &security, &file).0, 200);
@@ -198,7 +204,7 @@ fn published_bundle_is_verified_by_the_agent() {
         Duration::from_secs(20),
         || {
             let outcomes = bundle_outcomes(&server, &agent_id);
-            (outcomes.contains(&("baseline-9".into(), "Accepted".into()))
+            (outcomes.contains(&("baseline-9".into(), "Applied".into()))
                 && outcomes.contains(&("baseline-9".into(), "AlreadyApplied".into())))
             .then_some(())
         },

@@ -24,6 +24,10 @@ state_dir = "/var/lib/tidegate-agent"
 # ask more for some tiers), so it is set here on the host and never taken from the server.
 tier = "default"
 
+# The site within the tier, for a site's own window schedule, which replaces the tier's at that
+# site. Empty: the host follows its tier's schedule.
+site = ""
+
 # The signed trust root to pin at enrolment, read once when no root is pinned yet. Empty: none,
 # and every bundle is rejected until a root is pinned.
 trust_root_file = ""
@@ -58,6 +62,13 @@ ack_timeout_seconds = 60
 # queued and following orders. For tests and measurements, which need a known number of reports.
 max_reports = 0
 
+[windows]
+# A verified bundle starts only inside a maintenance window of a schedule that OT keys signed for
+# this host's tier (or site). With require_schedule = false, a host that has received no schedule
+# at all starts bundles at once; a schedule, once received, is always enforced. Keep true on OT
+# gateways.
+require_schedule = true
+
 [clock]
 # Refuse to start changes while the operating system reports the clock as not synchronised to a
 # time source (on Linux: the kernel's adjtimex state, which chrony, ntpd and systemd-timesyncd keep).
@@ -77,9 +88,11 @@ pub struct Config {
     pub root_dir: PathBuf,
     pub state_dir: PathBuf,
     pub tier: String,
+    pub site: String,
     pub trust_root_file: PathBuf,
     pub mqtt: MqttConfig,
     pub reports: ReportsConfig,
+    pub windows: WindowsConfig,
     pub clock: ClockConfig,
     pub outbox: OutboxConfig,
 }
@@ -108,6 +121,12 @@ pub struct ReportsConfig {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    pub require_schedule: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ClockConfig {
     pub require_os_synchronised: bool,
 }
@@ -124,9 +143,11 @@ impl Default for Config {
             root_dir: PathBuf::from("/"),
             state_dir: PathBuf::from("/var/lib/tidegate-agent"),
             tier: "default".into(),
+            site: String::new(),
             trust_root_file: PathBuf::new(),
             mqtt: MqttConfig::default(),
             reports: ReportsConfig::default(),
+            windows: WindowsConfig::default(),
             clock: ClockConfig::default(),
             outbox: OutboxConfig::default(),
         }
@@ -155,6 +176,14 @@ impl Default for ReportsConfig {
             full_report_interval_seconds: 6 * 3600,
             ack_timeout_seconds: 60.0,
             max_reports: 0,
+        }
+    }
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        Self {
+            require_schedule: true,
         }
     }
 }
@@ -229,6 +258,10 @@ impl Config {
         };
         tidegate_protocol::trust::StreamName::parse(&self.tier)
             .map_err(|error| invalid("tier", format!("is invalid: {}", error.reason)))?;
+        if !self.site.is_empty() {
+            tidegate_protocol::trust::StreamName::parse(&self.site)
+                .map_err(|error| invalid("site", format!("is invalid: {}", error.reason)))?;
+        }
         parse_broker_url(&self.mqtt.broker_url)
             .map_err(|problem| invalid("mqtt.broker_url", problem))?;
         if self.mqtt.max_packet_size_bytes < MIN_PACKET_SIZE_BYTES {
@@ -402,5 +435,12 @@ mod tests {
             !credentials.contains("secret"),
             "the password is never echoed: {credentials}"
         );
+    }
+}
+
+impl Config {
+    /// The site, or `None` when the host follows its tier's schedule.
+    pub fn site(&self) -> Option<&str> {
+        (!self.site.is_empty()).then_some(self.site.as_str())
     }
 }

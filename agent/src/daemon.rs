@@ -1,6 +1,16 @@
 //! The agent daemon: collects the inventory on a timer, turns it into reports in the outbox, runs
-//! the MQTT session, and acts on orders: server acknowledgements, resync requests, bundles and
-//! trust root versions.
+//! the MQTT session, and acts on orders: server acknowledgements, resync requests, bundles,
+//! rollbacks and trust root versions.
+//!
+//! An accepted bundle waits in the [`Gate`] until a signed maintenance window allows it to
+//! start, the clock being trusted; then it runs through [`Work`] handed to the executor on a
+//! blocking thread. The gate is looked at every second by the wall clock, so a window opens on
+//! time whatever the report interval, and a clock that jumps causes one look, not a burst. At
+//! start-up the executor first finishes or reverts what the journal shows interrupted, and
+//! bundles that were accepted but never started go back into the queue. Bundle outcomes travel in the bundle records of the
+//! reports: the outbox keeps them until the server acknowledges, and a record is a state, so a
+//! repeated one changes nothing on the server. Each time a step begins, a small delta report with
+//! the bundle's `Running` state goes out, so the server shows the step under way.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,6 +28,11 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::clock::{Clock, OsClockSync};
 use crate::collect::Collector;
 use crate::config::Config;
+use crate::executor::{
+    crash_hook_from_env, AcceptedBundle, Executor, ExecutorError, ExecutorSettings, RealSteps,
+    RunResult, SystemRunner,
+};
+use crate::gate::{Gate, GateError};
 use crate::identity::{Identity, IdentityError};
 use crate::outbox::{Outbox, OutboxError};
 use crate::reporter::Reporter;
@@ -26,6 +41,9 @@ use crate::trust::{TrustError, TrustStore};
 
 /// How many recent order ids the agent remembers to drop duplicates.
 const REMEMBERED_ORDERS: usize = 256;
+
+/// How often the agent looks whether a waiting bundle may start.
+const GATE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -42,6 +60,10 @@ pub enum DaemonError {
     Outbox(#[from] OutboxError),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
     #[error("cannot draw a random boot id: the system random source failed")]
     Random,
 }
@@ -77,6 +99,29 @@ pub async fn run(
         enrolment_root,
         crate::trust::EARLIEST_TRUSTED_UNIX_S,
     )?;
+    let mut executor = Executor::open(
+        &config.state_dir,
+        ExecutorSettings {
+            root: config.root_dir.clone(),
+            runner: Arc::new(SystemRunner),
+            driver: Arc::new(RealSteps),
+            clock: clock.clone(),
+            crash_hook: crash_hook_from_env(),
+        },
+    )?;
+    for result in executor.recover() {
+        record_result(&mut trust, &result, clock.now_unix_s());
+    }
+    let mut gate = Gate::open(
+        &config.state_dir,
+        &config.tier,
+        config.site(),
+        config.windows.require_schedule,
+    )?;
+    for file in accepted_never_started(&trust, &executor) {
+        gate.enqueue(&file)?;
+    }
+    let mut executor = Some(executor);
     let outbox = Arc::new(Mutex::new(Outbox::open(
         &config.state_dir.join("outbox"),
         config.outbox.max_messages,
@@ -145,6 +190,8 @@ pub async fn run(
     let mut ticker = tokio::time::interval(config.report_interval());
     // After a stall (a suspended VM, a clock jump), one catch-up report, never a burst.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut gate_ticker = tokio::time::interval(GATE_INTERVAL);
+    gate_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     tokio::pin!(shutdown);
     loop {
@@ -170,9 +217,25 @@ pub async fn run(
                 let mut inventory = inventory;
                 let now = clock.now_unix_s();
                 trust.set_os_sync(os_sync(&config, clock.as_ref()));
-                match trust.retry_deferred(&config.tier, now) {
-                    Ok(records) if !records.is_empty() => tracing::info!(count = records.len(), "verified kept bundles again"),
-                    Ok(_) => {}
+                let retried = {
+                    let applied = |hash: &tidegate_protocol::trust::BundleHash| {
+                        executor.as_ref().is_some_and(|executor| executor.is_applied(hash))
+                    };
+                    trust.retry_deferred(&config.tier, now, &applied)
+                };
+                match retried {
+                    Ok(records) => {
+                        if !records.is_empty() {
+                            tracing::info!(count = records.len(), "verified kept bundles again");
+                        }
+                        for (record, file) in records {
+                            if record.outcome == tidegate_protocol::BundleOutcome::Accepted {
+                                if let Err(error) = gate.enqueue(&file) {
+                                    tracing::error!(%error, bundle.id = %record.bundle_id, "cannot queue an accepted bundle");
+                                }
+                            }
+                        }
+                    }
                     Err(error) => tracing::warn!(%error, "cannot verify kept bundles again"),
                 }
                 inventory.tier = config.tier.clone();
@@ -219,7 +282,48 @@ pub async fn run(
                 }
                 recent_orders.push_back(order.order_id);
                 trust.set_os_sync(os_sync(&config, clock.as_ref()));
-                handle_order(order, &outbox, &mut trust, &config.tier, clock.as_ref(), &mut full_requested, &mut ticker);
+                let applied = |hash: &tidegate_protocol::trust::BundleHash| {
+                    executor.as_ref().is_some_and(|executor| executor.is_applied(hash))
+                };
+                let work = handle_order(order, &outbox, &mut trust, &mut gate, &config.tier, clock.as_ref(), &applied, &mut full_requested, &mut ticker);
+                if let Some(work) = work {
+                    let result = {
+                        let mut progress = |state: RunResult| report_progress(&state, &mut trust, &mut reporter, &outbox, &outbox_ready, config.mqtt.max_packet_size_bytes, clock.now_unix_s());
+                        execute(&mut executor, work, &mut progress).await
+                    };
+                    if let Some(result) = result {
+                        record_result(&mut trust, &result, clock.now_unix_s());
+                    }
+                    // The outcome, and what the bundle changed, travel in the next report.
+                    ticker.reset_immediately();
+                }
+            }
+            _ = gate_ticker.tick() => {
+                trust.set_os_sync(os_sync(&config, clock.as_ref()));
+                let poll = match gate.poll(&mut trust, clock.now_unix_s()) {
+                    Ok(poll) => poll,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot look at the queue of waiting bundles");
+                        continue;
+                    }
+                };
+                if poll.records_changed {
+                    ticker.reset_immediately();
+                }
+                let Some(bundle) = poll.start else { continue };
+                let work = Work::Run {
+                    bundle: Box::new(bundle),
+                    root_allows_commands: trust.allows_commands(&config.tier),
+                };
+                let result = {
+                    let mut progress = |state: RunResult| report_progress(&state, &mut trust, &mut reporter, &outbox, &outbox_ready, config.mqtt.max_packet_size_bytes, clock.now_unix_s());
+                    execute(&mut executor, work, &mut progress).await
+                };
+                if let Some(result) = result {
+                    record_result(&mut trust, &result, clock.now_unix_s());
+                }
+                // The outcome, and what the bundle changed, travel in the next report.
+                ticker.reset_immediately();
             }
             _ = &mut shutdown => break,
         }
@@ -231,15 +335,152 @@ pub async fn run(
     Ok(())
 }
 
+/// Work for the executor: a bundle the gate let through, or a rollback order.
+pub enum Work {
+    Run {
+        bundle: Box<AcceptedBundle>,
+        root_allows_commands: bool,
+    },
+    Rollback {
+        bundle_hash: tidegate_protocol::trust::BundleHash,
+    },
+}
+
+/// Runs `work` on a blocking thread, because steps call dpkg and wait on files, and returns the
+/// result to record. The executor is taken out of `slot` meanwhile and put back after.
+/// `on_progress` receives the bundle's state each time a step begins.
+pub async fn execute(
+    slot: &mut Option<Executor>,
+    work: Work,
+    on_progress: &mut dyn FnMut(RunResult),
+) -> Option<RunResult> {
+    let mut executor = slot.take()?;
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
+    executor.set_progress(Some(Arc::new(move |state| {
+        let _ = progress_tx.send(state);
+    })));
+    let mut task = tokio::task::spawn_blocking(move || {
+        let result = match work {
+            Work::Run {
+                bundle,
+                root_allows_commands,
+            } => Some(executor.run(&bundle, root_allows_commands)),
+            Work::Rollback { bundle_hash } => match executor.rollback(&bundle_hash) {
+                Ok(result) => Some(result),
+                Err(error) => {
+                    tracing::warn!(%error, "rollback order not carried out");
+                    None
+                }
+            },
+        };
+        executor.set_progress(None);
+        (executor, result)
+    });
+    let joined = loop {
+        tokio::select! {
+            joined = &mut task => break joined,
+            Some(state) = progress_rx.recv() => on_progress(state),
+        }
+    };
+    match joined {
+        Ok((executor, result)) => {
+            *slot = Some(executor);
+            result
+        }
+        Err(error) => {
+            // A panic in a step leaves the journal as a crash would; the next start recovers it.
+            tracing::error!(%error, "the executor stopped unexpectedly; bundles wait for a restart");
+            None
+        }
+    }
+}
+
+/// Records a running bundle's state and queues a delta report with it, so the server shows which
+/// step is under way. Before the first report there is no base for a delta, and nothing is sent.
+fn report_progress(
+    state: &RunResult,
+    trust: &mut TrustStore,
+    reporter: &mut Reporter,
+    outbox: &Mutex<Outbox>,
+    outbox_ready: &Notify,
+    max_packet_bytes: usize,
+    now_unix_s: i64,
+) {
+    record_result(trust, state, now_unix_s);
+    let Some(mut inventory) = reporter.last_inventory().cloned() else {
+        return;
+    };
+    inventory.bundles = trust.records().to_vec();
+    let mut outbox = outbox.lock().expect("outbox lock");
+    let report = reporter.next_report(inventory, false, now_unix_s, outbox.dropped());
+    match reporter.to_outbox_messages(&report, max_packet_bytes) {
+        Ok(messages) => {
+            for message in &messages {
+                if let Err(error) = outbox.push(message) {
+                    tracing::warn!(%error, seq = report.seq, "cannot queue a progress report");
+                    return;
+                }
+            }
+            outbox_ready.notify_one();
+        }
+        Err(error) => tracing::warn!(%error, seq = report.seq, "cannot encode a progress report"),
+    }
+}
+
+fn record_result(trust: &mut TrustStore, result: &RunResult, now_unix_s: i64) {
+    if let Err(error) = trust.update_record(
+        &result.bundle_hash,
+        &result.bundle_id,
+        result.outcome.clone(),
+        result.steps.clone(),
+        now_unix_s,
+    ) {
+        tracing::error!(%error, bundle.id = %result.bundle_id, "cannot record a bundle outcome");
+    }
+}
+
+/// Returns the bundles whose newest record is `Accepted` but which the journal never started:
+/// the agent stopped between acceptance and the start of the run.
+fn accepted_never_started(trust: &TrustStore, executor: &Executor) -> Vec<Vec<u8>> {
+    let mut newest: Vec<&tidegate_protocol::BundleRecord> = Vec::new();
+    for record in trust.records().iter().rev() {
+        if !newest
+            .iter()
+            .any(|seen| seen.bundle_hash == record.bundle_hash)
+        {
+            newest.push(record);
+        }
+    }
+    newest
+        .into_iter()
+        .rev()
+        .filter(|record| record.outcome == tidegate_protocol::BundleOutcome::Accepted)
+        .filter_map(|record| {
+            let hash = tidegate_protocol::trust::BundleHash::parse(&record.bundle_hash).ok()?;
+            let started_later = executor
+                .journal()
+                .run(&hash)
+                .is_some_and(|run| run.started_at_unix_s >= record.decided_at_unix_s);
+            if started_later {
+                return None;
+            }
+            trust.accepted_file(&record.bundle_id)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
 fn handle_order(
     order: Order,
     outbox: &Mutex<Outbox>,
     trust: &mut TrustStore,
+    gate: &mut Gate,
     tier: &str,
     clock: &dyn Clock,
+    is_applied: &dyn Fn(&tidegate_protocol::trust::BundleHash) -> bool,
     full_requested: &mut bool,
     ticker: &mut tokio::time::Interval,
-) {
+) -> Option<Work> {
     match order.body {
         OrderBody::ReportAck { boot_id, seqs } => {
             match outbox
@@ -259,21 +500,32 @@ fn handle_order(
             ticker.reset_immediately();
         }
         OrderBody::Bundle { file } => {
-            match trust.receive_bundle(&file, tier, clock.now_unix_s()) {
+            // The decision travels in the next report, so send it now.
+            ticker.reset_immediately();
+            match trust.receive_bundle(&file, tier, clock.now_unix_s(), is_applied) {
                 Ok(record) => {
-                    tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided")
+                    tracing::debug!(bundle.id = %record.bundle_id, outcome = record.outcome.as_str(), "bundle decided");
+                    if record.outcome == tidegate_protocol::BundleOutcome::Accepted {
+                        if let Err(error) = gate.enqueue(&file) {
+                            tracing::error!(%error, bundle.id = %record.bundle_id, "cannot queue an accepted bundle");
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot record a bundle decision; the server will see none")
                 }
             }
-            // The decision travels in the next report, so send it now.
-            ticker.reset_immediately();
         }
         OrderBody::Rollback { bundle_hash } => {
-            // This agent records bundle decisions but does not apply steps yet, so it has
-            // nothing to revert.
-            tracing::warn!(order_id = %order.order_id, %bundle_hash, "ignored a rollback order: this agent does not apply bundles yet");
+            match tidegate_protocol::trust::BundleHash::parse(&bundle_hash) {
+                Ok(bundle_hash) => {
+                    tracing::info!(order_id = %order.order_id, %bundle_hash, "server ordered a rollback");
+                    return Some(Work::Rollback { bundle_hash });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "ignoring a rollback order with an invalid bundle hash")
+                }
+            }
         }
         OrderBody::TrustRoot { file } => {
             match trust.receive_root(&file) {
@@ -283,11 +535,16 @@ fn handle_order(
             }
             ticker.reset_immediately();
         }
-        OrderBody::Schedule { .. } => {
-            // Window enforcement is not part of this agent build, so a schedule changes nothing.
-            tracing::warn!(order_id = %order.order_id, "ignored a window schedule: this agent does not enforce windows");
+        OrderBody::Schedule { file } => {
+            match gate.receive_schedule(&file, trust, clock.now_unix_s()) {
+                Ok(decision) => {
+                    tracing::info!(order_id = %order.order_id, ?decision, "window schedule decided")
+                }
+                Err(error) => tracing::error!(%error, "cannot store a window schedule"),
+            }
         }
     }
+    None
 }
 
 /// The operating system's word on the clock, unless the configuration says not to ask.

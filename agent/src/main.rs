@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tidegate_agent::clock::SystemClock;
 use tidegate_agent::collect::Collector;
 use tidegate_agent::config::{Config, DEFAULT_CONFIG_TOML};
+use tidegate_agent::local;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,58 @@ enum Command {
         /// Directory to read below, "/" for this host.
         #[arg(long, default_value = "/")]
         root: PathBuf,
+    },
+    /// Show what each step of a bundle would change below ROOT, changing nothing. The bundle's
+    /// signatures are not checked.
+    Plan {
+        /// The bundle file
+        #[arg(value_name = "BUNDLE_FILE")]
+        bundle: PathBuf,
+        /// Directory the steps work below, "/" for this host
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Verify a bundle against the trust root pinned in STATE_DIR and apply it below ROOT at once,
+    /// with the journal in STATE_DIR, as the daemon does with a bundle it receives
+    Apply {
+        /// The bundle file
+        #[arg(value_name = "BUNDLE_FILE")]
+        bundle: PathBuf,
+        /// Directory the steps work below, "/" for this host
+        #[arg(long)]
+        root: PathBuf,
+        /// The agent's state directory (trust state and journal)
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// A signed trust root to pin when STATE_DIR has none yet
+        #[arg(long, value_name = "ROOT_FILE")]
+        trust_root: Option<PathBuf>,
+        /// The tier whose signature threshold and command permission apply
+        #[arg(long, default_value = "default")]
+        tier: String,
+    },
+    /// Revert an applied bundle from the journal in STATE_DIR
+    Rollback {
+        /// The bundle hash, 64 hex digits, as `apply` prints it
+        #[arg(value_name = "BUNDLE_HASH")]
+        bundle_hash: String,
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Finish or revert what the journal in STATE_DIR shows interrupted, as the daemon does at
+    /// start-up, and print each outcome
+    Recover {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Print the bundle states and steps the journal in STATE_DIR records
+    Journal {
+        #[arg(long)]
+        state_dir: PathBuf,
     },
     /// Print the encoded size of a full report and of a one-package delta of the inventory below
     /// ROOT, for the benchmark script.
@@ -78,6 +131,36 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config),
+        Command::Plan { bundle, root } => print_local(local::plan(&bundle, &root)),
+        Command::Apply {
+            bundle,
+            root,
+            state_dir,
+            trust_root,
+            tier,
+        } => {
+            init_logging();
+            print_local(local::apply(
+                &bundle,
+                &root,
+                &state_dir,
+                trust_root.as_deref(),
+                &tier,
+            ))
+        }
+        Command::Rollback {
+            bundle_hash,
+            root,
+            state_dir,
+        } => {
+            init_logging();
+            print_local(local::rollback(&bundle_hash, &root, &state_dir))
+        }
+        Command::Recover { root, state_dir } => {
+            init_logging();
+            print_local(local::recover(&root, &state_dir))
+        }
+        Command::Journal { state_dir } => print_local(local::journal(&state_dir)),
     }
 }
 
@@ -94,7 +177,25 @@ fn print_stdout(text: &str) -> ExitCode {
     }
 }
 
-fn run(config_path: Option<PathBuf>) -> ExitCode {
+/// Prints a local command's report; a bundle that did not apply exits with status 1.
+fn print_local(result: Result<local::Report, local::LocalError>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            let code = print_stdout(&report.text);
+            if report.success {
+                code
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -102,6 +203,10 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn run(config_path: Option<PathBuf>) -> ExitCode {
+    init_logging();
     let config = match &config_path {
         Some(path) => match Config::load(path) {
             Ok(config) => config,

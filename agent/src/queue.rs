@@ -251,6 +251,7 @@ mod tests {
                 value: "0".into(),
             }],
             payloads: Vec::new(),
+            execution: Default::default(),
         }
     }
 

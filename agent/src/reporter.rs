@@ -38,6 +38,11 @@ impl Reporter {
         self.boot_id
     }
 
+    /// Returns the inventory of the previous report, the base a progress report changes.
+    pub fn last_inventory(&self) -> Option<&Inventory> {
+        self.last.as_ref().map(|(_, inventory)| inventory)
+    }
+
     /// Builds the next report: full when `full` is set or there is no previous report, otherwise
     /// a delta against the previous report.
     pub fn next_report(

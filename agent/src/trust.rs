@@ -5,7 +5,8 @@
 //! high-water mark is on stable storage before the acceptance that raised it is recorded or
 //! reported, so a crash can never let an older bundle of the stream through. The verification
 //! itself is the protocol crate's; this module reads the clock's verdict from the caller and does
-//! the IO around it. It never applies a bundle's steps.
+//! the IO around it. It never applies a bundle's steps, but it keeps the outcome the executor
+//! reports for each bundle in the same records.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -195,6 +196,11 @@ impl TrustStore {
         Ok(())
     }
 
+    /// The pinned trust root, if any.
+    pub fn root(&self) -> Option<&TrustRoot> {
+        self.root.as_ref()
+    }
+
     pub fn root_version(&self) -> Option<u64> {
         self.root.as_ref().map(|root| root.version)
     }
@@ -205,11 +211,15 @@ impl TrustStore {
     }
 
     /// Verifies a bundle file and records the decision. `now_unix_s` is read once by the caller.
+    /// `is_applied` returns whether a success record of a bundle hash exists: only then is a bundle
+    /// equal to the stream's high-water mark "already applied"; otherwise (it failed and was
+    /// reverted, or was rolled back) it is accepted again and runs again.
     pub fn receive_bundle(
         &mut self,
         file: &[u8],
         tier: &str,
         now_unix_s: i64,
+        is_applied: &dyn Fn(&BundleHash) -> bool,
     ) -> Result<BundleRecord, TrustError> {
         let clock = self.observe_clock(now_unix_s)?;
         let Some(root) = &self.root else {
@@ -245,6 +255,18 @@ impl TrustStore {
                     .join(format!("{}.tgbd", manifest.bundle_id));
                 self.save_file(&path, file)?;
                 tracing::info!(bundle.id = %manifest.bundle_id, stream = %manifest.stream, sequence = manifest.sequence, "accepted a bundle");
+                record(&manifest, bundle_hash, BundleOutcome::Accepted, now_unix_s)
+            }
+            BundleVerdict::AlreadyApplied {
+                manifest,
+                bundle_hash,
+            } if !is_applied(&bundle_hash) => {
+                let path = self
+                    .dir
+                    .join(ACCEPTED_DIR)
+                    .join(format!("{}.tgbd", manifest.bundle_id));
+                self.save_file(&path, file)?;
+                tracing::info!(bundle.id = %manifest.bundle_id, "accepted a bundle again: it has no success record");
                 record(&manifest, bundle_hash, BundleOutcome::Accepted, now_unix_s)
             }
             BundleVerdict::AlreadyApplied {
@@ -293,7 +315,8 @@ impl TrustStore {
         &mut self,
         tier: &str,
         now_unix_s: i64,
-    ) -> Result<Vec<BundleRecord>, TrustError> {
+        is_applied: &dyn Fn(&BundleHash) -> bool,
+    ) -> Result<Vec<(BundleRecord, Vec<u8>)>, TrustError> {
         if matches!(
             self.observe_clock(now_unix_s)?,
             ClockTrust::Untrusted { .. }
@@ -316,7 +339,8 @@ impl TrustStore {
                 path: path.clone(),
                 source,
             })?;
-            records.push(self.receive_bundle(&file, tier, now_unix_s)?);
+            let record = self.receive_bundle(&file, tier, now_unix_s, is_applied)?;
+            records.push((record, file));
             let _ = std::fs::remove_file(&path);
         }
         Ok(records)
@@ -381,16 +405,76 @@ impl TrustStore {
         Ok(())
     }
 
+    /// Sets the outcome and step records of the newest record of `bundle_hash`, or adds a record
+    /// when there is none. Setting the same state twice changes nothing, so a restart may
+    /// repeat it.
+    pub fn update_record(
+        &mut self,
+        bundle_hash: &BundleHash,
+        fallback_id: &str,
+        outcome: BundleOutcome,
+        steps: Vec<tidegate_protocol::StepRecord>,
+        now_unix_s: i64,
+    ) -> Result<(), TrustError> {
+        let hash = bundle_hash.to_string();
+        match self
+            .records
+            .iter_mut()
+            .rev()
+            .find(|record| record.bundle_hash == hash)
+        {
+            Some(record) => {
+                if record.outcome == outcome && record.steps == steps {
+                    return Ok(());
+                }
+                record.outcome = outcome;
+                record.steps = steps;
+                record.decided_at_unix_s = now_unix_s;
+                self.persist_records()
+            }
+            None => self.push_record(BundleRecord {
+                bundle_id: fallback_id.to_owned(),
+                stream: String::new(),
+                sequence: 0,
+                bundle_hash: hash,
+                outcome,
+                decided_at_unix_s: now_unix_s,
+                steps,
+            }),
+        }
+    }
+
+    /// Reads the kept file of an accepted bundle, if it is still there.
+    pub fn accepted_file(&self, bundle_id: &str) -> Option<Vec<u8>> {
+        std::fs::read(
+            self.dir
+                .join(ACCEPTED_DIR)
+                .join(format!("{bundle_id}.tgbd")),
+        )
+        .ok()
+    }
+
+    /// Returns whether the root pinned now allows commands that bundles supply for `tier`.
+    pub fn allows_commands(&self, tier: &str) -> bool {
+        self.root
+            .as_ref()
+            .is_some_and(|root| root.allows_commands(tier))
+    }
+
+    fn persist_records(&self) -> Result<(), TrustError> {
+        let bytes = postcard::to_allocvec(&self.records).expect("records always encode");
+        let path = self.dir.join(RECORDS_FILE);
+        fsutil::write_atomic(&path, &bytes, 0o600)
+            .map_err(|source| TrustError::Write { path, source })
+    }
+
     fn push_record(&mut self, record: BundleRecord) -> Result<(), TrustError> {
         self.records.push(record);
         if self.records.len() > MAX_BUNDLE_RECORDS {
             let excess = self.records.len() - MAX_BUNDLE_RECORDS;
             self.records.drain(..excess);
         }
-        let bytes = postcard::to_allocvec(&self.records).expect("records always encode");
-        let path = self.dir.join(RECORDS_FILE);
-        fsutil::write_atomic(&path, &bytes, 0o600)
-            .map_err(|source| TrustError::Write { path, source })
+        self.persist_records()
     }
 
     fn persist_high_water(&self) -> Result<(), TrustError> {
@@ -461,6 +545,7 @@ fn record(
         bundle_hash: hash.to_string(),
         outcome,
         decided_at_unix_s: now_unix_s,
+        steps: Vec::new(),
     }
 }
 
@@ -495,6 +580,7 @@ fn rejected_record(file: &[u8], rule: &str, detail: &str, now_unix_s: i64) -> Bu
             detail: detail.to_owned(),
         },
         decided_at_unix_s: now_unix_s,
+        steps: Vec::new(),
     }
 }
 

@@ -7,10 +7,16 @@ use std::path::Path;
 use ring::rand::SystemRandom;
 use tidegate_agent::trust::TrustStore;
 use tidegate_protocol::trust::{
-    BundleFile, BundleId, BundleManifest, Payload, PayloadRef, Role, SignedTrustRoot, SigningKey,
-    Step, StreamName, TargetSelector, Thresholds, TrustRoot,
+    BundleFile, BundleHash, BundleId, BundleManifest, Payload, PayloadRef, Role, SignedTrustRoot,
+    SigningKey, Step, StreamName, TargetSelector, Thresholds, TrustRoot,
 };
 use tidegate_protocol::BundleOutcome;
+
+/// The executor's answer when no bundle has a success record.
+fn nothing_applied(_: &BundleHash) -> bool {
+    false
+}
+const NOTHING_APPLIED: fn(&BundleHash) -> bool = nothing_applied;
 
 /// 2026-05-01T00:00:00Z, the floor the tests give the store: their clocks run in May 2026.
 const EARLIEST_TRUSTED: i64 = 1_777_593_600;
@@ -48,6 +54,7 @@ fn write_root(keys: &Keys, path: &Path) {
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     };
     let mut signed = SignedTrustRoot::new(&root).unwrap();
     signed.sign(&keys.root).unwrap();
@@ -70,6 +77,7 @@ fn bundle(keys: &Keys, sequence: u64, content: &[u8]) -> Vec<u8> {
             group: "root".into(),
         }],
         payloads: vec![PayloadRef::of_content("motd", content)],
+        execution: Default::default(),
     };
     let payloads = vec![Payload {
         name: "motd".into(),
@@ -98,7 +106,12 @@ fn rollback_is_rejected_after_restart() {
     let mut store = TrustStore::open(&state, Some(&root_file), EARLIEST_TRUSTED).unwrap();
     assert_eq!(store.root_version(), Some(1));
     let applied = store
-        .receive_bundle(&bundle(&keys, 42, b"v42"), "default", MAY_10)
+        .receive_bundle(
+            &bundle(&keys, 42, b"v42"),
+            "default",
+            MAY_10,
+            &NOTHING_APPLIED,
+        )
         .unwrap();
     assert_eq!(applied.outcome, BundleOutcome::Accepted);
     drop(store);
@@ -109,17 +122,45 @@ fn rollback_is_rejected_after_restart() {
     assert_eq!(store.root_version(), Some(1));
 
     let older = store
-        .receive_bundle(&bundle(&keys, 40, b"v40"), "default", MAY_10)
+        .receive_bundle(
+            &bundle(&keys, 40, b"v40"),
+            "default",
+            MAY_10,
+            &NOTHING_APPLIED,
+        )
         .unwrap();
     assert_eq!(rejected_rule(&older.outcome), "rollback");
 
+    // Equal sequence and hash without a success record (it failed and was reverted, say):
+    // accepted again, so it runs again. With a success record: already applied.
     let again = store
-        .receive_bundle(&bundle(&keys, 42, b"v42"), "default", MAY_10)
+        .receive_bundle(
+            &bundle(&keys, 42, b"v42"),
+            "default",
+            MAY_10,
+            &NOTHING_APPLIED,
+        )
+        .unwrap();
+    assert_eq!(again.outcome, BundleOutcome::Accepted);
+    let applied_hash = again.bundle_hash.clone();
+    let applied_before = |hash: &BundleHash| hash.to_string() == applied_hash;
+    let again = store
+        .receive_bundle(
+            &bundle(&keys, 42, b"v42"),
+            "default",
+            MAY_10,
+            &applied_before,
+        )
         .unwrap();
     assert_eq!(again.outcome, BundleOutcome::AlreadyApplied);
 
     let reused = store
-        .receive_bundle(&bundle(&keys, 42, b"other"), "default", MAY_10)
+        .receive_bundle(
+            &bundle(&keys, 42, b"other"),
+            "default",
+            MAY_10,
+            &NOTHING_APPLIED,
+        )
         .unwrap();
     assert_eq!(rejected_rule(&reused.outcome), "sequence-reused");
 
@@ -130,7 +171,13 @@ fn rollback_is_rejected_after_restart() {
         .collect();
     assert_eq!(
         records,
-        vec!["accepted", "rejected", "already-applied", "rejected"]
+        vec![
+            "accepted",
+            "rejected",
+            "accepted",
+            "already-applied",
+            "rejected"
+        ]
     );
 }
 
@@ -145,19 +192,27 @@ fn bundle_waits_for_a_trusted_clock() {
 
     // 1970-01-01T00:00:10Z: a clock whose battery died.
     let record = store
-        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", 10)
+        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", 10, &NOTHING_APPLIED)
         .unwrap();
     assert!(
         matches!(record.outcome, BundleOutcome::Deferred { .. }),
         "{record:?}"
     );
-    assert!(store.retry_deferred("default", 20).unwrap().is_empty());
+    assert!(store
+        .retry_deferred("default", 20, &NOTHING_APPLIED)
+        .unwrap()
+        .is_empty());
 
-    let retried = store.retry_deferred("default", MAY_10).unwrap();
+    let retried = store
+        .retry_deferred("default", MAY_10, &NOTHING_APPLIED)
+        .unwrap();
     assert_eq!(retried.len(), 1);
-    assert_eq!(retried[0].outcome, BundleOutcome::Accepted);
+    assert_eq!(retried[0].0.outcome, BundleOutcome::Accepted);
     assert!(
-        store.retry_deferred("default", MAY_10).unwrap().is_empty(),
+        store
+            .retry_deferred("default", MAY_10, &NOTHING_APPLIED)
+            .unwrap()
+            .is_empty(),
         "kept only once"
     );
 }
@@ -168,7 +223,12 @@ fn without_a_root_every_bundle_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = TrustStore::open(&dir.path().join("state"), None, EARLIEST_TRUSTED).unwrap();
     let record = store
-        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", MAY_10)
+        .receive_bundle(
+            &bundle(&keys, 1, b"v1"),
+            "default",
+            MAY_10,
+            &NOTHING_APPLIED,
+        )
         .unwrap();
     assert_eq!(rejected_rule(&record.outcome), "no-trust-root");
     assert_eq!(record.bundle_id, "fix-1");
@@ -191,6 +251,7 @@ fn enrolment_root_must_carry_its_own_signatures() {
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     };
     let unsigned = SignedTrustRoot::new(&root).unwrap();
     let path = dir.path().join("root.tgrt");
@@ -227,6 +288,7 @@ fn rotated_root_survives_restart() {
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     };
     let mut signed = SignedTrustRoot::new(&v2).unwrap();
     signed.sign(&keys.root).unwrap();
@@ -250,7 +312,12 @@ fn clock_behind_latest_seen_defers_after_restart() {
     let state = dir.path().join("state");
     let mut store = TrustStore::open(&state, Some(&root_file), EARLIEST_TRUSTED).unwrap();
     let first = store
-        .receive_bundle(&bundle(&keys, 1, b"v1"), "default", MAY_10)
+        .receive_bundle(
+            &bundle(&keys, 1, b"v1"),
+            "default",
+            MAY_10,
+            &NOTHING_APPLIED,
+        )
         .unwrap();
     assert_eq!(first.outcome, BundleOutcome::Accepted);
     drop(store);
@@ -258,7 +325,12 @@ fn clock_behind_latest_seen_defers_after_restart() {
     // After a restart the clock reads one day earlier than the agent has already seen.
     let mut store = TrustStore::open(&state, None, EARLIEST_TRUSTED).unwrap();
     let behind = store
-        .receive_bundle(&bundle(&keys, 2, b"v2"), "default", MAY_10 - 86_400)
+        .receive_bundle(
+            &bundle(&keys, 2, b"v2"),
+            "default",
+            MAY_10 - 86_400,
+            &NOTHING_APPLIED,
+        )
         .unwrap();
     match &behind.outcome {
         BundleOutcome::Deferred { reason } => {
@@ -267,7 +339,9 @@ fn clock_behind_latest_seen_defers_after_restart() {
         other => panic!("expected the bundle to be kept, got {other:?}"),
     }
 
-    let retried = store.retry_deferred("default", MAY_10 + 60).unwrap();
+    let retried = store
+        .retry_deferred("default", MAY_10 + 60, &NOTHING_APPLIED)
+        .unwrap();
     assert_eq!(retried.len(), 1);
-    assert_eq!(retried[0].outcome, BundleOutcome::Accepted);
+    assert_eq!(retried[0].0.outcome, BundleOutcome::Accepted);
 }

@@ -219,35 +219,90 @@ pub struct BundleRecord {
     /// SHA-256 of the bundle's manifest, in lowercase hex.
     pub bundle_hash: String,
     pub outcome: BundleOutcome,
-    /// When the agent decided, by its own clock.
+    /// When the agent decided, or when the outcome last changed, by its own clock.
     pub decided_at_unix_s: i64,
+    /// The outcome of each step the agent started, in step order. Empty until the bundle runs.
+    /// (`default` lets JSON written before this field existed still read.)
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+}
+
+/// The outcome of one step of a bundle, with the agent's clock readings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's position in the manifest, from 0.
+    pub index: u32,
+    /// The step type, such as `write-file` (the manifest's `Step::kind`).
+    pub kind: String,
+    pub outcome: StepOutcome,
+    pub started_at_unix_s: i64,
+    /// When the outcome was reached; `None` while the step is still running.
+    pub finished_at_unix_s: Option<i64>,
+    /// The reason a step failed or could not be reverted; empty otherwise.
+    pub detail: String,
+}
+
+/// The state of one step. Variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StepOutcome {
+    /// Started and not finished.
+    Running,
+    /// Applied and verified.
+    Applied,
+    /// Its apply or verify failed.
+    Failed,
+    /// Undone: back in the state its probe read.
+    Reverted,
+    /// Its revert failed; a person must look at the host.
+    RevertFailed,
+}
+
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+            Self::Reverted => "reverted",
+            Self::RevertFailed => "revert-failed",
+        }
+    }
 }
 
 /// The agent's decision on a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BundleOutcome {
-    /// Verified and recorded; applying its steps comes later.
+    /// Verified and recorded; applying its steps comes next.
     Accepted,
-    /// The same sequence with the same hash was accepted before.
+    /// A bundle with the same hash was applied successfully before, so it is not run again.
     AlreadyApplied,
     /// Kept, waiting for a trusted clock.
     Deferred { reason: String },
     /// Rejected: `rule` is the code of the rule that failed (such as `expired` or `unknown-key`)
     /// and `detail` names the part.
     Rejected { rule: String, detail: String },
-    /// Applying its steps: `step` is the index of the step in progress.
+    /// The agent is applying the bundle; `step` is the index of the step under way.
     Running { step: u32 },
-    /// Every step applied and verified.
+    /// Every step applied and verified, and every health check passed.
     Applied,
-    /// Applying failed and the completed steps were reverted: `step` is the step that failed,
-    /// `None` when the bundle failed before its first step.
+    /// The bundle failed and every completed step was reverted. `step` is the step that failed,
+    /// or `None` when a health check failed after all steps applied.
     Reverted { step: Option<u32>, detail: String },
-    /// Applying failed and reverting step `step` failed too, so the host is between states.
+    /// Reverting failed at `step`: the host is in neither state and a person must look at it.
+    /// Never reported as success or as rolled back.
     RevertFailed { step: u32, detail: String },
-    /// Reverted after a rollback order.
+    /// A rollback order reverted the applied bundle.
     RolledBack,
-    /// A rollback order failed at step `step`.
+    /// A rollback order failed at `step`; a person must look at the host.
     RollbackFailed { step: u32, detail: String },
+    /// Verified and waiting in the agent's queue for a maintenance window. `code` names why
+    /// (`outside-windows`, `frozen`, `past-cutoff`, `clock-untrusted`, `no-schedule`, ...),
+    /// and `expected_start_unix_s` is when the agent expects to start it, if it can tell.
+    Waiting {
+        code: String,
+        reason: String,
+        expected_start_unix_s: Option<i64>,
+    },
 }
 
 impl BundleOutcome {
@@ -263,6 +318,29 @@ impl BundleOutcome {
             Self::RevertFailed { .. } => "revert-failed",
             Self::RolledBack => "rolled-back",
             Self::RollbackFailed { .. } => "rollback-failed",
+            Self::Waiting { .. } => "waiting",
+        }
+    }
+
+    /// Returns whether the host needs a person: a revert or rollback left it in neither state.
+    pub fn needs_person(&self) -> bool {
+        matches!(
+            self,
+            Self::RevertFailed { .. } | Self::RollbackFailed { .. }
+        )
+    }
+
+    /// Returns the failed step and its detail, for outcomes that carry them.
+    pub fn failure(&self) -> Option<(Option<u32>, &str)> {
+        match self {
+            Self::Reverted { step, detail } => Some((*step, detail)),
+            Self::RevertFailed { step, detail } | Self::RollbackFailed { step, detail } => {
+                Some((Some(*step), detail))
+            }
+            Self::Rejected { detail, .. } | Self::Deferred { reason: detail } => {
+                Some((None, detail))
+            }
+            _ => None,
         }
     }
 }

@@ -19,7 +19,8 @@ pub use envelope::{decode, encode, DecodeError, EncodeError};
 pub use ids::{AgentId, BootId, InvalidId, OrderId};
 pub use inventory::{
     BundleOutcome, BundleRecord, Ecosystem, HostFacts, InstallState, Inventory, InventoryDelta,
-    Package, PackageKey, PendingUpdate, RebootRequired, Selection, Warning,
+    Package, PackageKey, PendingUpdate, RebootRequired, Selection, StepOutcome, StepRecord,
+    Warning,
 };
 pub use message::{
     Message, Order, OrderBody, Report, ReportBody, ReportChunk, Status, StatusState,

@@ -125,8 +125,8 @@ pub enum OrderBody {
     Bundle { file: Vec<u8> },
     /// A signed trust root of the next version, exactly as the root key holders signed it.
     TrustRoot { file: Vec<u8> },
-    /// Revert the applied bundle with this hash (lowercase hex SHA-256 of its manifest) from the
-    /// journal.
+    /// Revert the applied bundle whose manifest hash is `bundle_hash` (64 lowercase hex digits,
+    /// as in `BundleRecord::bundle_hash`), from the agent's journal and the backups it kept.
     Rollback { bundle_hash: String },
     /// A signed maintenance-window schedule file, exactly as the OT key holders signed it. The
     /// agent verifies it against its pinned trust root.

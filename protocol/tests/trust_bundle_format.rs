@@ -428,6 +428,16 @@ fn manifest_round_trips_with_every_step_type() {
             user: "guest".into(),
         },
     ];
+    all_steps.execution.runs_commands = true;
+    all_steps.execution.health_checks = vec![
+        tidegate_protocol::trust::HealthCheck::UnitActive {
+            unit: "ssh.service".into(),
+        },
+        tidegate_protocol::trust::HealthCheck::TcpListening { port: 22 },
+        tidegate_protocol::trust::HealthCheck::CommandSucceeds {
+            argv: vec!["/usr/bin/true".into()],
+        },
+    ];
 
     let bytes = all_steps.encode().unwrap();
 
@@ -463,4 +473,29 @@ fn inspect_shows_unverified_signatures() {
     let inspection = inspect_bundle(&file.encode().unwrap()).unwrap();
 
     assert_eq!(inspection.signers, vec![file.signatures[0].key_id]);
+}
+
+#[test]
+fn command_step_needs_runs_commands() {
+    let mut undeclared = manifest(3);
+    undeclared.steps = vec![Step::RunCommand {
+        argv: vec!["/usr/bin/true".into()],
+        revert_argv: None,
+    }];
+    let error = undeclared.encode().unwrap_err().to_string();
+    assert!(error.contains("runs_commands"), "{error}");
+
+    undeclared.execution.runs_commands = true;
+    assert!(undeclared.encode().is_ok());
+}
+
+#[test]
+fn command_health_check_needs_runs_commands() {
+    let mut checked = manifest(3);
+    checked.execution.health_checks =
+        vec![tidegate_protocol::trust::HealthCheck::CommandSucceeds {
+            argv: vec!["/usr/bin/true".into()],
+        }];
+    let error = checked.encode().unwrap_err().to_string();
+    assert!(error.contains("health check 0"), "{error}");
 }

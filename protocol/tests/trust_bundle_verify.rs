@@ -545,6 +545,7 @@ fn bundle_with_several_steps_and_payloads_is_accepted() {
     )];
     rich.target.tiers = vec!["office".into(), "critical".into()];
     rich.target.os = vec!["debian-12".into()];
+    rich.execution.runs_commands = true;
     let mut file = BundleFile::new(
         &rich,
         vec![Payload {

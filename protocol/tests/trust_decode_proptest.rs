@@ -117,6 +117,10 @@ fn valid_manifest() -> impl Strategy<Value = BundleManifest> {
                     },
                     steps,
                     payloads: vec![],
+                    execution: tidegate_protocol::trust::ExecutionPolicy {
+                        runs_commands: true,
+                        ..Default::default()
+                    },
                 }
             },
         )

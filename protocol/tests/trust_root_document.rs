@@ -332,14 +332,14 @@ fn unsorted_tier_map_is_not_canonical() {
     document.tier_overrides = BTreeMap::from([("a".into(), office), ("b".into(), office)]);
     let bytes = SignedTrustRoot::new(&document).unwrap().document_bytes;
     // Each entry encodes as: name length 1, the name, Some(1) as 0x01 0x01, None as 0x00. Swap
-    // the two five-byte entries at the end of the document.
-    let entries_start = bytes.len() - 10;
+    // the two five-byte entries before the document's last byte, the empty command tier set.
+    let entries_start = bytes.len() - 11;
     assert_eq!(
         &bytes[entries_start..],
-        b"\x01a\x01\x01\x00\x01b\x01\x01\x00"
+        b"\x01a\x01\x01\x00\x01b\x01\x01\x00\x00"
     );
     let mut swapped = bytes[..entries_start].to_vec();
-    swapped.extend_from_slice(b"\x01b\x01\x01\x00\x01a\x01\x01\x00");
+    swapped.extend_from_slice(b"\x01b\x01\x01\x00\x01a\x01\x01\x00\x00");
     let tampered = SignedTrustRoot {
         document_bytes: swapped,
         signatures: Vec::new(),
@@ -351,4 +351,19 @@ fn unsorted_tier_map_is_not_canonical() {
         matches!(error, RootError::Format(FormatError::NotCanonical { .. })),
         "{error:?}"
     );
+}
+
+#[test]
+fn command_tiers_are_validated_and_queried() {
+    let mut document = two_of_each();
+    document.command_tiers.insert("plant-floor".into());
+    assert!(document.validate().is_ok());
+    assert!(document.allows_commands("plant-floor"));
+    assert!(!document.allows_commands("office"));
+
+    document.command_tiers.insert("Bad Tier".into());
+    assert!(matches!(
+        document.validate(),
+        Err(RootError::InvalidTier { .. })
+    ));
 }

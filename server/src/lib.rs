@@ -10,6 +10,7 @@ pub mod cli;
 pub mod http;
 pub mod http_console;
 pub mod http_publish;
+pub mod http_rollback;
 pub mod http_schedules;
 pub mod ingest;
 pub mod publish;

@@ -542,6 +542,7 @@ mod tests {
                 value: "1".into(),
             }],
             payloads: vec![],
+            execution: Default::default(),
         };
         BundleFile::new(&manifest, vec![])
             .unwrap()

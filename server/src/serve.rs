@@ -274,6 +274,7 @@ pub async fn start_with_windows(
     };
     // Every module's routes are merged here, before http::app puts the token check in front.
     let api = crate::http::router(reader)
+        .merge(crate::http_rollback::routes(publish_state.clone()))
         .merge(crate::http_publish::router(publish_state))
         .merge(crate::http_schedules::router(schedule_state))
         .merge(crate::http_console::router(console_state))

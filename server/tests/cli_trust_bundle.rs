@@ -612,3 +612,76 @@ fn new_refuses_existing_file() {
     assert!(stderr(&output).contains("b.tgb already exists"));
     assert_eq!(fs::read(fixture.path().join("b.tgb")).unwrap(), before);
 }
+
+#[test]
+fn execution_policy_is_signed_into_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    fs::write(
+        path.join("steps.json"),
+        r#"[{"RunCommand": {"argv": ["/usr/bin/update-ca-certificates"], "revert_argv": null}}]"#,
+    )
+    .unwrap();
+    fs::write(
+        path.join("checks.json"),
+        r#"[{"TcpListening": {"port": 22}}, {"CommandSucceeds": {"argv": ["/usr/bin/true"]}}]"#,
+    )
+    .unwrap();
+    let base = [
+        "bundle",
+        "new",
+        "--id",
+        "ca-refresh",
+        "--stream",
+        "ca",
+        "--sequence",
+        "1",
+        "--not-before",
+        "2026-05-01T00:00:00Z",
+        "--expires",
+        "2026-06-01T00:00:00Z",
+        "--steps",
+        "steps.json",
+        "--health-checks",
+        "checks.json",
+    ];
+
+    let undeclared = tidegate(path, &[&base[..], &["--out", "a.tgbd"]].concat());
+    assert!(!undeclared.status.success());
+    assert!(
+        stderr(&undeclared).contains("does not declare runs_commands"),
+        "{}",
+        stderr(&undeclared)
+    );
+
+    run_ok(
+        path,
+        &[
+            &base[..],
+            &[
+                "--out",
+                "b.tgbd",
+                "--runs-commands",
+                "--accept-irreversible",
+            ],
+        ]
+        .concat(),
+    );
+    let text = run_ok(path, &["bundle", "inspect", "b.tgbd"]);
+    assert_eq!(field(&text, "irreversible"), "accepted");
+    assert_eq!(field(&text, "commands"), "accepted");
+    assert!(
+        text.contains(
+            "health checks:\n  - TCP port 22 listening on 127.0.0.1\n  - command [\"/usr/bin/true\"] exits 0\n"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run_ok(path, &["bundle", "inspect", "--json", "b.tgbd"])).unwrap();
+    assert_eq!(json["execution"]["runs_commands"], true);
+    assert_eq!(json["execution"]["accepts_irreversible"], true);
+    assert_eq!(
+        json["execution"]["health_checks"][0]["TcpListening"]["port"],
+        22
+    );
+}

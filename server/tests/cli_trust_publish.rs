@@ -310,3 +310,67 @@ fn publish_rejects_file_that_is_not_a_bundle() {
         stderr(&output)
     );
 }
+
+#[test]
+fn rollback_posts_hash_of_bundle_file() {
+    let (dir, _) = signed_bundle();
+    let inspected = run_ok(dir.path(), &["bundle", "inspect", "--json", "b.tgb"]);
+    let hash = serde_json::from_str::<serde_json::Value>(&inspected).unwrap()["bundle_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (base, server) = serve_once(
+        "202 Accepted",
+        r#"{"agent_id":"3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4","bundle_hash":"x","order_id":"y"}"#,
+    );
+
+    let output = tidegate(
+        dir.path(),
+        &[
+            "--server",
+            &base,
+            "bundle",
+            "rollback",
+            "b.tgb",
+            "--agent",
+            "3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4",
+        ],
+        "tester",
+    );
+    let request = server.join().unwrap();
+
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(
+        request.request_line,
+        "POST /api/v1/agents/3f2a0c9d11e4b5a6c7d8e9f0a1b2c3d4/rollback HTTP/1.1"
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["bundle_hash"], hash.as_str());
+    assert!(
+        stdout(&output).starts_with(&format!("sent a rollback order for bundle {hash}")),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn rollback_reports_server_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, server) = serve_once("404 Not Found", r#"{"error":"agent \"abc\" not found"}"#);
+    let hash = "ab".repeat(32);
+
+    let output = tidegate(
+        dir.path(),
+        &[
+            "--server", &base, "bundle", "rollback", &hash, "--agent", "abc",
+        ],
+        "tester",
+    );
+    server.join().unwrap();
+
+    assert_ne!(output.status.code(), Some(0));
+    let error = stderr(&output);
+    assert!(error.contains("HTTP 404"), "{error}");
+    assert!(error.contains("agent \"abc\" not found"), "{error}");
+}

@@ -530,3 +530,79 @@ fn new_refuses_existing_file_and_version_zero() {
     assert_eq!(zero.status.code(), Some(2));
     assert!(!dir.path().join("v0.json").exists());
 }
+
+#[test]
+fn set_commands_reaches_exported_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    build_v1(path);
+    run_ok(path, &["root", "sign", "v1.json", "--key", "k1.key"]);
+    assert_eq!(signature_count(&path.join("v1.json")), 1);
+
+    let set = run_ok(
+        path,
+        &[
+            "root",
+            "set-commands",
+            "v1.json",
+            "--tier",
+            "plant-floor",
+            "--allow",
+            "true",
+        ],
+    );
+    assert!(
+        set.contains("agents of tier plant-floor now may run bundle commands"),
+        "{set}"
+    );
+    // The edit changes the document, so the signature over the old one is dropped.
+    assert_eq!(signature_count(&path.join("v1.json")), 0);
+
+    let shown = run_ok(path, &["root", "show", "v1.json"]);
+    assert!(
+        shown.contains("tiers that may run bundle commands: plant-floor\n"),
+        "{shown}"
+    );
+
+    run_ok(path, &["root", "sign", "v1.json", "--key", "k1.key"]);
+    run_ok(path, &["root", "sign", "v1.json", "--key", "k2.key"]);
+    run_ok(path, &["root", "export", "v1.json", "--out", "v1.tgrt"]);
+    let signed =
+        tidegate_protocol::trust::SignedTrustRoot::decode(&fs::read(path.join("v1.tgrt")).unwrap())
+            .unwrap();
+    let document = signed.document().unwrap();
+    assert!(document.allows_commands("plant-floor"));
+    assert!(!document.allows_commands("critical"));
+
+    let again = run_ok(
+        path,
+        &[
+            "root",
+            "set-commands",
+            "v1.json",
+            "--tier",
+            "plant-floor",
+            "--allow",
+            "true",
+        ],
+    );
+    assert!(again.contains("nothing changed"), "{again}");
+    let rejected = tidegate(
+        path,
+        &[
+            "root",
+            "set-commands",
+            "v1.json",
+            "--tier",
+            "Plant Floor",
+            "--allow",
+            "true",
+        ],
+    );
+    assert!(!rejected.status.success());
+    assert!(
+        stderr(&rejected).contains("invalid tier"),
+        "{}",
+        stderr(&rejected)
+    );
+}

@@ -16,6 +16,7 @@ fn record(bundle_id: &str, sequence: u64, outcome: BundleOutcome) -> BundleRecor
         bundle_hash: "ab".repeat(32),
         outcome,
         decided_at_unix_s: 1_700_000_100,
+        steps: Vec::new(),
     }
 }
 

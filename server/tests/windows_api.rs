@@ -100,6 +100,7 @@ impl Keys {
                 ot: 1,
             },
             tier_overrides: Default::default(),
+            command_tiers: Default::default(),
         };
         let mut signed = SignedTrustRoot::new(&root).unwrap();
         signed.sign(&self.root).unwrap();
@@ -462,6 +463,7 @@ fn record_bundle(
             value: "1".into(),
         }],
         payloads: vec![],
+        execution: Default::default(),
     };
     let mut file = BundleFile::new(&manifest, vec![]).unwrap();
     file.sign(signer).unwrap();

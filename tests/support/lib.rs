@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod exec_kit;
 pub mod proxy;
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -263,6 +264,9 @@ pub struct AgentSettings {
     pub max_packet_size_bytes: usize,
     pub tier: String,
     pub trust_root_file: Option<PathBuf>,
+    /// Whether bundles wait for a signed window schedule. Off by default in tests, which apply
+    /// bundles at once unless they test windows.
+    pub require_schedule: bool,
 }
 
 impl AgentSettings {
@@ -279,12 +283,13 @@ impl AgentSettings {
             max_packet_size_bytes: 131_072,
             tier: "default".into(),
             trust_root_file: None,
+            require_schedule: false,
         }
     }
 
     pub fn write(&self, path: &Path) {
         let text = format!(
-            "root_dir = {root:?}\nstate_dir = {state:?}\ntier = {tier:?}\ntrust_root_file = {trust_root:?}\n\n[mqtt]\nbroker_url = {url:?}\nkeep_alive_seconds = {keep_alive}\nmax_packet_size_bytes = {packet}\nconnect_timeout_seconds = 3\nreconnect_initial_delay_seconds = 0.2\nreconnect_max_delay_seconds = 2\nstable_connection_seconds = 5\n\n[reports]\ninterval_seconds = {interval}\nfull_report_interval_seconds = {full}\nack_timeout_seconds = {ack}\nmax_reports = {max}\n\n# Test machines need not run a time service that marks the kernel clock synchronised.\n[clock]\nrequire_os_synchronised = false\n",
+            "root_dir = {root:?}\nstate_dir = {state:?}\ntier = {tier:?}\ntrust_root_file = {trust_root:?}\n\n[mqtt]\nbroker_url = {url:?}\nkeep_alive_seconds = {keep_alive}\nmax_packet_size_bytes = {packet}\nconnect_timeout_seconds = 3\nreconnect_initial_delay_seconds = 0.2\nreconnect_max_delay_seconds = 2\nstable_connection_seconds = 5\n\n[reports]\ninterval_seconds = {interval}\nfull_report_interval_seconds = {full}\nack_timeout_seconds = {ack}\nmax_reports = {max}\n\n[windows]\nrequire_schedule = {require_schedule}\n\n# Test machines need not run a time service that marks the kernel clock synchronised.\n[clock]\nrequire_os_synchronised = false\n",
             root = self.root,
             state = self.state_dir,
             tier = self.tier,
@@ -296,6 +301,7 @@ impl AgentSettings {
             full = self.full_report_interval_seconds,
             ack = self.ack_timeout_seconds,
             max = self.max_reports,
+            require_schedule = self.require_schedule,
         );
         std::fs::write(path, text).expect("write agent configuration");
     }

@@ -279,6 +279,12 @@ impl Step {
         }
     }
 
+    /// Whether the step runs a command the bundle supplies, which the trust root must allow for
+    /// the agent's tier.
+    pub fn runs_command(&self) -> bool {
+        matches!(self, Self::RunCommand { .. })
+    }
+
     /// Returns the name of the payload the step reads, if it reads one.
     pub fn payload(&self) -> Option<&str> {
         match self {
@@ -327,6 +333,56 @@ pub struct BundleManifest {
     pub steps: Vec<Step>,
     #[serde(deserialize_with = "deserialize_payload_refs")]
     pub payloads: Vec<PayloadRef>,
+    /// The permissions the bundle gives its executor, and the checks that decide whether it stays
+    /// applied.
+    pub execution: ExecutionPolicy,
+}
+
+/// Maximum number of health checks in a manifest.
+pub const MAX_HEALTH_CHECKS: usize = 64;
+
+/// The permissions a bundle grants explicitly, and the health checks run after all its steps.
+///
+/// Both switches default to off, so a bundle that sets neither runs no command and no step that
+/// cannot be undone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionPolicy {
+    /// Steps that cannot be reverted (such as removing an account) may run. Without it the agent
+    /// rejects a bundle that has one, before any step starts.
+    pub accepts_irreversible: bool,
+    /// The bundle declares that it runs commands ([`Step::RunCommand`]). The agent runs them only
+    /// when this is set and the trust root allows commands for its tier.
+    pub runs_commands: bool,
+    /// Checks run after every step has applied; one that fails reverts the bundle.
+    #[serde(deserialize_with = "deserialize_health_checks")]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+/// A check of the host's health after a bundle's steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthCheck {
+    /// systemd unit `unit` is active, as `systemctl is-active` through the agent's command runner
+    /// reports it.
+    UnitActive { unit: String },
+    /// Something listens on TCP port `port` of 127.0.0.1.
+    TcpListening { port: u16 },
+    /// `argv` (no shell) exits with status 0. Counts as a command for
+    /// [`ExecutionPolicy::runs_commands`].
+    CommandSucceeds {
+        #[serde(deserialize_with = "deserialize_command")]
+        argv: Vec<String>,
+    },
+}
+
+impl HealthCheck {
+    /// Describes the check in a few words, for logs and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::UnitActive { unit } => format!("unit {unit} active"),
+            Self::TcpListening { port } => format!("TCP port {port} listening on 127.0.0.1"),
+            Self::CommandSucceeds { argv } => format!("command {argv:?} exits 0"),
+        }
+    }
 }
 
 impl BundleManifest {
@@ -391,6 +447,46 @@ impl BundleManifest {
             }
             validate_step_fields(step)
                 .map_err(|reason| invalid(format!("step {index} ({}): {reason}", step.kind())))?;
+        }
+
+        check_count(
+            self.execution.health_checks.len(),
+            MAX_HEALTH_CHECKS,
+            "health checks",
+        )
+        .map_err(invalid)?;
+        for (index, step) in self.steps.iter().enumerate() {
+            if step.runs_command() && !self.execution.runs_commands {
+                return Err(invalid(format!(
+                    "step {index} runs a command, but the manifest does not declare runs_commands"
+                )));
+            }
+        }
+        for (index, check) in self.execution.health_checks.iter().enumerate() {
+            match check {
+                HealthCheck::UnitActive { unit } if unit.is_empty() => {
+                    return Err(invalid(format!("health check {index} names no unit")));
+                }
+                HealthCheck::TcpListening { port: 0 } => {
+                    return Err(invalid(format!("health check {index} names port 0")));
+                }
+                HealthCheck::CommandSucceeds { argv } => {
+                    if argv.is_empty() {
+                        return Err(invalid(format!(
+                            "health check {index} has an empty command"
+                        )));
+                    }
+                    check_count(argv.len(), MAX_COMMAND_ARGS, "command arguments")
+                        .map_err(invalid)?;
+                    if !self.execution.runs_commands {
+                        return Err(invalid(format!(
+                            "health check {index} runs a command, but the manifest does not \
+                             declare runs_commands"
+                        )));
+                    }
+                }
+                _ => {}
+            }
         }
 
         for (list, entries) in [
@@ -726,6 +822,12 @@ fn validate_target_value(value: &str) -> Result<(), String> {
 
 fn deserialize_steps<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Step>, D::Error> {
     codec::deserialize_bounded_vec(deserializer, MAX_STEPS)
+}
+
+fn deserialize_health_checks<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<HealthCheck>, D::Error> {
+    codec::deserialize_bounded_vec(deserializer, MAX_HEALTH_CHECKS)
 }
 
 fn deserialize_payload_refs<'de, D: Deserializer<'de>>(

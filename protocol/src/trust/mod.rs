@@ -27,8 +27,8 @@ pub mod verify;
 
 pub use bundle::{
     inspect_bundle, BundleError, BundleFile, BundleHash, BundleId, BundleInspection,
-    BundleManifest, Payload, PayloadRef, PayloadSummary, Step, StreamName, TargetSelector,
-    UnitAction,
+    BundleManifest, ExecutionPolicy, HealthCheck, Payload, PayloadRef, PayloadSummary, Step,
+    StreamName, TargetSelector, UnitAction,
 };
 pub use codec::FormatError;
 pub use keys::{

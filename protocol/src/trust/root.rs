@@ -78,6 +78,9 @@ pub struct TrustRoot {
     /// Per-tier thresholds, for example two security signatures for `critical`. The keys are tier
     /// names with the rules of [`crate::trust::BundleId`].
     pub tier_overrides: BTreeMap<String, TierThresholds>,
+    /// Tiers whose agents may run the commands a bundle supplies (run-command steps and command
+    /// health checks). A tier not listed runs none, whatever the bundle declares.
+    pub command_tiers: BTreeSet<String>,
 }
 
 impl TrustRoot {
@@ -106,6 +109,20 @@ impl TrustRoot {
                 max: MAX_TIER_OVERRIDES as u64,
             }
             .into());
+        }
+
+        if self.command_tiers.len() > MAX_TIER_OVERRIDES {
+            return Err(FormatError::TooMany {
+                what: "trust root",
+                items: "command tiers",
+                count: self.command_tiers.len() as u64,
+                max: MAX_TIER_OVERRIDES as u64,
+            }
+            .into());
+        }
+        for tier in &self.command_tiers {
+            validate_name("tier", tier)
+                .map_err(|source| RootError::InvalidTier { version, source })?;
         }
 
         let mut seen = BTreeSet::new();
@@ -165,6 +182,11 @@ impl TrustRoot {
             });
         }
         Ok(())
+    }
+
+    /// Returns whether agents of `tier` may run commands that bundles supply.
+    pub fn allows_commands(&self, tier: &str) -> bool {
+        self.command_tiers.contains(tier)
     }
 
     /// Returns the key listed under `key_id`, whatever its role.

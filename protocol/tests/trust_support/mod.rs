@@ -36,6 +36,7 @@ pub fn root(version: u64, keys: &[&SigningKey], root_threshold: u32) -> TrustRoo
             ot: 1,
         },
         tier_overrides: BTreeMap::new(),
+        command_tiers: Default::default(),
     }
 }
 
@@ -73,6 +74,7 @@ pub fn manifest(sequence: u64) -> BundleManifest {
             group: "root".into(),
         }],
         payloads: vec![PayloadRef::of_content(PAYLOAD_NAME, PAYLOAD_CONTENT)],
+        execution: Default::default(),
     }
 }
 

@@ -14,9 +14,9 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use tidegate_protocol::trust::bundle::{MAX_BUNDLE_FILE_BYTES, MAX_MANIFEST_BYTES};
 use tidegate_protocol::trust::{
-    inspect_bundle, verify_bundle, BundleError, BundleFile, BundleId, BundleInspection,
-    BundleManifest, BundleVerdict, ClockTrust, KeyId, Payload, PayloadRef, Role, SignOutcome, Step,
-    StreamName, TargetSelector,
+    inspect_bundle, verify_bundle, BundleError, BundleFile, BundleHash, BundleId, BundleInspection,
+    BundleManifest, BundleVerdict, ClockTrust, ExecutionPolicy, HealthCheck, KeyId, Payload,
+    PayloadRef, Role, SignOutcome, Step, StreamName, TargetSelector,
 };
 
 use super::client::ApiClient;
@@ -47,6 +47,8 @@ pub enum BundleCommand {
     /// Send a signed bundle file to the server, which keeps it for a rollout (or, with
     /// --immediate, delivers it to every targeted agent at once)
     Publish(PublishArgs),
+    /// Order an agent to revert an applied bundle from its journal
+    Rollback(RollbackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +98,20 @@ pub struct NewArgs {
     /// as [{"Sysctl": {"key": "net.ipv4.ip_forward", "value": "0"}}]; a bundle needs at least one
     #[arg(long, value_name = "STEPS_JSON")]
     pub steps: PathBuf,
+
+    /// Accept steps that cannot be reverted; without it an agent rejects a bundle that has one
+    #[arg(long)]
+    pub accept_irreversible: bool,
+
+    /// Declare that the bundle runs commands (run-command steps, command health checks); agents
+    /// run them only where the trust root allows commands for their tier
+    #[arg(long)]
+    pub runs_commands: bool,
+
+    /// A JSON file with the health checks run after all steps, such as
+    /// [{"TcpListening": {"port": 22}}, {"UnitActive": {"unit": "ssh.service"}}]
+    #[arg(long, value_name = "CHECKS_JSON")]
+    pub health_checks: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +173,18 @@ pub struct PublishArgs {
     pub immediate: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The bundle: its hash (64 hex digits, as `tidegate fleet show` prints it) or a signed
+    /// bundle file
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: String,
+
+    /// The agent that applied it
+    #[arg(long, value_name = "AGENT_ID")]
+    pub agent: String,
+}
+
 /// A failed `bundle` command.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleCommandError {
@@ -168,6 +196,17 @@ pub enum BundleCommandError {
     Root(#[from] RootCommandError),
     #[error("failed to read the steps file {path}: {source}")]
     InvalidSteps {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{url} rejected the rollback order (HTTP {status}): {message}")]
+    RollbackRejected {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("failed to read the health checks file {path}: {source}")]
+    InvalidHealthChecks {
         path: PathBuf,
         source: serde_json::Error,
     },
@@ -256,6 +295,7 @@ struct InspectionJson<'a> {
     expires_unix_s: i64,
     target: &'a TargetSelector,
     steps: &'a [Step],
+    execution: &'a ExecutionPolicy,
     payloads: Vec<PayloadJson>,
     bundle_hash: String,
     signers: Vec<String>,
@@ -280,6 +320,7 @@ pub fn run(
         BundleCommand::Verify(args) => verify(&args, context, out),
         BundleCommand::Inspect(args) => inspect(&args, out),
         BundleCommand::Publish(args) => publish(&args, client, out),
+        BundleCommand::Rollback(args) => rollback(&args, client, out),
     }
 }
 
@@ -292,6 +333,19 @@ fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), CliError> {
             source,
         }
     })?;
+    let health_checks: Vec<HealthCheck> = match &args.health_checks {
+        Some(path) => {
+            let bytes = keys::read_file(path, "health checks file", MAX_MANIFEST_BYTES as u64)
+                .map_err(BundleCommandError::from)?;
+            serde_json::from_slice(&bytes).map_err(|source| {
+                BundleCommandError::InvalidHealthChecks {
+                    path: path.clone(),
+                    source,
+                }
+            })?
+        }
+        None => Vec::new(),
+    };
 
     let mut payloads: Vec<Payload> = Vec::new();
     for (name, path) in &args.payloads {
@@ -322,6 +376,11 @@ fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), CliError> {
             .iter()
             .map(|payload| PayloadRef::of_content(&payload.name, &payload.content))
             .collect(),
+        execution: ExecutionPolicy {
+            accepts_irreversible: args.accept_irreversible,
+            runs_commands: args.runs_commands,
+            health_checks,
+        },
     };
     let build_error = |source| BundleCommandError::Build {
         bundle_id: args.id.clone(),
@@ -535,6 +594,46 @@ fn inspect(args: &InspectArgs, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
+fn rollback(args: &RollbackArgs, client: &ApiClient, out: &mut dyn Write) -> Result<(), CliError> {
+    let hash = match BundleHash::parse(args.bundle.trim()) {
+        Ok(hash) => hash,
+        Err(_) => {
+            let path = PathBuf::from(&args.bundle);
+            let bytes = keys::read_file(&path, "bundle file", MAX_BUNDLE_FILE_BYTES as u64)
+                .map_err(BundleCommandError::from)?;
+            inspect_bundle(&bytes)
+                .map_err(|source| BundleCommandError::InvalidFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .bundle_hash
+        }
+    };
+    let path = format!("/api/v1/agents/{}/rollback", args.agent);
+    let url = format!("{}{path}", client.base_url());
+    let request = serde_json::json!({ "bundle_hash": hash.to_string() });
+    let (status, body) = client.post_json_bytes(&path, request.to_string().as_bytes())?;
+    if !(200..300).contains(&status) {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|value| value.get("error")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.chars().take(200).collect());
+        return Err(BundleCommandError::RollbackRejected {
+            url,
+            status,
+            message,
+        }
+        .into());
+    }
+    writeln!(
+        out,
+        "sent a rollback order for bundle {hash} to agent {}; `tidegate fleet show {}` shows \
+         rolled-back or rollback-failed once the agent reports",
+        args.agent, args.agent
+    )?;
+    Ok(())
+}
+
 fn publish(args: &PublishArgs, client: &ApiClient, out: &mut dyn Write) -> Result<(), CliError> {
     let publisher = match &args.publisher {
         Some(name) => name.clone(),
@@ -628,6 +727,7 @@ fn inspection_json(inspection: &BundleInspection) -> InspectionJson<'_> {
         expires_unix_s: manifest.expires_unix_s,
         target: &manifest.target,
         steps: &manifest.steps,
+        execution: &manifest.execution,
         payloads: inspection
             .payloads
             .iter()
@@ -640,6 +740,10 @@ fn inspection_json(inspection: &BundleInspection) -> InspectionJson<'_> {
         bundle_hash: inspection.bundle_hash.to_string(),
         signers: inspection.signers.iter().map(KeyId::to_string).collect(),
     }
+}
+
+fn accepted_or_not(accepted: bool) -> String {
+    if accepted { "accepted" } else { "not accepted" }.to_owned()
 }
 
 fn inspection_text(inspection: &BundleInspection) -> String {
@@ -666,6 +770,14 @@ fn inspection_text(inspection: &BundleInspection) -> String {
         ("target tiers", any_or_list(&manifest.target.tiers)),
         ("target os", any_or_list(&manifest.target.os)),
         ("target tags", any_or_list(&manifest.target.tags)),
+        (
+            "irreversible",
+            accepted_or_not(manifest.execution.accepts_irreversible),
+        ),
+        (
+            "commands",
+            accepted_or_not(manifest.execution.runs_commands),
+        ),
         ("bundle hash", inspection.bundle_hash.to_string()),
         ("signers", join_key_ids(&inspection.signers)),
     ];
@@ -674,6 +786,13 @@ fn inspection_text(inspection: &BundleInspection) -> String {
     text.push_str("\nsteps:\n");
     for (index, step) in manifest.steps.iter().enumerate() {
         text.push_str(&format!("  {index}. {}\n", describe_step(step)));
+    }
+
+    if !manifest.execution.health_checks.is_empty() {
+        text.push_str("\nhealth checks:\n");
+        for check in &manifest.execution.health_checks {
+            text.push_str(&format!("  - {}\n", check.describe()));
+        }
     }
 
     text.push_str("\npayloads:\n");

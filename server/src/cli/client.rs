@@ -69,11 +69,24 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(u16, String), CliError> {
+        self.post(path, "application/octet-stream", headers, body)
+    }
+
+    /// Sends `body` as JSON in a POST request and returns the status and the response body,
+    /// whatever the status.
+    pub fn post_json_bytes(&self, path: &str, body: &[u8]) -> Result<(u16, String), CliError> {
+        self.post(path, "application/json", &[], body)
+    }
+
+    fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String), CliError> {
         let url = self.url(path);
-        let mut request = self
-            .agent
-            .post(&url)
-            .header("Content-Type", "application/octet-stream");
+        let mut request = self.agent.post(&url).header("Content-Type", content_type);
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }

@@ -242,16 +242,51 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
                 tidegate_protocol::BundleOutcome::Deferred { reason } => {
                     format!("deferred: {reason}")
                 }
-                other => other.as_str().to_owned(),
+                tidegate_protocol::BundleOutcome::Running { step } => {
+                    format!("running (step {step})")
+                }
+                other => match other.failure() {
+                    Some((Some(step), detail)) => {
+                        format!("{} at step {step}: {detail}", other.as_str())
+                    }
+                    Some((None, detail)) => format!("{}: {detail}", other.as_str()),
+                    None => other.as_str().to_owned(),
+                },
+            };
+            let person = if bundle.outcome.needs_person() {
+                " [needs a person]"
+            } else {
+                ""
             };
             out.push_str(&format!(
-                "  {} (stream {}, sequence {}) {}, {}\n",
+                "  {} (stream {}, sequence {}) {}{person}, {}\n",
                 bundle.bundle_id,
                 or_dash(&bundle.stream),
                 bundle.sequence,
                 outcome,
                 relative_time(now_unix_s, bundle.decided_at_unix_s)
             ));
+            if !bundle.steps.is_empty() {
+                out.push_str(&format!("    hash {}\n", bundle.bundle_hash));
+            }
+            for step in &bundle.steps {
+                let finished = match step.finished_at_unix_s {
+                    Some(at) => format!(", finished {}", relative_time(now_unix_s, at)),
+                    None => String::new(),
+                };
+                let detail = if step.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", step.detail)
+                };
+                out.push_str(&format!(
+                    "    step {} {} {}, started {}{finished}{detail}\n",
+                    step.index,
+                    step.kind,
+                    step.outcome.as_str(),
+                    relative_time(now_unix_s, step.started_at_unix_s),
+                ));
+            }
         }
     }
 
@@ -443,7 +478,9 @@ b71c00aa      db         -            -          -                    7         
                     detail: "sequence 40 is below 42".into(),
                 },
                 decided_at_unix_s: NOW - 60,
+                steps: vec![],
             }],
+            bundle_states: vec![],
         }
     }
 
@@ -466,6 +503,63 @@ b71c00aa      db         -            -          -                    7         
         assert!(
             text.contains(
                 "Bundles (1, newest last):\n  openssl-fix (stream openssl, sequence 40) rejected (rollback): sequence 40 is below 42, 1m ago\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn agent_text_shows_steps_of_a_failed_revert() {
+        let mut detail = detail();
+        detail.bundles = vec![tidegate_protocol::BundleRecord {
+            bundle_id: "sshd-hardening".into(),
+            stream: "sshd".into(),
+            sequence: 7,
+            bundle_hash: "cd".repeat(32),
+            outcome: tidegate_protocol::BundleOutcome::RevertFailed {
+                step: 0,
+                detail: "revert of step 0 failed".into(),
+            },
+            decided_at_unix_s: NOW - 120,
+            steps: vec![
+                tidegate_protocol::StepRecord {
+                    index: 0,
+                    kind: "write-file".into(),
+                    outcome: tidegate_protocol::StepOutcome::RevertFailed,
+                    started_at_unix_s: NOW - 300,
+                    finished_at_unix_s: Some(NOW - 120),
+                    detail: "revert of step 0 failed".into(),
+                },
+                tidegate_protocol::StepRecord {
+                    index: 1,
+                    kind: "lock-account".into(),
+                    outcome: tidegate_protocol::StepOutcome::Reverted,
+                    started_at_unix_s: NOW - 240,
+                    finished_at_unix_s: Some(NOW - 180),
+                    detail: "verify failed".into(),
+                },
+            ],
+        }];
+
+        let text = agent_text(&detail, false, NOW);
+
+        assert!(
+            text.contains(
+                "  sshd-hardening (stream sshd, sequence 7) revert-failed at step 0: revert of \
+                 step 0 failed [needs a person], 2m ago\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    step 0 write-file revert-failed, started 5m ago, finished 2m ago: revert of \
+                 step 0 failed\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    step 1 lock-account reverted, started 4m ago, finished 3m ago: verify failed\n"
             ),
             "{text}"
         );

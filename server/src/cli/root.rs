@@ -12,7 +12,7 @@
 //! Signatures in a draft cover the canonical postcard encoding of the document the draft
 //! describes, so they carry over unchanged into the exported file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,9 @@ pub enum RootCommand {
     RemoveKey(RemoveKeyArgs),
     /// Set how many signatures a role needs, by default or for one tier (drops the signatures)
     SetThreshold(SetThresholdArgs),
+    /// Allow or forbid the commands that bundles supply, for the agents of one tier (drops the
+    /// signatures)
+    SetCommands(SetCommandsArgs),
     /// Add a root key's signature to a draft or a signed root file
     Sign(SignArgs),
     /// Check a root's signatures: for enrolment, or as the successor of --previous
@@ -120,6 +123,21 @@ pub struct SetThresholdArgs {
     /// Set the threshold for this tier only (security and ot roles); without it, the default
     #[arg(long, value_name = "TIER")]
     pub tier: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetCommandsArgs {
+    /// The draft file
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The tier whose agents the setting is for
+    #[arg(long, value_name = "TIER")]
+    pub tier: String,
+
+    /// Whether agents of the tier may run run-command steps and command health checks
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub allow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +274,9 @@ struct DraftFile {
     thresholds: DraftThresholds,
     #[serde(default)]
     tier_overrides: BTreeMap<String, TierThresholds>,
+    /// Tiers whose agents may run commands that bundles supply.
+    #[serde(default)]
+    command_tiers: BTreeSet<String>,
     #[serde(default)]
     signatures: Vec<DraftSignature>,
 }
@@ -267,6 +288,7 @@ struct RootDraft {
     keys: Vec<PublicKey>,
     thresholds: DraftThresholds,
     tier_overrides: BTreeMap<String, TierThresholds>,
+    command_tiers: BTreeSet<String>,
     signatures: Vec<Signature>,
 }
 
@@ -277,6 +299,7 @@ impl RootDraft {
             keys: Vec::new(),
             thresholds: DraftThresholds::default(),
             tier_overrides: BTreeMap::new(),
+            command_tiers: BTreeSet::new(),
             signatures: Vec::new(),
         }
     }
@@ -291,6 +314,7 @@ impl RootDraft {
                 ot: Some(root.thresholds.ot),
             },
             tier_overrides: root.tier_overrides.clone(),
+            command_tiers: root.command_tiers.clone(),
             signatures: signed.signatures.clone(),
         }
     }
@@ -329,6 +353,7 @@ impl RootDraft {
                 ot: self.thresholds.ot.unwrap_or_default(),
             },
             tier_overrides: self.tier_overrides.clone(),
+            command_tiers: self.command_tiers.clone(),
         };
         root.validate().map_err(|error| error.to_string())?;
         Ok(root)
@@ -359,6 +384,7 @@ impl RootDraft {
             keys: self.keys.iter().map(PublicKey::to_string).collect(),
             thresholds: self.thresholds,
             tier_overrides: self.tier_overrides.clone(),
+            command_tiers: self.command_tiers.clone(),
             signatures: self
                 .signatures
                 .iter()
@@ -407,6 +433,7 @@ impl RootDraft {
             keys,
             thresholds: file.thresholds,
             tier_overrides: file.tier_overrides,
+            command_tiers: file.command_tiers,
             signatures,
         })
     }
@@ -445,6 +472,7 @@ pub fn run(command: RootCommand, out: &mut dyn Write) -> Result<(), CliError> {
         RootCommand::AddKey(args) => add_key(&args, out),
         RootCommand::RemoveKey(args) => remove_key(&args, out),
         RootCommand::SetThreshold(args) => set_threshold(&args, out),
+        RootCommand::SetCommands(args) => set_commands(&args, out),
         RootCommand::Sign(args) => sign(&args, out),
         RootCommand::Verify(args) => verify(&args, out),
         RootCommand::Show(args) => show(&args, out),
@@ -549,6 +577,42 @@ fn remove_key(args: &RemoveKeyArgs, out: &mut dyn Write) -> Result<(), CliError>
         out,
         "removed {} from trust root v{} draft {}",
         removed.join(", "),
+        draft.version,
+        args.file.display()
+    )?;
+    Ok(())
+}
+
+fn set_commands(args: &SetCommandsArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    // Tier names follow the same rules as stream names: 1 to 64 characters of [a-z0-9_-].
+    StreamName::parse(&args.tier).map_err(|error| RootCommandError::InvalidTier {
+        tier: args.tier.clone(),
+        reason: error.reason,
+    })?;
+    let mut draft = load_draft_for_edit(&args.file)?;
+    let changed = if args.allow {
+        draft.command_tiers.insert(args.tier.clone())
+    } else {
+        draft.command_tiers.remove(&args.tier)
+    };
+    let verb = if args.allow { "may" } else { "may not" };
+    if !changed {
+        writeln!(
+            out,
+            "agents of tier {} already {verb} run bundle commands under trust root v{} draft {}; \
+             nothing changed",
+            args.tier,
+            draft.version,
+            args.file.display()
+        )?;
+        return Ok(());
+    }
+    draft.drop_signatures(out)?;
+    save_draft(&args.file, &draft)?;
+    writeln!(
+        out,
+        "agents of tier {} now {verb} run bundle commands under trust root v{} draft {}",
+        args.tier,
         draft.version,
         args.file.display()
     )?;
@@ -813,6 +877,14 @@ fn show(args: &ShowArgs, out: &mut dyn Write) -> Result<(), CliError> {
             })
             .collect();
         write_indented(out, &render_table(&["TIER", "SECURITY", "OT"], &rows))?;
+    }
+    if !draft.command_tiers.is_empty() {
+        let tiers: Vec<&str> = draft.command_tiers.iter().map(String::as_str).collect();
+        writeln!(
+            out,
+            "\ntiers that may run bundle commands: {}",
+            tiers.join(", ")
+        )?;
     }
 
     writeln!(out)?;
@@ -1106,6 +1178,7 @@ mod tests {
                     ot: None,
                 },
             )]),
+            command_tiers: BTreeSet::from(["plant-floor".to_owned()]),
             signatures: Vec::new(),
         };
         (draft, root_key)

@@ -162,6 +162,7 @@ mod tests {
             bundle_hash: hash.into(),
             outcome,
             decided_at_unix_s: 0,
+            steps: Vec::new(),
         }
     }
 

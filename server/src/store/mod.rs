@@ -313,6 +313,28 @@ pub struct AgentDetail {
     /// The agent's latest bundle decisions, oldest first.
     #[serde(default)]
     pub bundles: Vec<tidegate_protocol::BundleRecord>,
+    /// The stored state of every bundle the agent reported, newest first, also those that have
+    /// left the agent's own list of recent records.
+    #[serde(default)]
+    pub bundle_states: Vec<BundleStateRow>,
+}
+
+/// One agent's stored state of one bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleStateRow {
+    pub bundle_hash: String,
+    pub bundle_id: String,
+    pub stream: String,
+    pub sequence: u64,
+    /// The outcome's kebab-case name, such as `applied` or `revert-failed`.
+    pub outcome: String,
+    /// The step the outcome names, for failures.
+    pub step: Option<u32>,
+    pub detail: String,
+    /// A revert or rollback failed: the host is in neither state.
+    pub needs_person: bool,
+    pub steps: Vec<tidegate_protocol::StepRecord>,
+    pub updated_at_unix_s: i64,
 }
 
 /// The read side of the store, shared by the HTTP handlers. Clones share a pool of read-only

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::{AgentDetail, AgentSummary, PackageRow, PendingUpdateRow, WarningRow};
+use super::{AgentDetail, AgentSummary, BundleStateRow, PackageRow, PendingUpdateRow, WarningRow};
 
 const SUMMARY_COLUMNS: &str = "
     agent_id, hostname, os_name, os_version, kernel_version, arch, cpu_count, memory_total_bytes,
@@ -117,6 +117,30 @@ fn agent_in_snapshot(
         Vec::new()
     });
 
+    let bundle_states = connection
+        .prepare_cached(
+            "SELECT bundle_hash, bundle_id, stream, sequence, outcome, step, detail, needs_person,
+                    steps, updated_at_unix_s
+             FROM bundle_states WHERE agent_key = ?1
+             ORDER BY updated_at_unix_s DESC, bundle_hash",
+        )?
+        .query_map([agent_key], |row| {
+            let steps_json: String = row.get(8)?;
+            Ok(BundleStateRow {
+                bundle_hash: row.get(0)?,
+                bundle_id: row.get(1)?,
+                stream: row.get(2)?,
+                sequence: row.get::<_, i64>(3)?.max(0) as u64,
+                outcome: row.get(4)?,
+                step: row.get(5)?,
+                detail: row.get(6)?,
+                needs_person: row.get(7)?,
+                steps: serde_json::from_str(&steps_json).unwrap_or_default(),
+                updated_at_unix_s: row.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+
     Ok(Some(AgentDetail {
         summary,
         packages,
@@ -124,6 +148,7 @@ fn agent_in_snapshot(
         reboot_packages,
         warnings,
         bundles,
+        bundle_states,
     }))
 }
 

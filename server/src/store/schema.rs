@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     V5_AUDIT,
     V6_TOKENS,
     V7_ROLLOUTS,
+    V8_BUNDLE_STATES,
 ];
 
 /// The schema version this build writes and reads.
@@ -68,6 +69,28 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
+";
+
+const V8_BUNDLE_STATES: &str = "
+-- The state of every bundle each agent ran or decided on, one row per agent and bundle hash, kept
+-- after the agent's own list of recent records has moved on. outcome is the BundleOutcome's
+-- kebab-case name, step the failed step where the outcome names one, steps a JSON array of the
+-- protocol's StepRecord (index, kind, outcome, times, detail).
+CREATE TABLE bundle_states (
+    agent_key INTEGER NOT NULL REFERENCES agents (agent_key),
+    bundle_hash TEXT NOT NULL,
+    bundle_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    step INTEGER,
+    detail TEXT NOT NULL,
+    needs_person INTEGER NOT NULL,
+    steps TEXT NOT NULL,
+    updated_at_unix_s INTEGER NOT NULL,
+    PRIMARY KEY (agent_key, bundle_hash)
+);
+CREATE INDEX bundle_states_needing_a_person ON bundle_states (needs_person) WHERE needs_person = 1;
 ";
 
 const V2_BUNDLES: &str = "

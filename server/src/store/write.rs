@@ -482,6 +482,53 @@ fn replace_bundles(
     transaction
         .prepare_cached("UPDATE agents SET bundles = ?2 WHERE agent_key = ?1")?
         .execute(params![agent_key, json])?;
+    // Records are oldest first, so the newest record of a hash is written last and wins.
+    for record in bundles {
+        upsert_bundle_state(transaction, agent_key, record)?;
+    }
+    Ok(())
+}
+
+fn upsert_bundle_state(
+    transaction: &Transaction<'_>,
+    agent_key: i64,
+    record: &tidegate_protocol::BundleRecord,
+) -> rusqlite::Result<()> {
+    let steps = serde_json::to_string(&record.steps)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    let (step, detail) = match record.outcome.failure() {
+        Some((step, detail)) => (step, detail.to_owned()),
+        None => (None, String::new()),
+    };
+    transaction
+        .prepare_cached(
+            "INSERT INTO bundle_states (agent_key, bundle_hash, bundle_id, stream, sequence,
+                 outcome, step, detail, needs_person, steps, updated_at_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (agent_key, bundle_hash) DO UPDATE SET
+                 bundle_id = excluded.bundle_id,
+                 stream = excluded.stream,
+                 sequence = excluded.sequence,
+                 outcome = excluded.outcome,
+                 step = excluded.step,
+                 detail = excluded.detail,
+                 needs_person = excluded.needs_person,
+                 steps = excluded.steps,
+                 updated_at_unix_s = excluded.updated_at_unix_s",
+        )?
+        .execute(params![
+            agent_key,
+            record.bundle_hash,
+            record.bundle_id,
+            record.stream,
+            i64::try_from(record.sequence).unwrap_or(i64::MAX),
+            record.outcome.as_str(),
+            step,
+            detail,
+            record.outcome.needs_person(),
+            steps,
+            record.decided_at_unix_s,
+        ])?;
     Ok(())
 }
 
