@@ -479,11 +479,12 @@ fn rollback_order_from_server() {
         Command::new(workspace_binary("tidegate"))
             .arg("--server")
             .arg(server.url())
+            .env("TIDEGATE_TOKEN", &server.token)
             .args(args)
             .output()
             .expect("run tidegate")
     };
-    let published = tidegate(&["bundle", "publish", path_arg(&bundle_path)]);
+    let published = tidegate(&["bundle", "publish", path_arg(&bundle_path), "--immediate"]);
     assert!(published.status.success(), "{}", text(&published));
 
     let (outcome, steps) = wait_for("the agent to apply motd", Duration::from_secs(30), || {
@@ -539,6 +540,7 @@ fn rollback_endpoint_checks_its_input() {
     let server = Server::start_with_trust_root(&data.path().join("tidegate.db"), &trust_root);
     let post = |agent: &str, body: &str| {
         ureq::post(&format!("{}/api/v1/agents/{agent}/rollback", server.url()))
+            .header("Authorization", format!("Bearer {}", server.token))
             .header("Content-Type", "application/json")
             .config()
             .http_status_as_error(false)
@@ -622,7 +624,8 @@ fn daemon_recovers_and_reports_after_sigkill() {
     let published = Command::new(workspace_binary("tidegate"))
         .arg("--server")
         .arg(server.url())
-        .args(["bundle", "publish", path_arg(&bundle_path)])
+        .env("TIDEGATE_TOKEN", &server.token)
+        .args(["bundle", "publish", path_arg(&bundle_path), "--immediate"])
         .output()
         .unwrap();
     assert!(published.status.success(), "{}", text(&published));

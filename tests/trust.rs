@@ -193,11 +193,21 @@ fn published_bundle_is_verified_by_the_agent() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["rule"], "rollback", "{body}");
 
-    // Publishing the same file again is accepted and sends it again: the agent has applied it
-    // already, so the second delivery is a no-op. An accepted bundle runs at once, so its record
-    // shows the run's outcome.
+    // Publishing the same file again is accepted and sends it again: once the agent has applied
+    // it, the second delivery is a no-op. (A delivery that arrives while the first still waits in
+    // the agent's queue is the same queued bundle.) This agent needs no window schedule, so an
+    // accepted bundle runs at once and its record shows the run's outcome.
     let file = bundle("baseline-9", 9, &s1);
     assert_eq!(publish(&server, &security, &file).0, 201);
+    wait_for(
+        "the agent to apply baseline-9",
+        Duration::from_secs(20),
+        || {
+            bundle_outcomes(&server, &agent_id)
+                .contains(&("baseline-9".into(), "Applied".into()))
+                .then_some(())
+        },
+    );
     assert_eq!(publish(&server, &security, &file).0, 200);
     wait_for(
         "the agent to see baseline-9 twice",

@@ -105,6 +105,7 @@ fn new_bundle_decisions_are_audited_once() {
                 "detail": "key 1111222233334444 is not in the trust root",
             }},
             "decided_at_unix_s": 1_700_000_100,
+            "steps": [],
         })
     );
     assert!(audit::verify(&records).is_intact());

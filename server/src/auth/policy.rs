@@ -71,6 +71,11 @@ pub const ROUTE_ROLES: &[RouteRoles] = &[
     },
     RouteRoles {
         method: "POST",
+        path: "/api/v1/agents/{agent_id}/rollback",
+        roles: &[Role::It],
+    },
+    RouteRoles {
+        method: "POST",
         path: "/api/v1/schedules",
         roles: &[Role::Ot],
     },
