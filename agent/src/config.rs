@@ -358,6 +358,13 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerAddress, String> {
     })
 }
 
+impl Config {
+    /// The site, or `None` when the host follows its tier's schedule.
+    pub fn site(&self) -> Option<&str> {
+        (!self.site.is_empty()).then_some(self.site.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,12 +442,5 @@ mod tests {
             !credentials.contains("secret"),
             "the password is never echoed: {credentials}"
         );
-    }
-}
-
-impl Config {
-    /// The site, or `None` when the host follows its tier's schedule.
-    pub fn site(&self) -> Option<&str> {
-        (!self.site.is_empty()).then_some(self.site.as_str())
     }
 }
