@@ -245,6 +245,18 @@ pub fn agent_text(detail: &AgentDetail, list_packages: bool, now_unix_s: i64) ->
                 tidegate_protocol::BundleOutcome::Running { step } => {
                     format!("running (step {step})")
                 }
+                tidegate_protocol::BundleOutcome::Waiting {
+                    code,
+                    reason,
+                    expected_start_unix_s,
+                } => match expected_start_unix_s {
+                    Some(at) => format!(
+                        "waiting ({code}): {reason}; expected to start at {} ({})",
+                        tidegate_protocol::trust::format_unix_s(*at),
+                        relative_time(now_unix_s, *at)
+                    ),
+                    None => format!("waiting ({code}): {reason}"),
+                },
                 other => match other.failure() {
                     Some((Some(step), detail)) => {
                         format!("{} at step {step}: {detail}", other.as_str())
@@ -482,6 +494,24 @@ b71c00aa      db         -            -          -                    7         
             }],
             bundle_states: vec![],
         }
+    }
+
+    #[test]
+    fn agent_text_shows_why_a_bundle_waits_and_when_it_starts() {
+        let mut detail = detail();
+        detail.bundles[0].outcome = tidegate_protocol::BundleOutcome::Waiting {
+            code: "outside-windows".into(),
+            reason: "no window is open".into(),
+            expected_start_unix_s: Some(NOW + 7200),
+        };
+        let text = agent_text(&detail, false, NOW);
+        let expected_at = tidegate_protocol::trust::format_unix_s(NOW + 7200);
+        assert!(
+            text.contains(&format!(
+                "openssl-fix (stream openssl, sequence 40) waiting (outside-windows): no window is open; expected to start at {expected_at} (in 2h), 1m ago\n"
+            )),
+            "{text}"
+        );
     }
 
     #[test]
