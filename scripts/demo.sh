@@ -252,9 +252,10 @@ echo
 "$T" audit verify
 
 echo
-echo "Logs and data are in $work; the admin token is in $token_file. Try:"
+echo "Logs and data are in $work; the admin token is in $token_file."
+echo "While the server runs (without --once), try:"
 echo "  export TIDEGATE_SERVER=$TIDEGATE_SERVER TIDEGATE_TOKEN=\$(cat $token_file)"
-echo "  $T fleet show $(hostname)"
+echo "  $T fleet show ${sandbox_agent:0:12}"
 echo "  $T audit export | tail -n 5"
 echo "  open $TIDEGATE_SERVER/ in a browser for the web console (sign in with the admin token)"
 if $once; then
