@@ -70,10 +70,20 @@ FIXTURE_PACKAGES = [
 SECURITY_UPDATES = [("openssl", "3.0.13-1~deb12u1")]
 MAIN_UPDATES = [("curl", "7.88.1-10+deb12u5")]
 
-BUNDLE_ID = "console-syncookies"
-BUNDLE_STEPS = '[{"Sysctl":{"key":"net.ipv4.tcp_syncookies","value":"1"}}]'
+BUNDLE_ID = "console-motd"
+MOTD_TEXT = "Managed by tidegate: changes to this host go through the change board.\n"
+# Two steps the agent can apply below its fixture root: a file owned by root (which the fixture's
+# etc/passwd and etc/group define) and one line in an existing configuration file.
+BUNDLE_STEPS = json.dumps([
+    {"WriteFile": {"path": "etc/motd", "payload": "motd", "mode": 0o644, "owner": "root", "group": "root"}},
+    {"EnsureConfigLine": {"path": "etc/ssh/sshd_config", "match_prefix": "PermitRootLogin ",
+                          "line": "PermitRootLogin no"}},
+])
+STEP_KINDS = ["write-file", "ensure-config-line"]
 
 WAIT_SECONDS = 30
+# The whole run, builds excluded, must finish within this many seconds.
+TOTAL_SECONDS = 300
 
 
 class CheckFailed(Exception):
@@ -127,14 +137,30 @@ def write_fixture_root(root):
     )
     (root / "etc").mkdir()
     (root / "etc/os-release").write_text('NAME="Fixture Linux"\nVERSION_ID="1"\n')
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    (root / "etc/ssh").mkdir()
+    (root / "etc/ssh/sshd_config").write_text("Port 22\nPermitRootLogin yes\n")
 
 
-def run_tidegate(tidegate, work, *arguments):
-    """Runs the operator CLI in `work` and returns its output, failing the test on an error."""
-    result = subprocess.run([str(tidegate), *arguments], cwd=work, capture_output=True, text=True)
+def run_tidegate(tidegate, work, *arguments, token=None):
+    """Runs the operator CLI in `work` and returns its output, failing the test on an error. The
+    token, when given, reaches the CLI as TIDEGATE_TOKEN."""
+    environment = {key: value for key, value in os.environ.items() if key != "TIDEGATE_TOKEN"}
+    if token:
+        environment["TIDEGATE_TOKEN"] = token
+    try:
+        result = subprocess.run([str(tidegate), *arguments], cwd=work, capture_output=True, text=True,
+                                env=environment, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"tidegate {' '.join(arguments)} did not finish within 60 s") from None
     check(result.returncode == 0,
           f"tidegate {' '.join(arguments)} failed with status {result.returncode}: {result.stderr.strip()}")
     return result.stdout
+
+
+def stamp(unix_seconds):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_seconds))
 
 
 def write_trust_root_and_bundle(tidegate, work):
@@ -152,14 +178,30 @@ def write_trust_root_and_bundle(tidegate, work):
     run_tidegate(tidegate, work, "root", "export", "root.json", "--out", "root.tgrt")
 
     (work / "steps.json").write_text(BUNDLE_STEPS)
+    (work / "motd").write_text(MOTD_TEXT)
     now = time.time()
-    stamp = lambda unix: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
     run_tidegate(tidegate, work, "bundle", "new", "--out", "fix.tgbd", "--id", BUNDLE_ID, "--stream", "baseline",
                  "--sequence", "1", "--not-before", stamp(now - 3600), "--expires", stamp(now + 30 * 86400),
-                 "--steps", "steps.json")
+                 "--tier", TIER, "--steps", "steps.json", "--payload", "motd=motd")
     run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec1.key")
     run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec2.key")
     return work / "root.tgrt", work / "fix.tgbd"
+
+
+def write_schedule(tidegate, work):
+    """Writes the tier's window schedule, signed by the OT key: a window every night from 02:00 to
+    04:00 UTC with a 30-minute cutoff, and a one-off window open now, so the rollout's bundle can
+    start at once. Returns the signed schedule file."""
+    now = time.time()
+    run_tidegate(tidegate, work, "windows", "new", "--tier", TIER, "--version", "1", "--zone", "UTC",
+                 "--not-before", stamp(now - 3600), "--out", "schedule.json")
+    run_tidegate(tidegate, work, "windows", "add", "schedule.json", "--cron", "0 2 * * *", "--duration", "2h",
+                 "--cutoff", "30m")
+    run_tidegate(tidegate, work, "windows", "add-once", "schedule.json", "--start", stamp(now - 600),
+                 "--end", stamp(now + 3 * 3600))
+    run_tidegate(tidegate, work, "windows", "sign", "schedule.json", "--key", "ot.key")
+    run_tidegate(tidegate, work, "windows", "export", "schedule.json", "--out", "schedule.tgws")
+    return work / "schedule.tgws"
 
 
 def api_get(base, path, token):
@@ -271,7 +313,7 @@ class Console:
                 if entry["level"] == "SEVERE" and "status of 404" not in entry["message"]]
 
 
-def run_checks(console, base, token, agent_id, hostname):
+def run_checks(console, base, token, agent_id, hostname, rollout_id):
     driver = console.driver
 
     log("sign-in page")
@@ -390,12 +432,97 @@ def run_checks(console, base, token, agent_id, hostname):
     check(not errors, f"the browser logged errors: {errors}")
 
 
+class TotalTimeout(CheckFailed):
+    """The whole run took longer than TOTAL_SECONDS."""
+
+
+def on_total_timeout(signal_number, frame):
+    raise TotalTimeout(f"the test did not finish within {TOTAL_SECONDS} s")
+
+
+def wait_for_admin_token(path, processes):
+    """Returns the admin token the server wrote to `path` on its first start."""
+    def token():
+        processes.check_alive()
+        return path.exists() and path.read_text().strip().splitlines()[0].strip()
+
+    return wait_until(f"the server to write the admin token to {path}", token)
+
+
+def prepare_fleet(binaries, work, processes, base, mqtt_port):
+    """Starts the server and the agent and drives the CLI through what a user does before opening
+    the console: owner team, bundle publication, window schedule, rollout. Returns the token, the
+    agent's summary and the rollout id once the agent has applied the bundle."""
+    root = work / "root"
+    write_fixture_root(root)
+    tidegate = binaries / "tidegate"
+    trust_root, bundle = write_trust_root_and_bundle(tidegate, work)
+    schedule = write_schedule(tidegate, work)
+
+    token_file = work / "admin.token"
+    processes.start("tidegate-server", [
+        str(binaries / "tidegate-server"), "--db", str(work / "tidegate.db"),
+        "--http-listen", base.removeprefix("http://"), "--mqtt-listen", f"127.0.0.1:{mqtt_port}",
+        "--trust-root", str(trust_root), "--admin-token-file", str(token_file),
+    ], work / "server.log")
+    wait_until("the server's HTTP API", lambda: (processes.check_alive(), urllib.request.urlopen(
+        f"{base}/healthz", timeout=2).read() == b"ok")[1])
+    token = wait_for_admin_token(token_file, processes)
+
+    # This machine's kernel may report its clock as unsynchronised, and the schedule reaches the
+    # agent only once the rollout starts, so neither may hold the bundle back.
+    (work / "agent.toml").write_text(
+        f'root_dir = "{root}"\nstate_dir = "{work / "agent"}"\ntier = "{TIER}"\n'
+        f'trust_root_file = "{trust_root}"\n\n'
+        f'[mqtt]\nbroker_url = "mqtt://127.0.0.1:{mqtt_port}"\n\n'
+        f'[reports]\ninterval_seconds = 2\n\n'
+        f'[windows]\nrequire_schedule = false\n\n'
+        f'[clock]\nrequire_os_synchronised = false\n')
+    processes.start("tidegate-agent", [str(binaries / "tidegate-agent"), "run", "--config", str(work / "agent.toml")],
+                    work / "agent.log")
+
+    def reported_agent():
+        processes.check_alive()
+        agents = api_get(base, "/api/v1/agents", token)["agents"]
+        return next((agent for agent in agents if agent.get("last_report_unix_s")), None)
+
+    agent = wait_until("the agent's first report", reported_agent)
+    agent_id = agent["agent_id"]
+    log(f"agent {agent_id} ({agent['hostname']}) reported {agent['package_count']} packages")
+
+    cli = lambda *arguments: run_tidegate(tidegate, work, "--server", base, *arguments, token=token)
+    cli("fleet", "assign", agent_id, "--owner", OWNER)
+    cli("bundle", "publish", "--publisher", "console-test", str(bundle))
+    cli("windows", "publish", "--publisher", "console-test", str(schedule))
+    started = json.loads(cli("rollout", "start", BUNDLE_ID, "--canary", "0", "--requested-by", "console-test",
+                             "--json"))
+    rollout_id = started.get("id")
+    check(rollout_id is not None, f"tidegate rollout start --json returned no rollout id: {started}")
+    log(f"started rollout {rollout_id} of {BUNDLE_ID}")
+
+    def bundle_applied():
+        processes.check_alive()
+        detail = api_get(base, f"/api/v1/agents/{agent_id}", token)
+        records = [record for record in detail["bundles"] if record["bundle_id"] == BUNDLE_ID]
+        if records and records[-1]["outcome"] not in ("Accepted", "Running") and not (
+                isinstance(records[-1]["outcome"], dict) and set(records[-1]["outcome"]) <= {"Running", "Waiting"}):
+            check(records[-1]["outcome"] == "Applied",
+                  f"the agent reported {records[-1]['outcome']} for {BUNDLE_ID}, expected Applied")
+            return True
+        return False
+
+    wait_until(f"the agent to apply bundle {BUNDLE_ID}", bundle_applied)
+    motd = root / "etc/motd"
+    check(motd.is_file() and motd.read_text() == MOTD_TEXT, f"{motd} does not contain the bundle's payload")
+    wait_until(f"rollout {rollout_id} to complete", lambda: api_get(
+        base, f"/api/v1/rollouts/{rollout_id}", token)["status"]["state"] == "completed")
+    return token, agent, rollout_id
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("screenshots", type=Path, help="directory for the PNG screenshots, created when missing")
     parser.add_argument("--no-build", action="store_true", help="use the binaries already built")
-    parser.add_argument("--token", default=os.environ.get("TIDEGATE_TOKEN", "console-test-token"),
-                        help="API token to sign in with [default: $TIDEGATE_TOKEN or a placeholder]")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory with logs")
     args = parser.parse_args()
 
@@ -412,54 +539,22 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="tidegate-console-test."))
     processes = Processes()
     driver = None
+    signal.signal(signal.SIGALRM, on_total_timeout)
+    signal.alarm(TOTAL_SECONDS)
     try:
-        root = work / "root"
-        write_fixture_root(root)
         http_port = free_port()
         mqtt_port = free_port(20000, 32000)
         base = f"http://127.0.0.1:{http_port}"
+        token, agent, rollout_id = prepare_fleet(binaries, work, processes, base, mqtt_port)
 
-        tidegate = binaries / "tidegate"
-        trust_root, bundle = write_trust_root_and_bundle(tidegate, work)
-
-        processes.start("tidegate-server", [
-            str(binaries / "tidegate-server"), "--db", str(work / "tidegate.db"),
-            "--http-listen", f"127.0.0.1:{http_port}", "--mqtt-listen", f"127.0.0.1:{mqtt_port}",
-            "--trust-root", str(trust_root),
-        ], work / "server.log")
-        wait_until("the server's HTTP API", lambda: (processes.check_alive(), urllib.request.urlopen(
-            f"{base}/healthz", timeout=2).read() == b"ok")[1])
-
-        (work / "agent.toml").write_text(
-            f'root_dir = "{root}"\nstate_dir = "{work / "agent"}"\ntier = "{TIER}"\n'
-            f'trust_root_file = "{trust_root}"\n\n'
-            f'[mqtt]\nbroker_url = "mqtt://127.0.0.1:{mqtt_port}"\n\n'
-            f'[reports]\ninterval_seconds = 2\n')
-        processes.start("tidegate-agent", [str(binaries / "tidegate-agent"), "run", "--config", str(work / "agent.toml")],
-                        work / "agent.log")
-
-        def reported_agent():
-            processes.check_alive()
-            agents = api_get(base, "/api/v1/agents", args.token)["agents"]
-            return next((agent for agent in agents if agent.get("last_report_unix_s")), None)
-
-        agent = wait_until("the agent's first report", reported_agent)
-        log(f"agent {agent['agent_id']} ({agent['hostname']}) reported {agent['package_count']} packages")
-        run_tidegate(tidegate, work, "--server", base, "fleet", "assign", agent["agent_id"], "--owner", OWNER)
-        run_tidegate(tidegate, work, "--server", base, "bundle", "publish", str(bundle))
-
-        def bundle_recorded():
-            processes.check_alive()
-            detail = api_get(base, f"/api/v1/agents/{agent['agent_id']}", args.token)
-            return any(record["bundle_id"] == BUNDLE_ID for record in detail["bundles"])
-
-        wait_until(f"the agent's record of bundle {BUNDLE_ID}", bundle_recorded)
-
+        log("starting Chromium")
         driver = start_browser()
-        run_checks(Console(driver, base, args.screenshots), base, args.token, agent["agent_id"], agent["hostname"])
+        run_checks(Console(driver, base, args.screenshots), base, token, agent["agent_id"], agent["hostname"],
+                   rollout_id)
         log(f"all checks passed; screenshots are in {args.screenshots}")
         return 0
     except CheckFailed as failure:
+        signal.alarm(0)
         log(f"FAILED: {failure}")
         if driver:
             try:
@@ -474,8 +569,12 @@ def main():
                 print("\n".join(path.read_text(errors="replace").splitlines()[-15:]), flush=True)
         return 1
     finally:
+        signal.alarm(0)
         if driver:
-            driver.quit()
+            try:
+                driver.quit()
+            except Exception as error:  # A browser that hung or died must not keep the processes running.
+                log(f"could not stop Chromium: {error}")
         processes.stop()
         if args.keep:
             log(f"kept {work}")
