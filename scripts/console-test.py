@@ -365,6 +365,15 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id):
     check(updates == ["curl", "openssl"], f"the pending updates table lists {updates}, expected curl and openssl")
     history = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.bundle-history tbody th")]
     check(history == [BUNDLE_ID], f"the bundle history lists {history}, expected {BUNDLE_ID}")
+    record = driver.find_element(By.CSS_SELECTOR, "table.bundle-history tbody tr")
+    outcome = record.find_element(By.CSS_SELECTOR, ".outcome > .state")
+    check(outcome.text.endswith("applied") and outcome.get_attribute("class") == "state pass",
+          f"the bundle history shows the outcome {outcome.text!r} ({outcome.get_attribute('class')}), expected a pass 'applied'")
+    steps = [item.text for item in record.find_elements(By.CSS_SELECTOR, "ol.steps li")]
+    expected_steps = [f"{kind} applied" for kind in STEP_KINDS]
+    # Each item reads "KIND", the badge's hidden state word ("pass:") and the outcome.
+    check([f"{step.split()[0]} {step.split()[-1]}" if step.split() else "" for step in steps] == expected_steps,
+          f"the bundle history lists the steps {steps}, expected {expected_steps}")
     console.screenshot("04-agent")
     driver.find_element(By.CSS_SELECTOR, "label[for=package-filter]")
     driver.find_element(By.ID, "package-filter").send_keys("openss")
@@ -389,20 +398,35 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id):
 
     log("windows page")
     console.open("#/windows")
-    calendar = console.element("the windows calendar", ".calendar")
-    days = calendar.find_elements(By.CSS_SELECTOR, ".day")
+    section = console.element(f"the windows of tier {TIER}", "section.tier-windows")
+    heading = section.find_element(By.TAG_NAME, "h2").text
+    check(heading == f"Tier: {TIER}", f"the windows section's heading is {heading!r}, expected 'Tier: {TIER}'")
+    days = section.find_elements(By.CSS_SELECTOR, ".calendar .day")
     check(len(days) == 14, f"the calendar has {len(days)} day columns, expected 14")
     check(all(day.find_element(By.CSS_SELECTOR, ".day-head").text for day in days), "a day column has no date")
-    unavailable = driver.find_elements(By.CSS_SELECTOR, ".notice.unavailable")
-    tiers = driver.find_elements(By.CSS_SELECTOR, "section.tier-windows")
-    check(unavailable or tiers, "the windows page shows neither tiers nor a notice")
+    # The nightly window of 02:00 to 04:00 UTC falls on each of the 13 days after today, and today
+    # has the one-off window open now (the nightly one too when the test runs before 04:00).
+    bars = section.find_elements(By.CSS_SELECTOR, ".bar.window:not(.cutoff)")
+    check(len(bars) >= 14, f"the calendar shows {len(bars)} window bars, expected at least 14")
+    days_with_bars = sum(1 for day in days if day.find_elements(By.CSS_SELECTOR, ".bar.window"))
+    check(days_with_bars == 14, f"{days_with_bars} of the 14 day columns show a window, expected all")
+    # The last day is past the one-off window, so its only window is the nightly one.
+    labels = [bar.get_attribute("aria-label") for bar in days[-1].find_elements(By.CSS_SELECTOR, ".bar.window")]
+    check(labels and all("02:00–04:00 UTC; no new bundle starts after" in label and "03:30" in label for label in labels),
+          f"the last day's window bars are labelled {labels}, expected 02:00–04:00 with a cutoff at 03:30")
     console.screenshot("06-windows")
 
     log("bundles and rollouts page")
     console.open("#/bundles")
-    console.element("the rollouts section", "#rollouts-heading")
-    console.wait("the rollout and bundle data", lambda d: len(d.find_elements(
-        By.CSS_SELECTOR, "section .notice:not(.error), table.rollouts, table.bundles")) >= 2)
+    row = console.element(f"the row of rollout {rollout_id}", f'table.rollouts tr[data-rollout-id="{rollout_id}"]')
+    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    check(cells[0].startswith(BUNDLE_ID), f"the rollout's bundle cell shows {cells[0]!r}, expected {BUNDLE_ID}")
+    check(cells[1] == "completed" or cells[1].endswith("completed"), f"the rollout's state shows {cells[1]!r}, expected completed")
+    check(cells[2] == "1 of 1", f"the rollout's wave shows {cells[2]!r}, expected '1 of 1'")
+    progress = row.find_element(By.TAG_NAME, "progress")
+    check((progress.get_attribute("value"), progress.get_attribute("max")) == ("1", "1"),
+          f"the rollout's progress bar is at {progress.get_attribute('value')} of {progress.get_attribute('max')}, expected 1 of 1")
+    check(cells[3].strip() == "1 of 1 finished: 1 applied", f"the rollout's progress reads {cells[3]!r}")
     published = console.element("the published bundles table", "table.bundles tbody tr")
     check(published.find_element(By.TAG_NAME, "th").text == BUNDLE_ID,
           f"the bundles table's first row is {published.text!r}, expected {BUNDLE_ID}")
@@ -410,16 +434,32 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id):
     check(len(signers) == 2, f"the bundles table names the signers {signers}, expected two")
     console.screenshot("07-bundles")
 
+    log("rollout page")
+    row.find_element(By.CSS_SELECTOR, "th a").click()
+    agent_row = console.element("the rollout's agent row", f'table.rollout-agents tr[data-agent-id="{agent_id}"]')
+    state = agent_row.find_elements(By.TAG_NAME, "td")[2].text
+    check(state.endswith("applied"), f"the rollout page shows the agent's state {state!r}, expected applied")
+    waves = driver.find_elements(By.CSS_SELECTOR, "table.waves tbody tr")
+    check(len(waves) == 1, f"the rollout page lists {len(waves)} waves, expected 1")
+    console.screenshot("08-rollout")
+
     log("audit log page")
     console.open("#/audit")
-    console.wait("audit rows or the not-available notice", lambda d: d.find_elements(
-        By.CSS_SELECTOR, "table.audit tbody tr, .notice.unavailable, .notice"))
-    rows = driver.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")
-    notices = [element.text for element in driver.find_elements(By.CSS_SELECTOR, ".notice")]
-    check(rows or any("not available" in text or "No audit entries" in text for text in notices),
-          f"the audit page shows no rows and no notice: {notices}")
+    console.element("the audit table", "table.audit tbody tr")
+    entries = [[cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
+               for row in driver.find_elements(By.CSS_SELECTOR, "table.audit tbody tr")]
+    actions = [(entry[3], entry[4]) for entry in entries]
+    for expected in (("bundle.published", BUNDLE_ID), ("api.request", "/api/v1/schedules"),
+                     ("api.request", "/api/v1/rollouts"), ("agent.bundle.applied", BUNDLE_ID)):
+        check(expected in actions, f"the audit page lacks the entry {expected}; it lists {actions}")
+    applied = next(entry for entry in entries if entry[3] == "agent.bundle.applied")
+    check(applied[2] == f"agent:{agent_id}", f"the applied entry's actor is {applied[2]!r}, expected agent:{agent_id}")
+    years = {entry[1][:4] for entry in entries}
+    check(years == {time.strftime("%Y", time.gmtime())}, f"the audit entries are dated in the years {sorted(years)}")
     check(driver.find_element(By.CSS_SELECTOR, "label[for=audit-limit]"), "the page size has no label")
-    console.screenshot("08-audit")
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    check(width <= 1400, f"the audit page is {width} px wide, wider than the 1400 px window")
+    console.screenshot("09-audit")
 
     log("sign out")
     driver.find_element(By.ID, "sign-out").click()
