@@ -968,14 +968,14 @@ function rolloutPage(parameters) {
   const rolloutId = parameters[0] || "";
   let body;
   return {
-    title: `Rollout ${rolloutId}`,
+    title: `Rollout #${rolloutId}`,
     navigation: "bundles",
     intervalMs: 2000,
     mount(view) {
       body = h("div", {}, notice("Loading the rollout…"));
       append(view, [
         h("p", { className: "breadcrumb" }, h("a", { href: "#/bundles" }, "Bundles and rollouts"), " › rollout"),
-        h("h1", {}, `Rollout ${rolloutId}`),
+        h("h1", {}, `Rollout #${rolloutId}`),
         body,
       ]);
     },
