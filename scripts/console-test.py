@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as conditions
@@ -80,6 +80,12 @@ BUNDLE_STEPS = json.dumps([
                           "line": "PermitRootLogin no"}},
 ])
 STEP_KINDS = ["write-file", "ensure-config-line"]
+# A second bundle, rolled out during a freeze, which the agent keeps waiting.
+HELD_BUNDLE_ID = "console-issue"
+HELD_BUNDLE_STEPS = json.dumps([
+    {"WriteFile": {"path": "etc/issue.net", "payload": "issue", "mode": 0o644, "owner": "root", "group": "root"}},
+])
+FREEZE_REASON = "plant audit"
 
 WAIT_SECONDS = 30
 # The whole run, builds excluded, must finish within this many seconds.
@@ -186,6 +192,30 @@ def write_trust_root_and_bundle(tidegate, work):
     run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec1.key")
     run_tidegate(tidegate, work, "bundle", "sign", "fix.tgbd", "--key", "sec2.key")
     return work / "root.tgrt", work / "fix.tgbd"
+
+
+def write_held_bundle(tidegate, work):
+    """Writes the second bundle, the next in the stream, signed by both security keys."""
+    (work / "held-steps.json").write_text(HELD_BUNDLE_STEPS)
+    (work / "issue").write_text("Authorised use only.\n")
+    now = time.time()
+    run_tidegate(tidegate, work, "bundle", "new", "--out", "held.tgbd", "--id", HELD_BUNDLE_ID, "--stream",
+                 "baseline", "--sequence", "2", "--not-before", stamp(now - 3600), "--expires",
+                 stamp(now + 30 * 86400), "--tier", TIER, "--steps", "held-steps.json", "--payload", "issue=issue")
+    run_tidegate(tidegate, work, "bundle", "sign", "held.tgbd", "--key", "sec1.key")
+    run_tidegate(tidegate, work, "bundle", "sign", "held.tgbd", "--key", "sec2.key")
+    return work / "held.tgbd"
+
+
+def write_frozen_schedule(tidegate, work, schedule, freeze_end):
+    """Writes version 2 of the tier's schedule: version 1 with a freeze from now to `freeze_end`."""
+    run_tidegate(tidegate, work, "windows", "new", "--from", str(schedule), "--version", "2",
+                 "--not-before", stamp(time.time() - 60), "--out", "schedule2.json")
+    run_tidegate(tidegate, work, "windows", "freeze", "schedule2.json", "--start", stamp(time.time() - 60),
+                 "--end", stamp(freeze_end), "--reason", FREEZE_REASON)
+    run_tidegate(tidegate, work, "windows", "sign", "schedule2.json", "--key", "ot.key")
+    run_tidegate(tidegate, work, "windows", "export", "schedule2.json", "--out", "schedule2.tgws")
+    return work / "schedule2.tgws"
 
 
 def write_schedule(tidegate, work):
@@ -295,6 +325,20 @@ class Console:
     def open(self, fragment):
         self.driver.get(f"{self.base}/{fragment}")
 
+    def rows(self, css):
+        """Reads the rows matching `css` in one script call, so a refresh cannot detach them
+        halfway: each row's attributes, the text of its cells and its progress bar's value and
+        maximum."""
+        return self.driver.execute_script("""
+            return [...document.querySelectorAll(arguments[0])].map((row) => {
+              const progress = row.querySelector("progress");
+              return {
+                attributes: Object.fromEntries([...row.attributes].map((a) => [a.name, a.value])),
+                cells: [...row.children].map((cell) => cell.innerText.trim()),
+                progress: progress ? [progress.getAttribute("value"), progress.getAttribute("max")] : null,
+              };
+            });""", css)
+
     def screenshot(self, name):
         # Lets the page finish painting after the last refresh.
         time.sleep(0.3)
@@ -313,7 +357,7 @@ class Console:
                 if entry["level"] == "SEVERE" and "status of 404" not in entry["message"]]
 
 
-def run_checks(console, base, token, agent_id, hostname, rollout_id):
+def run_checks(console, base, token, agent_id, hostname, rollout_id, freeze_end):
     driver = console.driver
 
     log("sign-in page")
@@ -364,8 +408,16 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id):
     updates = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.updates tbody th")]
     check(updates == ["curl", "openssl"], f"the pending updates table lists {updates}, expected curl and openssl")
     history = [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "table.bundle-history tbody th")]
-    check(history == [BUNDLE_ID], f"the bundle history lists {history}, expected {BUNDLE_ID}")
-    record = driver.find_element(By.CSS_SELECTOR, "table.bundle-history tbody tr")
+    check(history == [HELD_BUNDLE_ID, BUNDLE_ID],
+          f"the bundle history lists {history}, expected {HELD_BUNDLE_ID} then {BUNDLE_ID}, newest first")
+    held, record = driver.find_elements(By.CSS_SELECTOR, "table.bundle-history tbody tr")
+    badge = held.find_element(By.CSS_SELECTOR, ".outcome > .state")
+    expected_badge = time.strftime("waiting until %Y-%m-%d %H:%M:%S UTC", time.gmtime(freeze_end))
+    check(badge.text.endswith(expected_badge) and badge.get_attribute("class") == "state unknown",
+          f"the held bundle's outcome shows {badge.text!r} ({badge.get_attribute('class')}), expected {expected_badge!r}")
+    reason = held.find_element(By.CSS_SELECTOR, ".outcome > .outcome-detail").text
+    check(FREEZE_REASON in reason and reason.endswith("(frozen)"),
+          f"the held bundle's reason reads {reason!r}, expected the freeze's reason and the code 'frozen'")
     outcome = record.find_element(By.CSS_SELECTOR, ".outcome > .state")
     check(outcome.text.endswith("applied") and outcome.get_attribute("class") == "state pass",
           f"the bundle history shows the outcome {outcome.text!r} ({outcome.get_attribute('class')}), expected a pass 'applied'")
@@ -410,6 +462,8 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id):
     check(len(bars) >= 14, f"the calendar shows {len(bars)} window bars, expected at least 14")
     days_with_bars = sum(1 for day in days if day.find_elements(By.CSS_SELECTOR, ".bar.window"))
     check(days_with_bars == 14, f"{days_with_bars} of the 14 day columns show a window, expected all")
+    freezes = [bar.get_attribute("aria-label") for bar in days[0].find_elements(By.CSS_SELECTOR, ".bar.freeze")]
+    check(freezes and FREEZE_REASON in freezes[0], f"today's column shows the freezes {freezes}, expected {FREEZE_REASON!r}")
     # The last day is past the one-off window, so its only window is the nightly one.
     labels = [bar.get_attribute("aria-label") for bar in days[-1].find_elements(By.CSS_SELECTOR, ".bar.window")]
     check(labels and all("02:00–04:00 UTC; no new bundle starts after" in label and "03:30" in label for label in labels),
@@ -418,29 +472,45 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id):
 
     log("bundles and rollouts page")
     console.open("#/bundles")
-    row = console.element(f"the row of rollout {rollout_id}", f'table.rollouts tr[data-rollout-id="{rollout_id}"]')
-    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
-    check(cells[0].startswith(BUNDLE_ID), f"the rollout's bundle cell shows {cells[0]!r}, expected {BUNDLE_ID}")
-    check(cells[1] == "completed" or cells[1].endswith("completed"), f"the rollout's state shows {cells[1]!r}, expected completed")
-    check(cells[2] == "1 of 1", f"the rollout's wave shows {cells[2]!r}, expected '1 of 1'")
-    progress = row.find_element(By.TAG_NAME, "progress")
-    check((progress.get_attribute("value"), progress.get_attribute("max")) == ("1", "1"),
-          f"the rollout's progress bar is at {progress.get_attribute('value')} of {progress.get_attribute('max')}, expected 1 of 1")
-    check(cells[3].strip() == "1 of 1 finished: 1 applied", f"the rollout's progress reads {cells[3]!r}")
-    published = console.element("the published bundles table", "table.bundles tbody tr")
-    check(published.find_element(By.TAG_NAME, "th").text == BUNDLE_ID,
-          f"the bundles table's first row is {published.text!r}, expected {BUNDLE_ID}")
-    signers = published.find_elements(By.TAG_NAME, "td")[3].text.split(", ")
-    check(len(signers) == 2, f"the bundles table names the signers {signers}, expected two")
+    console.element(f"the row of rollout {rollout_id}", f'table.rollouts tr[data-rollout-id="{rollout_id}"]')
+    console.element("the published bundles table", "table.bundles tbody tr")
+    # This page refreshes every 2 s, so each table is read in one script call, never cell by cell.
+    rollouts = {row["attributes"].get("data-rollout-id"): row for row in console.rows("table.rollouts tbody tr")}
+    row = rollouts.get(str(rollout_id))
+    check(row, f"the rollouts table has no row for rollout {rollout_id}: {list(rollouts)}")
+    header, bundle_cell, state, wave, progress = row["cells"][:5]
+    check(header == f"#{rollout_id}", f"the rollout's row header is {header!r}, expected #{rollout_id}")
+    check(bundle_cell.startswith(BUNDLE_ID), f"the rollout's bundle cell shows {bundle_cell!r}, expected {BUNDLE_ID}")
+    check(state.endswith("completed"), f"the rollout's state shows {state!r}, expected completed")
+    check(wave == "1 of 1", f"the rollout's wave shows {wave!r}, expected '1 of 1'")
+    check(row["progress"] == ["1", "1"], f"the rollout's progress bar is at {row['progress']}, expected 1 of 1")
+    check(progress.strip() == "1 of 1 finished: 1 applied", f"the rollout's progress reads {progress!r}")
+    held = rollouts.get(str(rollout_id + 1))
+    check(held, f"the rollouts table has no row for rollout {rollout_id + 1}: {list(rollouts)}")
+    _, bundle_cell, state, _, progress = held["cells"][:5]
+    check(bundle_cell.startswith(HELD_BUNDLE_ID) and state.endswith("running"),
+          f"the second rollout's row shows {bundle_cell!r} {state!r}, expected {HELD_BUNDLE_ID} running")
+    check(progress.strip() == "0 of 1 finished: 1 delivered", f"the second rollout's progress reads {progress!r}")
+    check(held["progress"] == ["0", "1"], f"the second rollout's progress bar is at {held['progress']}, expected 0 of 1")
+
+    published = console.rows("table.bundles tbody tr")
+    names = [row["cells"][0] for row in published]
+    check(names == [HELD_BUNDLE_ID, BUNDLE_ID], f"the bundles table lists {names}, expected the newest first")
+    for row in published:
+        signers = row["cells"][4].split(", ")
+        check(len(signers) == 2, f"the bundles table names the signers {signers} for {row['cells'][0]}, expected two")
     console.screenshot("07-bundles")
 
     log("rollout page")
-    row.find_element(By.CSS_SELECTOR, "th a").click()
-    agent_row = console.element("the rollout's agent row", f'table.rollout-agents tr[data-agent-id="{agent_id}"]')
-    state = agent_row.find_elements(By.TAG_NAME, "td")[2].text
-    check(state.endswith("applied"), f"the rollout page shows the agent's state {state!r}, expected applied")
-    waves = driver.find_elements(By.CSS_SELECTOR, "table.waves tbody tr")
-    check(len(waves) == 1, f"the rollout page lists {len(waves)} waves, expected 1")
+    console.element(f"the link to rollout {rollout_id}", f'table.rollouts tr[data-rollout-id="{rollout_id}"] th a').click()
+    console.element("the rollout's agent row", f'table.rollout-agents tr[data-agent-id="{agent_id}"]')
+    agents = console.rows("table.rollout-agents tbody tr")
+    check(len(agents) == 1, f"the rollout page lists {len(agents)} agents, expected 1")
+    check(agents[0]["cells"][3].endswith("applied"),
+          f"the rollout page shows the agent's state {agents[0]['cells'][3]!r}, expected applied")
+    waves = console.rows("table.waves tbody tr")
+    check([wave["cells"][:2] for wave in waves] == [["1", "1"]],
+          f"the rollout page lists the waves {[wave['cells'] for wave in waves]}, expected one wave of 1 agent")
     console.screenshot("08-rollout")
 
     log("audit log page")
@@ -556,7 +626,28 @@ def prepare_fleet(binaries, work, processes, base, mqtt_port):
     check(motd.is_file() and motd.read_text() == MOTD_TEXT, f"{motd} does not contain the bundle's payload")
     wait_until(f"rollout {rollout_id} to complete", lambda: api_get(
         base, f"/api/v1/rollouts/{rollout_id}", token)["status"]["state"] == "completed")
-    return token, agent, rollout_id
+
+    # A freeze that starts now holds the next bundle in the agent's queue until it ends.
+    freeze_end = int(time.time()) + 3600
+    cli("windows", "publish", "--publisher", "console-test",
+        str(write_frozen_schedule(tidegate, work, schedule, freeze_end)))
+    cli("bundle", "publish", "--publisher", "console-test", str(write_held_bundle(tidegate, work)))
+    cli("rollout", "start", HELD_BUNDLE_ID, "--canary", "0", "--requested-by", "console-test")
+
+    def bundle_waiting():
+        processes.check_alive()
+        detail = api_get(base, f"/api/v1/agents/{agent_id}", token)
+        records = [record for record in detail["bundles"] if record["bundle_id"] == HELD_BUNDLE_ID]
+        outcome = records[-1]["outcome"] if records else None
+        check(outcome in (None, "Accepted") or (isinstance(outcome, dict) and "Waiting" in outcome),
+              f"the agent reported {outcome} for {HELD_BUNDLE_ID}, expected it to wait for the freeze's end")
+        return outcome if isinstance(outcome, dict) else None
+
+    waiting = wait_until(f"the agent to hold bundle {HELD_BUNDLE_ID}", bundle_waiting)["Waiting"]
+    log(f"the agent holds {HELD_BUNDLE_ID}: {waiting}")
+    check(waiting["expected_start_unix_s"] == freeze_end,
+          f"the agent expects to start {HELD_BUNDLE_ID} at {waiting['expected_start_unix_s']}, expected the freeze's end {freeze_end}")
+    return token, agent, rollout_id, freeze_end
 
 
 def main():
@@ -585,17 +676,20 @@ def main():
         http_port = free_port()
         mqtt_port = free_port(20000, 32000)
         base = f"http://127.0.0.1:{http_port}"
-        token, agent, rollout_id = prepare_fleet(binaries, work, processes, base, mqtt_port)
+        token, agent, rollout_id, freeze_end = prepare_fleet(binaries, work, processes, base, mqtt_port)
 
         log("starting Chromium")
         driver = start_browser()
         run_checks(Console(driver, base, args.screenshots), base, token, agent["agent_id"], agent["hostname"],
-                   rollout_id)
+                   rollout_id, freeze_end)
         log(f"all checks passed; screenshots are in {args.screenshots}")
         return 0
-    except CheckFailed as failure:
+    except (CheckFailed, WebDriverException) as failure:
         signal.alarm(0)
-        log(f"FAILED: {failure}")
+        if isinstance(failure, WebDriverException):
+            log(f"FAILED: the browser reported {type(failure).__name__}: {failure.msg}")
+        else:
+            log(f"FAILED: {failure}")
         if driver:
             try:
                 driver.save_screenshot(str(args.screenshots / "failure.png"))
