@@ -416,7 +416,7 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id, freeze_end)
     check(badge.text.endswith(expected_badge) and badge.get_attribute("class") == "state unknown",
           f"the held bundle's outcome shows {badge.text!r} ({badge.get_attribute('class')}), expected {expected_badge!r}")
     reason = held.find_element(By.CSS_SELECTOR, ".outcome > .outcome-detail").text
-    check(FREEZE_REASON in reason and reason.endswith("(frozen)"),
+    check(reason.startswith("frozen: ") and FREEZE_REASON in reason,
           f"the held bundle's reason reads {reason!r}, expected the freeze's reason and the code 'frozen'")
     outcome = record.find_element(By.CSS_SELECTOR, ".outcome > .state")
     check(outcome.text.endswith("applied") and outcome.get_attribute("class") == "state pass",

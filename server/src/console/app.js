@@ -645,7 +645,7 @@ function outcomeLabel(variant, fields) {
 function outcomeDetail(variant, fields) {
   switch (variant) {
     case "Waiting":
-      return `${fields.reason || ""}${fields.code ? ` (${fields.code})` : ""}`.trim();
+      return fields.code ? `${fields.code}: ${fields.reason || ""}` : fields.reason || "";
     case "Deferred":
       return fields.reason || "";
     case "Rejected":
