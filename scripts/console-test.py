@@ -1,29 +1,41 @@
 #!/usr/bin/python3
 """Drive the web console in headless Chromium against a real server and agent.
 
-Starts tidegate-server on 127.0.0.1 (free ports, a temporary --db, its embedded broker) and one
-tidegate-agent whose root is a small fixture root in a temporary directory. Then it waits for the
-agent's first report, assigns the agent an owner team with `tidegate fleet assign`, publishes a bundle
-signed by two security keys and waits for the agent's decision on it. Then it loads every console
-page and checks what a user would check:
+Starts tidegate-server on 127.0.0.1 (free ports, a temporary --db, its embedded broker) with
+--admin-token-file, and one tidegate-agent whose root is a small fixture root in a temporary
+directory. Then it drives the loop a user sees, through the `tidegate` CLI with the admin token in
+TIDEGATE_TOKEN: it assigns the agent an owner team, publishes a bundle signed by two security keys
+(held for a rollout), publishes the tier's window schedule signed by the OT key (a nightly window
+and a one-off window open now), starts a rollout and waits until the agent has applied the bundle
+(etc/motd in the fixture root holds the payload) and the rollout is completed. Then it publishes
+version 2 of the schedule with a freeze from now on, rolls out a second bundle, and waits until the
+agent reports it waiting until the freeze's end. Then it signs in to the console with the token
+and checks what a user would check:
 
 - the agent's hostname is listed in the fleet table under its tier, and under its owner team;
 - the agent page's package count equals the API's, it lists a known package, also through the
-  filter box, and its bundle history lists the bundle;
+  filter box, and its bundle history lists both bundles, newest first: the held one as "waiting
+  until" the freeze's end with the freeze's reason, the applied one with its two steps applied;
 - the agent page refreshes its data without reloading and keeps the filter text;
-- the windows page renders a calendar of 14 day columns;
-- the bundles page lists the bundle with its two signers, and the rollouts on it and the audit
-  log page render their data or a "not available yet" notice;
-- signing out returns to the sign-in form.
+- the windows page shows the tier's calendar: 14 day columns, each with a window bar, the nightly
+  window labelled 02:00-04:00 with its cutoff, and the freeze in today's column;
+- the bundles page lists both rollouts with their bundle, state, wave and progress (1 of 1 applied,
+  0 of 1 delivered), and both bundles with two signers each;
+- the rollout page lists its one wave and the agent as applied;
+- the audit page lists the bundle publication, the schedule publication, the rollout start and
+  the agent's outcome, all dated this year, and fits the window's width;
+- signing out returns to the sign-in form, and the browser logged no errors.
 
 It saves a screenshot of each page (PNG) to the directory given as the first argument, and exits
-with status 1 naming the first check that failed.
+with status 1 naming the first check that failed, after the last lines of the server's and the
+agent's logs. The whole run, builds excluded, is limited to TOTAL_SECONDS; the server, the agent and
+the browser are stopped whatever happens.
 
 Needs Debian's chromium, chromium-driver and python3-selenium; it runs under /usr/bin/python3
 because Debian installs selenium for that interpreter. Binaries come from `cargo build` unless
 --no-build is given; CARGO_TARGET_DIR is honoured.
 
-Usage: scripts/console-test.py SCREENSHOT_DIR [--no-build] [--token TOKEN] [--keep]
+Usage: scripts/console-test.py SCREENSHOT_DIR [--no-build] [--keep]
 """
 
 import argparse
@@ -350,11 +362,9 @@ class Console:
         log(f"saved {path}")
 
     def browser_errors(self):
-        entries = self.driver.get_log("browser")
-        # Endpoints that other parts of the server add later return 404 until then; the console shows
-        # a notice for them, and Chromium logs each such response as an error.
-        return [entry["message"] for entry in entries
-                if entry["level"] == "SEVERE" and "status of 404" not in entry["message"]]
+        """Returns the errors Chromium logged. Every endpoint the console calls exists on this
+        server, so a 404 counts as an error too."""
+        return [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def run_checks(console, base, token, agent_id, hostname, rollout_id, freeze_end):
