@@ -12,7 +12,8 @@ version 2 of the schedule with a freeze from now on, rolls out a second bundle, 
 agent reports it waiting until the freeze's end. Then it signs in to the console with the token
 and checks what a user would check:
 
-- the agent's hostname is listed in the fleet table under its tier, and under its owner team;
+- the agent's hostname is listed in the fleet table under its tier, with one bundle waiting, and
+  under its owner team;
 - the agent page's package count equals the API's, it lists a known package, also through the
   filter box, and its bundle history lists both bundles, newest first: the held one as "waiting
   until" the freeze's end with the freeze's reason, the applied one with its two steps applied;
@@ -339,8 +340,8 @@ class Console:
 
     def rows(self, css):
         """Reads the rows matching `css` in one script call, so a refresh cannot detach them
-        halfway: each row's attributes, the text of its cells and its progress bar's value and
-        maximum."""
+        halfway: each row's attributes, the text of its cells, its progress bar's value and
+        maximum, and the classes of its state badges."""
         return self.driver.execute_script("""
             return [...document.querySelectorAll(arguments[0])].map((row) => {
               const progress = row.querySelector("progress");
@@ -348,6 +349,7 @@ class Console:
                 attributes: Object.fromEntries([...row.attributes].map((a) => [a.name, a.value])),
                 cells: [...row.children].map((cell) => cell.innerText.trim()),
                 progress: progress ? [progress.getAttribute("value"), progress.getAttribute("max")] : null,
+                states: [...row.querySelectorAll(".state")].map((badge) => badge.className),
               };
             });""", css)
 
@@ -380,21 +382,25 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id, freeze_end)
     driver.find_element(By.CSS_SELECTOR, "#sign-in-form button[type=submit]").click()
 
     log("fleet page, grouped by tier")
-    section = console.element(f"the fleet group of tier {TIER}", f'section[data-group="{TIER}"][data-grouping="tier"]')
-    heading = section.find_element(By.TAG_NAME, "h2").text
+    tier_css = f'section[data-group="{TIER}"][data-grouping="tier"]'
+    console.element(f"the fleet group of tier {TIER}", tier_css)
+    # The fleet page refreshes every 5 s, so the table is read in one script call.
+    heading = driver.execute_script("return document.querySelector(arguments[0]).innerText", f"{tier_css} h2")
     check(heading.startswith(f"Tier: {TIER}"), f"the tier group's heading is {heading!r}")
-    row = section.find_element(By.CSS_SELECTOR, f'tr[data-agent-id="{agent_id}"]')
-    host = row.find_element(By.CSS_SELECTOR, "th[scope=row] a")
-    check(host.text == hostname, f"the fleet table lists {host.text!r}, expected {hostname!r}")
-    cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    rows = console.rows(f'{tier_css} tr[data-agent-id="{agent_id}"]')
+    check(len(rows) == 1, f"the tier group lists the agent {len(rows)} times, expected once")
+    host, *cells = rows[0]["cells"]
+    check(host == hostname, f"the fleet table lists {host!r}, expected {hostname!r}")
     check(cells[0] == OWNER, f"the owner column shows {cells[0]!r}, expected {OWNER!r}")
     check(cells[1].endswith("online"), f"the online column shows {cells[1]!r}")
     check(cells[2].endswith("2"), f"the pending updates column shows {cells[2]!r}, expected 2")
     check(cells[3].endswith("1"), f"the security updates column shows {cells[3]!r}, expected 1")
-    states = [badge.get_attribute("class") for badge in row.find_elements(By.CSS_SELECTOR, ".state")]
+    check(cells[6].endswith("1 waiting"), f"the bundles column shows {cells[6]!r}, expected 1 waiting")
+    states = rows[0]["states"]
     check(states[0] == "state pass", f"the online badge is {states[0]!r}, expected a pass")
     check(states[2] == "state fail", f"the security badge is {states[2]!r}, expected a fail")
-    headers = [cell.text for cell in section.find_elements(By.CSS_SELECTOR, "thead th")]
+    check(states[-1] == "state unknown", f"the waiting bundle's badge is {states[-1]!r}, expected unknown")
+    headers = console.rows(f"{tier_css} thead tr")[0]["cells"]
     check(headers[0].lower() == "host", f"the fleet table's first column header is {headers[0]!r}")
     console.screenshot("02-fleet-by-tier")
 

@@ -382,6 +382,7 @@ function fleetPage() {
             stateBadge(state.security, String(agent.security_updates)),
             stateBadge(state.reboot, agent.reboot_required ? "needed" : "no"),
             stateBadge(state.report, timeCell(agent.last_report_unix_s)),
+            bundleSummary(agent),
           ],
         };
       });
@@ -399,7 +400,7 @@ function fleetPage() {
           h("span", { className: "count" }, `(${members.length} ${members.length === 1 ? "agent" : "agents"})`)),
         h("p", { className: "group-summary" }, groupSummary),
         table(null,
-          ["Host", otherTitle, "Online", "Pending updates", "Security updates", "Reboot", "Last report"],
+          ["Host", otherTitle, "Online", "Pending updates", "Security updates", "Reboot", "Last report", "Bundles"],
           rows, { className: "fleet" }));
     }));
   }
@@ -438,6 +439,15 @@ function fleetPage() {
       if (!lastAgents) replaceChildren(groups, notice(`Cannot load the fleet: ${error.message}`, "error"));
     },
   };
+}
+
+// The bundles of an agent that need attention: failed reverts or rollbacks first, because a
+// person must check the host, then bundles waiting for a maintenance window.
+function bundleSummary(agent) {
+  const parts = [];
+  if (agent.bundles_needing_person) parts.push(stateBadge("fail", `${agent.bundles_needing_person} need a person`));
+  if (agent.bundles_waiting) parts.push(stateBadge("unknown", `${agent.bundles_waiting} waiting`));
+  return parts.length ? h("span", { className: "bundle-summary" }, parts) : "—";
 }
 
 function summaryTile(label, value) {
