@@ -369,7 +369,8 @@ class Console:
         return [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def run_checks(console, base, token, agent_id, hostname, rollout_id, freeze_end):
+def run_checks(console, base, token, agent_id, hostname, rollout_ids, freeze_end):
+    rollout_id, held_rollout_id = rollout_ids
     driver = console.driver
 
     log("sign-in page")
@@ -501,8 +502,8 @@ def run_checks(console, base, token, agent_id, hostname, rollout_id, freeze_end)
     check(wave == "1 of 1", f"the rollout's wave shows {wave!r}, expected '1 of 1'")
     check(row["progress"] == ["1", "1"], f"the rollout's progress bar is at {row['progress']}, expected 1 of 1")
     check(progress.strip() == "1 of 1 finished: 1 applied", f"the rollout's progress reads {progress!r}")
-    held = rollouts.get(str(rollout_id + 1))
-    check(held, f"the rollouts table has no row for rollout {rollout_id + 1}: {list(rollouts)}")
+    held = rollouts.get(str(held_rollout_id))
+    check(held, f"the rollouts table has no row for rollout {held_rollout_id}: {list(rollouts)}")
     _, bundle_cell, state, _, progress = held["cells"][:5]
     check(bundle_cell.startswith(HELD_BUNDLE_ID) and state.endswith("running"),
           f"the second rollout's row shows {bundle_cell!r} {state!r}, expected {HELD_BUNDLE_ID} running")
@@ -578,7 +579,7 @@ def wait_for_admin_token(path, processes):
 def prepare_fleet(binaries, work, processes, base, mqtt_port):
     """Starts the server and the agent and drives the CLI through what a user does before opening
     the console: owner team, bundle publication, window schedule, rollout. Returns the token, the
-    agent's summary and the rollout id once the agent has applied the bundle."""
+    agent's summary, the ids of both rollouts and the end of the freeze."""
     root = work / "root"
     write_fixture_root(root)
     tidegate = binaries / "tidegate"
@@ -648,7 +649,9 @@ def prepare_fleet(binaries, work, processes, base, mqtt_port):
     cli("windows", "publish", "--publisher", "console-test",
         str(write_frozen_schedule(tidegate, work, schedule, freeze_end)))
     cli("bundle", "publish", "--publisher", "console-test", str(write_held_bundle(tidegate, work)))
-    cli("rollout", "start", HELD_BUNDLE_ID, "--canary", "0", "--requested-by", "console-test")
+    held_rollout_id = json.loads(cli("rollout", "start", HELD_BUNDLE_ID, "--canary", "0", "--requested-by",
+                                     "console-test", "--json")).get("id")
+    check(held_rollout_id is not None, f"tidegate rollout start --json returned no rollout id for {HELD_BUNDLE_ID}")
 
     def bundle_waiting():
         processes.check_alive()
@@ -663,7 +666,7 @@ def prepare_fleet(binaries, work, processes, base, mqtt_port):
     log(f"the agent holds {HELD_BUNDLE_ID}: {waiting}")
     check(waiting["expected_start_unix_s"] == freeze_end,
           f"the agent expects to start {HELD_BUNDLE_ID} at {waiting['expected_start_unix_s']}, expected the freeze's end {freeze_end}")
-    return token, agent, rollout_id, freeze_end
+    return token, agent, (rollout_id, held_rollout_id), freeze_end
 
 
 def main():
@@ -692,12 +695,12 @@ def main():
         http_port = free_port()
         mqtt_port = free_port(20000, 32000)
         base = f"http://127.0.0.1:{http_port}"
-        token, agent, rollout_id, freeze_end = prepare_fleet(binaries, work, processes, base, mqtt_port)
+        token, agent, rollout_ids, freeze_end = prepare_fleet(binaries, work, processes, base, mqtt_port)
 
         log("starting Chromium")
         driver = start_browser()
         run_checks(Console(driver, base, args.screenshots), base, token, agent["agent_id"], agent["hostname"],
-                   rollout_id, freeze_end)
+                   rollout_ids, freeze_end)
         log(f"all checks passed; screenshots are in {args.screenshots}")
         return 0
     except (CheckFailed, WebDriverException) as failure:
