@@ -578,8 +578,9 @@ def wait_for_admin_token(path, processes):
 
 def prepare_fleet(binaries, work, processes, base, mqtt_port):
     """Starts the server and the agent and drives the CLI through what a user does before opening
-    the console: owner team, bundle publication, window schedule, rollout. Returns the token, the
-    agent's summary, the ids of both rollouts and the end of the freeze."""
+    the console: owner team, bundle publication, window schedule, rollout, and a second bundle that
+    a freeze holds. Returns the token, the agent's summary, the ids of both rollouts and the end of
+    the freeze."""
     root = work / "root"
     write_fixture_root(root)
     tidegate = binaries / "tidegate"
