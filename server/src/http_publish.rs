@@ -320,7 +320,8 @@ async fn publish_trust_root(
     let file = body.to_vec();
     let actor = principal.actor();
     let stored = tokio::task::spawn_blocking(move || {
-        publications.record_trust_root(version, &file, now_unix_s(), &actor)?;
+        let now = now_unix_s();
+        publications.record_trust_root(version, &file, now, now, &actor)?;
         publications.trust_roots()
     })
     .await;

@@ -193,7 +193,11 @@ pub async fn start_with_windows(
     let rollout_store = RolloutStore::open(&config.db_path)
         .map_err(|error| ServeError::StartRollouts(error.into()))?;
     let trust_root = match &config.trust_root {
-        Some(path) => Some(current_trust_root(path, &publications)?),
+        Some(path) => Some(current_trust_root(
+            path,
+            &publications,
+            deps.clock.now_unix_s(),
+        )?),
         None => None,
     };
 
@@ -432,10 +436,12 @@ impl RunningServer {
 
 /// Reads the signed trust root given at start, which must carry its own root threshold, then
 /// walks the newer versions stored by `POST /api/v1/trust-root` one at a time, each checked
-/// against the one before. Returns the newest.
+/// against the one before. Returns the newest. `now_unix_s` dates the audit entry of a root
+/// this store has not seen before.
 fn current_trust_root(
     path: &std::path::Path,
     publications: &crate::store::publications::Publications,
+    now_unix_s: i64,
 ) -> Result<tidegate_protocol::trust::TrustRoot, ServeError> {
     use tidegate_protocol::trust::{verify_initial_root, verify_root_update, SignedTrustRoot};
 
@@ -451,7 +457,13 @@ fn current_trust_root(
     let mut root = verify_initial_root(&signed).map_err(|error| invalid(error.to_string()))?;
     // Publication time 0 marks the root given at start: agents are not moved to it until it is
     // published through the API.
-    publications.record_trust_root(root.version, &bytes, 0, crate::audit::SERVER_ACTOR)?;
+    publications.record_trust_root(
+        root.version,
+        &bytes,
+        0,
+        now_unix_s,
+        crate::audit::SERVER_ACTOR,
+    )?;
     for (version, file) in publications.trust_roots()? {
         if version != root.version + 1 {
             continue;

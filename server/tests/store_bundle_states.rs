@@ -129,3 +129,63 @@ fn newer_outcome_replaces_state() {
     assert_eq!(detail.bundle_states.len(), 1);
     assert_eq!(detail.bundle_states[0].outcome, "rolled-back");
 }
+
+#[test]
+fn fleet_counts_waiting_and_failed_bundles() {
+    let (_dir, path, mut store) = temp_store();
+    let mut first = inventory();
+    first.bundles = vec![
+        record(
+            'd',
+            BundleOutcome::Waiting {
+                code: "frozen".into(),
+                reason: "changes are frozen".into(),
+                expected_start_unix_s: Some(1_700_003_600),
+            },
+            vec![],
+        ),
+        record(
+            'e',
+            BundleOutcome::RollbackFailed {
+                step: 0,
+                detail: "restore of etc/motd failed".into(),
+            },
+            vec![step(
+                0,
+                StepOutcome::RevertFailed,
+                "restore of etc/motd failed",
+            )],
+        ),
+        record('f', BundleOutcome::Applied, vec![]),
+    ];
+    store
+        .ingest(vec![report_in(
+            full_report(AGENT, BOOT_1, 1, first),
+            RECEIVED,
+        )])
+        .unwrap();
+
+    let reader = StoreReader::open(&path).unwrap();
+    let fleet = reader.fleet().unwrap();
+    assert_eq!(fleet.len(), 1);
+    assert_eq!(fleet[0].bundles_waiting, 1);
+    assert_eq!(fleet[0].bundles_needing_person, 1);
+    let detail = reader.agent(AGENT).unwrap().unwrap();
+    assert_eq!(detail.summary.bundles_waiting, 1);
+    assert_eq!(detail.summary.bundles_needing_person, 1);
+
+    // Once the waiting bundle applies, it no longer counts.
+    let delta = InventoryDelta {
+        bundles: Some(vec![record('d', BundleOutcome::Applied, vec![])]),
+        ..Default::default()
+    };
+    store
+        .ingest(vec![report_in(
+            delta_report(AGENT, BOOT_1, 2, 1, delta),
+            RECEIVED + 60,
+        )])
+        .unwrap();
+    let fleet = reader.fleet().unwrap();
+    assert_eq!(fleet[0].bundles_waiting, 0);
+    assert_eq!(fleet[0].bundles_needing_person, 1);
+}

@@ -761,3 +761,33 @@ async fn publication_without_trust_root_is_unavailable() {
     );
     server.stop().await;
 }
+
+/// The trust root given at start is audited at the server's clock, not at the publication time 0
+/// that marks it as not yet published through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_root_at_start_audited_at_clock_time() {
+    let keys = Keys::generate();
+    let server = WindowsServer::start(&keys).await;
+    let (status, page) = server.get("/api/v1/audit?after=0&limit=10").await;
+    assert_eq!(status, 200, "{page}");
+    let entries = page.as_array().expect("a JSON array of entries");
+    let root_entry = entries
+        .iter()
+        .find(|entry| entry["action"] == "trust_root.published")
+        .expect("an entry for the trust root given at start");
+    assert_eq!(root_entry["at_unix_s"], NOW);
+    assert_eq!(root_entry["actor"], "server");
+    assert_eq!(root_entry["subject"], "trust root v1");
+
+    // The publication time stays 0, so rollouts do not move agents to the root given at start.
+    let connection = rusqlite::Connection::open(&server.db).unwrap();
+    let published: i64 = connection
+        .query_row(
+            "SELECT published_at_unix_s FROM trust_roots WHERE version = 1",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(published, 0);
+    server.stop().await;
+}

@@ -425,6 +425,8 @@ mod tests {
             tier: "plant-floor".into(),
             trust_root_version: Some(2),
             owner: "plant-ops".into(),
+            bundles_waiting: 0,
+            bundles_needing_person: 0,
         }
     }
 

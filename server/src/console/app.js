@@ -16,12 +16,10 @@ const STALE_AFTER_SECONDS = 60 * 60;
 
 const CALENDAR_DAYS = 14;
 
-// Rollout agent states that count as finished when the console draws a progress bar. The state
-// names come from the server, so a state not listed here counts as not finished.
-const FINISHED_STATES = new Set([
-  "applied", "succeeded", "success", "done", "completed", "failed", "reverted",
-  "rolled_back", "rolled-back", "skipped", "timed_out", "timed-out", "cancelled", "canceled",
-]);
+// Rollout agent states that count as finished when the console draws a progress bar, as the
+// server names them in a rollout's `counts`. Pending, delivered, running and rolling_back agents
+// have no outcome yet.
+const FINISHED_STATES = new Set(["applied", "failed", "rolled_back", "rollback_failed"]);
 
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
@@ -384,6 +382,7 @@ function fleetPage() {
             stateBadge(state.security, String(agent.security_updates)),
             stateBadge(state.reboot, agent.reboot_required ? "needed" : "no"),
             stateBadge(state.report, timeCell(agent.last_report_unix_s)),
+            bundleSummary(agent),
           ],
         };
       });
@@ -401,7 +400,7 @@ function fleetPage() {
           h("span", { className: "count" }, `(${members.length} ${members.length === 1 ? "agent" : "agents"})`)),
         h("p", { className: "group-summary" }, groupSummary),
         table(null,
-          ["Host", otherTitle, "Online", "Pending updates", "Security updates", "Reboot", "Last report"],
+          ["Host", otherTitle, "Online", "Pending updates", "Security updates", "Reboot", "Last report", "Bundles"],
           rows, { className: "fleet" }));
     }));
   }
@@ -440,6 +439,15 @@ function fleetPage() {
       if (!lastAgents) replaceChildren(groups, notice(`Cannot load the fleet: ${error.message}`, "error"));
     },
   };
+}
+
+// The bundles of an agent that need attention: failed reverts or rollbacks first, because a
+// person must check the host, then bundles waiting for a maintenance window.
+function bundleSummary(agent) {
+  const parts = [];
+  if (agent.bundles_needing_person) parts.push(stateBadge("fail", `${agent.bundles_needing_person} need a person`));
+  if (agent.bundles_waiting) parts.push(stateBadge("unknown", `${agent.bundles_waiting} waiting`));
+  return parts.length ? h("span", { className: "bundle-summary" }, parts) : "—";
 }
 
 function summaryTile(label, value) {
@@ -543,7 +551,7 @@ function agentPage(parameters) {
         : table(null, ["Bundle", "Stream", "Sequence", "Outcome", "Decided", "Hash"],
           records.map((record) => [
             { header: true, content: record.bundle_id }, record.stream, String(record.sequence),
-            outcomeCell(record.outcome), timeCell(record.decided_at_unix_s), shortHash(record.bundle_hash),
+            outcomeCell(record.outcome, record.steps), timeCell(record.decided_at_unix_s), shortHash(record.bundle_hash),
           ]), { className: "bundle-history" }));
 
     replaceChildren(warnings, (detail.warnings || []).length === 0 ? null : [
@@ -606,30 +614,61 @@ function agentPage(parameters) {
   };
 }
 
-// Renders a bundle outcome, which the server sends in serde's external tagging: a bare string
-// for a variant without fields ("Accepted"), or {"Variant": {fields}}. Step outcomes show as a
-// nested list when the record has them.
-function outcomeCell(outcome) {
+// Renders a bundle record's outcome, which the server sends in serde's external tagging: a bare
+// string for a variant without fields ("Applied"), or {"Variant": {fields}}. A waiting bundle
+// shows when the agent expects to start it, and the record's steps follow as a numbered list.
+function outcomeCell(outcome, steps) {
+  let variant = "unknown";
+  let fields = {};
   if (typeof outcome === "string") {
-    return stateBadge(outcomeState(outcome), outcomeName(outcome));
+    variant = outcome;
+  } else if (outcome && typeof outcome === "object") {
+    [variant, fields] = Object.entries(outcome)[0] || ["unknown", {}];
+    fields = fields && typeof fields === "object" ? fields : {};
+  } else {
+    return displayValue(outcome);
   }
-  if (!outcome || typeof outcome !== "object") return displayValue(outcome);
-  const [variant, fields] = Object.entries(outcome)[0] || ["unknown", {}];
-  const parts = [stateBadge(outcomeState(variant), outcomeName(variant))];
-  if (fields && typeof fields === "object") {
-    const text = Object.entries(fields)
-      .filter(([key]) => key !== "steps")
-      .map(([key, value]) => `${key}: ${displayValue(value)}`)
-      .join("; ");
-    if (text) parts.push(h("span", { className: "outcome-detail" }, ` ${text}`));
-    if (Array.isArray(fields.steps) && fields.steps.length) {
-      parts.push(h("ol", { className: "steps", "aria-label": "Step outcomes" },
-        fields.steps.map((step) => h("li", {}, typeof step === "object"
-          ? Object.entries(step).map(([key, value]) => `${key}: ${displayValue(value)}`).join(", ")
-          : displayValue(step)))));
-    }
+  const parts = [stateBadge(outcomeState(variant), outcomeLabel(variant, fields))];
+  const detail = outcomeDetail(variant, fields);
+  if (detail) parts.push(h("span", { className: "outcome-detail" }, ` ${detail}`));
+  if (Array.isArray(steps) && steps.length) {
+    parts.push(h("ol", { className: "steps", start: "0", "aria-label": "Step outcomes" },
+      steps.map((step) => h("li", { value: String(step.index) },
+        h("code", {}, step.kind), " ", stateBadge(stepState(step.outcome), outcomeName(String(step.outcome))),
+        step.detail ? h("span", { className: "outcome-detail" }, ` ${step.detail}`) : null))));
   }
-  return h("div", {}, parts);
+  return h("div", { className: "outcome" }, parts);
+}
+
+// The badge text: the variant's name, with when a waiting bundle is expected to start and which
+// step a running bundle is on.
+function outcomeLabel(variant, fields) {
+  if (variant === "Waiting") {
+    const start = fields.expected_start_unix_s;
+    return start === null || start === undefined ? "waiting" : `waiting until ${formatUtc(start)}`;
+  }
+  if (variant === "Running" && fields.step !== undefined) return `running step ${fields.step}`;
+  return outcomeName(variant);
+}
+
+// The text after the badge: the reason, rule or failed step of the outcomes that carry one.
+function outcomeDetail(variant, fields) {
+  switch (variant) {
+    case "Waiting":
+      return fields.code ? `${fields.code}: ${fields.reason || ""}` : fields.reason || "";
+    case "Deferred":
+      return fields.reason || "";
+    case "Rejected":
+      return `${fields.rule || ""}: ${fields.detail || ""}`;
+    case "Reverted":
+      return `${fields.step === null || fields.step === undefined ? "a health check failed" : `step ${fields.step} failed`}: ${fields.detail || ""}`;
+    case "RevertFailed":
+    case "RollbackFailed":
+      return `at step ${fields.step}: ${fields.detail || ""}; a person must check the host`;
+    default:
+      return Object.entries(fields).filter(([key]) => key !== "step")
+        .map(([key, value]) => `${key}: ${displayValue(value)}`).join("; ");
+  }
 }
 
 function outcomeName(variant) {
@@ -638,8 +677,14 @@ function outcomeName(variant) {
 
 function outcomeState(variant) {
   const name = variant.toLowerCase();
-  if (["accepted", "alreadyapplied", "applied", "succeeded"].includes(name)) return "pass";
-  if (["rejected", "failed", "reverted", "rolledback"].includes(name)) return "fail";
+  if (["accepted", "alreadyapplied", "applied"].includes(name)) return "pass";
+  if (["rejected", "reverted", "revertfailed", "rollbackfailed"].includes(name)) return "fail";
+  return "unknown";
+}
+
+function stepState(outcome) {
+  if (outcome === "Applied") return "pass";
+  if (outcome === "Failed" || outcome === "RevertFailed") return "fail";
   return "unknown";
 }
 
@@ -828,33 +873,51 @@ function windowsPage() {
 // ---------------------------------------------------------------------------------------------
 // Bundles and rollouts
 
-// Returns the name of the field that contains a rollout's agent counts per state, if it has one.
-function countsField(rollout) {
-  return ["counts", "state_counts", "agents_by_state"].find((key) => {
-    const value = rollout[key];
-    return value && typeof value === "object" && !Array.isArray(value)
-      && Object.values(value).some((count) => typeof count === "number");
-  });
-}
-
 // Reads a rollout's agent counts per state as [state, count] pairs.
 function rolloutCounts(rollout) {
-  const field = countsField(rollout);
-  if (!field) return [];
-  return Object.entries(rollout[field]).filter(([, count]) => typeof count === "number");
+  const counts = rollout.counts;
+  if (!counts || typeof counts !== "object") return [];
+  return Object.entries(counts).filter(([, count]) => typeof count === "number");
 }
 
+// A progress bar of the agents with an outcome, then the states that have agents.
 function rolloutProgress(rollout) {
   const counts = rolloutCounts(rollout);
   if (counts.length === 0) return "—";
   const total = counts.reduce((sum, [, count]) => sum + count, 0);
   const finished = counts
-    .filter(([state]) => FINISHED_STATES.has(state.toLowerCase()))
+    .filter(([state]) => FINISHED_STATES.has(state))
     .reduce((sum, [, count]) => sum + count, 0);
-  const text = counts.map(([state, count]) => `${state} ${count}`).join(", ");
+  const text = counts.filter(([, count]) => count > 0)
+    .map(([state, count]) => `${count} ${state.replace(/_/g, " ")}`).join(", ");
   return h("div", { className: "progress" },
     h("progress", { max: String(total || 1), value: String(finished), "aria-label": `${finished} of ${total} agents finished` }),
-    h("span", {}, ` ${finished}/${total} finished: ${text}`));
+    h("span", { className: "progress-text" }, ` ${finished} of ${total} finished${text ? `: ${text}` : ""}`));
+}
+
+// The rollout's state, with the reason of a paused, stopped or reverting rollout.
+function rolloutState(rollout) {
+  const status = rollout.status || {};
+  const name = status.state || "unknown";
+  const state = name === "completed" ? "pass" : ["running", "paused"].includes(name) ? "unknown" : "fail";
+  return h("span", {}, stateBadge(state, name), status.reason ? h("span", { className: "outcome-detail" }, ` ${status.reason}`) : null);
+}
+
+function rolloutBundle(rollout) {
+  const bundle = rollout.bundle || {};
+  return bundle.bundle_id ? `${bundle.bundle_id} (${bundle.stream} #${bundle.sequence})` : "—";
+}
+
+// An agent's state in a rollout: the state name, with the step under way, the failure reason or
+// the rollback detail.
+function rolloutAgentState(agentState) {
+  const name = (agentState && agentState.state) || "unknown";
+  let detail = "";
+  if (name === "running" && agentState.step !== undefined) detail = `step ${agentState.step}`;
+  if (name === "failed") detail = `${agentState.timed_out ? "timed out: " : ""}${agentState.reason || ""}`;
+  if (name === "rollback-failed") detail = agentState.detail || "";
+  const state = name === "applied" ? "pass" : ["failed", "rollback-failed"].includes(name) ? "fail" : "unknown";
+  return h("span", {}, stateBadge(state, name.replace(/-/g, " ")), detail ? h("span", { className: "outcome-detail" }, ` ${detail}`) : null);
 }
 
 function bundlesPage() {
@@ -883,10 +946,16 @@ function bundlesPage() {
       } else {
         const list = Array.isArray(rolloutResult.data) ? rolloutResult.data : (rolloutResult.data && rolloutResult.data.rollouts) || [];
         replaceChildren(rollouts, list.length === 0 ? notice("No rollouts yet.") :
-          table(null, ["Rollout", "Bundle", "State", "Progress"], list.map((rollout) => [
-            { header: true, content: h("a", { href: `#/rollout/${encodeURIComponent(rollout.id)}` }, displayValue(rollout.id)) },
-            displayValue(rollout.bundle_id), displayValue(rollout.state), rolloutProgress(rollout),
-          ]), { className: "rollouts" }));
+          table(null, ["Rollout", "Bundle", "State", "Wave", "Progress", "Started"], list.map((rollout) => ({
+            attributes: { dataset: { rolloutId: String(rollout.id) } },
+            cells: [
+              { header: true, content: h("a", { href: `#/rollout/${encodeURIComponent(rollout.id)}` }, `#${rollout.id}`) },
+              rolloutBundle(rollout), rolloutState(rollout),
+              `${Math.min(rollout.current_wave, rollout.wave_count)} of ${rollout.wave_count}`,
+              rolloutProgress(rollout),
+              h("span", {}, timeCell(rollout.created_at_unix_s), ` by ${rollout.created_by}`),
+            ],
+          })), { className: "rollouts" }));
       }
 
       if (bundleResult.missing) {
@@ -905,43 +974,18 @@ function bundlesPage() {
   };
 }
 
-// Renders any JSON value: scalars as text, arrays of objects as tables, objects as lists.
-function genericValue(value) {
-  if (Array.isArray(value)) {
-    if (value.length === 0) return "none";
-    if (value.every((item) => item && typeof item === "object" && !Array.isArray(item))) {
-      const keys = [...new Set(value.flatMap((item) => Object.keys(item)))];
-      return table(null, keys, value.map((item) => keys.map((key) => (key === "agent_id" && typeof item[key] === "string"
-        ? h("a", { href: `#/agent/${encodeURIComponent(item[key])}` }, item[key])
-        : genericCell(item[key])))));
-    }
-    return value.map(displayValue).join(", ");
-  }
-  if (value && typeof value === "object") {
-    return h("dl", { className: "facts" }, Object.entries(value).map(([key, item]) => [
-      h("dt", {}, key), h("dd", {}, genericCell(item)),
-    ]));
-  }
-  return displayValue(value);
-}
-
-function genericCell(value) {
-  if (value && typeof value === "object") return genericValue(value);
-  return displayValue(value);
-}
-
 function rolloutPage(parameters) {
   const rolloutId = parameters[0] || "";
   let body;
   return {
-    title: `Rollout ${rolloutId}`,
+    title: `Rollout #${rolloutId}`,
     navigation: "bundles",
     intervalMs: 2000,
     mount(view) {
       body = h("div", {}, notice("Loading the rollout…"));
       append(view, [
         h("p", { className: "breadcrumb" }, h("a", { href: "#/bundles" }, "Bundles and rollouts"), " › rollout"),
-        h("h1", {}, `Rollout ${rolloutId}`),
+        h("h1", {}, `Rollout #${rolloutId}`),
         body,
       ]);
     },
@@ -952,23 +996,37 @@ function rolloutPage(parameters) {
         return;
       }
       const rollout = result.data || {};
-      const scalars = Object.entries(rollout).filter(([, value]) => value === null || typeof value !== "object");
-      const counts = rolloutCounts(rollout);
-      // The progress bar already shows the counts, so their object is not listed again.
-      const nested = Object.entries(rollout).filter(([key, value]) => value !== null && typeof value === "object"
-        && !(counts.length && value === rollout[countsField(rollout)]));
+      const spec = rollout.spec || {};
+      const fact = (term, value) => [h("dt", {}, term), h("dd", {}, value)];
+      const threshold = spec.failure_threshold || {};
       replaceChildren(body,
-        h("dl", { className: "facts" }, scalars.map(([key, value]) => [h("dt", {}, key), h("dd", {}, displayValue(value))])),
-        counts.length ? h("p", {}, rolloutProgress(rollout)) : null,
-        nested.map(([key, value]) => {
-          if (key === "waves" && Array.isArray(value)) {
-            return h("section", {}, h("h2", {}, `Waves (${value.length})`), value.map((wave, index) =>
-              h("section", { className: "wave" },
-                h("h3", {}, `Wave ${wave && wave.index !== undefined ? wave.index : index + 1}`),
-                genericValue(wave))));
-          }
-          return h("section", {}, h("h2", {}, key), genericValue(value));
-        }));
+        h("dl", { className: "facts" },
+          fact("Bundle", rolloutBundle(rollout)),
+          fact("Bundle hash", shortHash(rollout.bundle && rollout.bundle.bundle_hash)),
+          fact("State", rolloutState(rollout)),
+          fact("Started", h("span", {}, timeCell(rollout.created_at_unix_s), ` by ${rollout.created_by}`)),
+          fact("Targets", String(rollout.targets)),
+          fact("Wave", `${Math.min(rollout.current_wave, rollout.wave_count)} of ${rollout.wave_count}`),
+          fact("Canary agents", displayValue(spec.canary)),
+          fact("Failure threshold", `${displayValue(Object.values(threshold)[0])}${Object.keys(threshold)[0] === "percent" ? "%" : ""}, then ${displayValue(spec.on_failure)}`),
+          fact("Grace after the window", `${displayValue(spec.grace_seconds)} s`)),
+        h("p", {}, rolloutProgress(rollout)),
+        h("section", { "aria-labelledby": "waves-heading" },
+          h("h2", { id: "waves-heading" }, `Waves (${(rollout.waves || []).length})`),
+          table(null, ["Wave", "Agents", "Progress"], (rollout.waves || []).map((wave) => [
+            { header: true, content: String(wave.wave) }, String(wave.agents), rolloutProgress(wave),
+          ]), { className: "waves" })),
+        h("section", { "aria-labelledby": "rollout-agents-heading" },
+          h("h2", { id: "rollout-agents-heading" }, `Agents (${(rollout.agents || []).length})`),
+          table(null, ["Agent", "Tier", "Wave", "State", "Sent", "Deadline", "Changed"], (rollout.agents || []).map((agent) => ({
+            attributes: { dataset: { agentId: agent.agent_id } },
+            cells: [
+              { header: true, content: h("a", { href: `#/agent/${encodeURIComponent(agent.agent_id)}` }, h("code", {}, agent.agent_id.slice(0, 12))) },
+              agent.tier, String(agent.wave + 1), rolloutAgentState(agent.state),
+              timeCell(agent.sent_at_unix_s), agent.deadline_unix_s ? formatUtc(agent.deadline_unix_s) : "—",
+              timeCell(agent.changed_at_unix_s),
+            ],
+          })), { className: "rollout-agents" })));
     },
     showError(error) {
       if (error.status === 404) replaceChildren(body, notice(`No such rollout: ${error.message}`, "error"));
@@ -1043,7 +1101,7 @@ function auditPage() {
           { header: true, content: displayValue(entry.seq) },
           h("time", { datetime: new Date(entry.at_unix_s * 1000).toISOString() }, formatUtc(entry.at_unix_s)),
           displayValue(entry.actor), displayValue(entry.action), displayValue(entry.subject),
-          displayValue(entry.detail), shortHash(entry.hash),
+          h("code", { className: "detail" }, displayValue(entry.detail)), shortHash(entry.hash),
         ]), { className: "audit" }));
     },
   };

@@ -269,6 +269,12 @@ pub struct AgentSummary {
     /// The owner team IT assigned, empty until one is assigned.
     #[serde(default)]
     pub owner: String,
+    /// Bundles whose stored state is `waiting`: verified and queued for a maintenance window.
+    #[serde(default)]
+    pub bundles_waiting: u64,
+    /// Bundles whose revert or rollback failed, so a person must look at the host.
+    #[serde(default)]
+    pub bundles_needing_person: u64,
 }
 
 /// One package row of an agent's inventory.

@@ -83,14 +83,17 @@ impl Publications {
             .map_err(PublicationError::Read)
     }
 
-    /// Stores a trust root file of `version` and records `trust_root.published` by `actor`.
-    /// Storing the same version again keeps the first file and the latest publication time, so a
-    /// root first given at start (time 0) and then published through the API counts as
-    /// published; a store that changes nothing records nothing.
+    /// Stores a trust root file of `version` with its publication time and records
+    /// `trust_root.published` by `actor` in the audit log at `now_unix_s`. Storing the same
+    /// version again keeps the first file and the latest publication time, so a root first given
+    /// at start (publication time 0) and then published through the API counts as published; a
+    /// store that changes nothing records nothing. The audit entry always carries the real time,
+    /// because the audit log orders events by when they happened.
     pub fn record_trust_root(
         &self,
         version: u64,
         file: &[u8],
+        published_at_unix_s: i64,
         now_unix_s: i64,
         actor: &str,
     ) -> Result<(), PublicationError> {
@@ -109,7 +112,9 @@ impl Publications {
                  excluded.published_at_unix_s
                  WHERE excluded.published_at_unix_s > trust_roots.published_at_unix_s",
             )
-            .and_then(|mut statement| statement.execute(params![version as i64, file, now_unix_s]))
+            .and_then(|mut statement| {
+                statement.execute(params![version as i64, file, published_at_unix_s])
+            })
             .map_err(write_error)?;
         if inserted > 0 {
             let digest = ring::digest::digest(&ring::digest::SHA256, file);
