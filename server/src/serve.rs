@@ -29,7 +29,7 @@ use crate::ingest::{
 };
 use crate::rollout::driver::DriverDeps;
 use crate::rollout::store::RolloutStore;
-use crate::rollout::{self, NoWindows, WindowSource};
+use crate::rollout::{self, StoredWindows};
 use crate::store::{Store, StoreError, StoreReader};
 
 /// The default address of the HTTP API.
@@ -166,18 +166,10 @@ pub fn print_first_admin_token(token: &str) {
 }
 
 /// Opens the store, starts the broker (when embedded), ingest, the rollout driver and the HTTP
-/// server, and returns once all of them accept connections. Rollout deadlines use no window
-/// schedule: see [`start_with_windows`].
+/// server, and returns once all of them accept connections. Rollout deadlines count from the end
+/// of the window, in each tier's stored schedule, in which an agent can start the bundle
+/// ([`StoredWindows`]).
 pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServer, ServeError> {
-    start_with_windows(config, deps, Arc::new(NoWindows)).await
-}
-
-/// Like [`start`], with the source of the window ends that rollout deadlines count from.
-pub async fn start_with_windows(
-    config: ServerConfig,
-    deps: IngestDeps,
-    windows: Arc<dyn WindowSource>,
-) -> Result<RunningServer, ServeError> {
     let db_path = config.db_path.clone();
     // The error is boxed on its way out of the task only because StoreError is large.
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path).map_err(Box::new))
@@ -190,6 +182,7 @@ pub async fn start_with_windows(
     let owners = crate::store::owners::OwnerAssignments::open(&config.db_path)?;
     let audit = AuditLog::open(&config.db_path)?;
     let tokens = Tokens::open(&config.db_path)?;
+    let schedules = crate::store::schedules::Schedules::open(&config.db_path)?;
     let rollout_store = RolloutStore::open(&config.db_path)
         .map_err(|error| ServeError::StartRollouts(error.into()))?;
     let trust_root = match &config.trust_root {
@@ -253,7 +246,7 @@ pub async fn start_with_windows(
         store: rollout_store,
         orders: ingest.order_sender(),
         events: ingest.events(),
-        windows,
+        windows: Arc::new(StoredWindows::new(schedules.clone())),
         clock: clock.clone(),
     })
     .await
@@ -267,7 +260,7 @@ pub async fn start_with_windows(
     };
     let schedule_state = crate::http_schedules::ScheduleState {
         root: trust_root,
-        schedules: crate::store::schedules::Schedules::open(&config.db_path)?,
+        schedules,
         reader: reader.clone(),
         orders: ingest.order_sender(),
         clock,
