@@ -248,6 +248,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         events: ingest.events(),
         windows: Arc::new(StoredWindows::new(schedules.clone())),
         clock: clock.clone(),
+        audit: audit.clone(),
     })
     .await
     .map_err(ServeError::StartRollouts)?;
@@ -264,6 +265,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         reader: reader.clone(),
         orders: ingest.order_sender(),
         clock,
+        audit: audit.clone(),
     };
     // Every module's routes are merged here, before http::app puts the token check in front.
     let api = crate::http::router(reader)
@@ -273,7 +275,10 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         .merge(crate::http_console::router(console_state))
         .merge(crate::audit::routes(audit.clone()))
         .merge(crate::auth::routes(tokens.clone()))
-        .merge(rollout::http::routes(rollouts));
+        .merge(rollout::http::routes(rollout::http::RolloutApi {
+            handle: rollouts,
+            audit: audit.clone(),
+        }));
     let app =
         crate::http::app(api, AuthState { tokens, audit }).merge(crate::http_console::pages());
     let http = tokio::spawn(async move {

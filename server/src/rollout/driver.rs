@@ -13,8 +13,9 @@
 //!
 //! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
 //! those whose reports do not show their desired state yet. It reads the whole agents table when
-//! more than `MAX_AGENT_LOOKUPS` agents are needed, when the trust root version changed, and
-//! every `FULL_READ_INTERVAL`, which gives agents that reported since a desired trust root.
+//! more than `MAX_AGENT_LOOKUPS` agents are needed, when the trust root version or a tier's
+//! schedule version changed, and every `FULL_READ_INTERVAL`, which gives agents that reported
+//! since a desired trust root and schedule.
 //!
 //! Limits: a full read of 100,000 agents costs a noticeable share of a core (an estimate; not
 //! measured). Each rollout is stored whole as JSON after every
@@ -38,6 +39,7 @@ use super::machine::{
 };
 use super::plan::{parse_waves, FailureAction, FailureThreshold, InvalidSetting};
 use super::store::{AgentView, BundleSelector, RolloutStore};
+use crate::audit::{AuditEntry, AuditLog, SERVER_ACTOR};
 use crate::ingest::{Clock, IngestEvents, OrderSender};
 use crate::publish::{targets_agent, CheckedBundle};
 
@@ -61,6 +63,8 @@ pub struct DriverDeps {
     pub events: Arc<IngestEvents>,
     pub windows: Arc<dyn WindowSource>,
     pub clock: Arc<dyn Clock>,
+    /// Receives the driver's own decisions, with the actor `server`.
+    pub audit: AuditLog,
 }
 
 struct Driver {
@@ -73,8 +77,16 @@ struct Driver {
     files: HashMap<String, Vec<u8>>,
     /// Agents that came online and were not yet sent what they lack, kept across a failed pass.
     came_online: BTreeSet<AgentId>,
-    /// When the last pass read the whole agents table, and the trust root version it applied.
-    last_full_read: Option<(tokio::time::Instant, Option<u64>)>,
+    /// When the last pass read the whole agents table, and the trust root version and tier
+    /// schedule versions it applied.
+    last_full_read: Option<FullRead>,
+}
+
+/// What the last read of the whole agents table applied to every agent's desired state.
+struct FullRead {
+    at: tokio::time::Instant,
+    root_version: Option<u64>,
+    schedule_versions: BTreeMap<String, u64>,
 }
 
 /// Loads the rollouts and delivery states and starts the driver task.
@@ -305,8 +317,14 @@ impl Driver {
     async fn pass(&mut self) -> Result<(), RolloutError> {
         self.came_online.extend(self.deps.events.take_came_online());
         let store = self.deps.store.clone();
-        let root_version = blocking(move || Ok(store.published_trust_root_version()?)).await?;
-        let wanted = self.agents_to_read(root_version);
+        let (root_version, schedule_versions) = blocking(move || {
+            Ok((
+                store.published_trust_root_version()?,
+                store.tier_schedule_versions()?,
+            ))
+        })
+        .await?;
+        let wanted = self.agents_to_read(root_version, &schedule_versions);
         let store = self.deps.store.clone();
         let full_read = wanted.is_none();
         let agents = blocking(move || {
@@ -322,8 +340,21 @@ impl Driver {
             .map(|agent| (agent.agent_id.clone(), agent))
             .collect();
         let now = self.deps.clock.now_unix_s();
+        for agent in agents.values().filter(|agent| agent.has_reported) {
+            let Some(version) = schedule_versions.get(&agent.tier) else {
+                continue;
+            };
+            let desired = self.delivery.entry(agent.agent_id.clone()).or_default();
+            if desired.set_schedule_version(*version) {
+                self.dirty.insert(agent.agent_id.clone());
+            }
+        }
         if full_read {
-            self.last_full_read = Some((tokio::time::Instant::now(), root_version));
+            self.last_full_read = Some(FullRead {
+                at: tokio::time::Instant::now(),
+                root_version,
+                schedule_versions,
+            });
         }
 
         if let Some(version) = root_version {
@@ -359,6 +390,7 @@ impl Driver {
             };
             let reported = Reported {
                 trust_root_version: agent.trust_root_version,
+                schedule_version: agent.schedule_version,
                 bundles: &agent.bundles,
             };
             if desired.acknowledge(reported) {
@@ -369,11 +401,17 @@ impl Driver {
     }
 
     /// Returns the agents this pass must read, or `None` to read the whole table.
-    fn agents_to_read(&self, root_version: Option<u64>) -> Option<Vec<String>> {
-        let due = match self.last_full_read {
+    fn agents_to_read(
+        &self,
+        root_version: Option<u64>,
+        schedule_versions: &BTreeMap<String, u64>,
+    ) -> Option<Vec<String>> {
+        let due = match &self.last_full_read {
             None => true,
-            Some((at, applied_root)) => {
-                at.elapsed() >= FULL_READ_INTERVAL || applied_root != root_version
+            Some(last) => {
+                last.at.elapsed() >= FULL_READ_INTERVAL
+                    || last.root_version != root_version
+                    || last.schedule_versions != *schedule_versions
             }
         };
         if due {
@@ -429,6 +467,7 @@ impl Driver {
                     .map(|record| record.outcome.clone())
             })
         };
+        let before = (rollout.status.clone(), rollout.current_wave);
         let advance: Advance = rollout.advance(now, &outcome_of, self.deps.windows.as_ref());
         if advance.is_empty() {
             return Ok(());
@@ -438,6 +477,8 @@ impl Driver {
         }
         let snapshot = rollout.clone();
         self.save_rollout(&snapshot).await?;
+        let decisions = decision_entries(&before.0, before.1, &snapshot);
+        self.deps.audit.record_all(decisions).await;
 
         for order in advance.orders {
             match order {
@@ -488,6 +529,7 @@ impl Driver {
         };
         let missing = desired.missing(Reported {
             trust_root_version: agent.trust_root_version,
+            schedule_version: agent.schedule_version,
             bundles: &agent.bundles,
         });
         if missing.is_empty() {
@@ -498,6 +540,7 @@ impl Driver {
             bundles = missing.bundles.len(),
             rollbacks = missing.rollbacks.len(),
             trust_root_above = ?missing.trust_root_above,
+            schedule = missing.schedule,
             "sending again what an agent that came online lacks"
         );
         let unsent = |hash: &String| !sent.contains(&(agent_id.to_string(), hash.clone()));
@@ -518,6 +561,15 @@ impl Driver {
             let roots = blocking(move || Ok(store.trust_roots_above(held)?)).await?;
             for (_, file) in roots {
                 self.send_order(agent_id.as_str(), OrderBody::TrustRoot { file })
+                    .await;
+            }
+        }
+        if missing.schedule {
+            let store = self.deps.store.clone();
+            let tier = agent.tier.clone();
+            let files = blocking(move || Ok(store.tier_schedule_files(&tier)?)).await?;
+            for file in files {
+                self.send_order(agent_id.as_str(), OrderBody::Schedule { file })
                     .await;
             }
         }
@@ -579,6 +631,52 @@ impl Driver {
         let now = self.deps.clock.now_unix_s();
         blocking(move || Ok(store.save_delivery_states(&changed, now)?)).await
     }
+}
+
+/// Builds the audit entries of the driver's own decisions in one advance: each wave it started,
+/// and the change of status (paused, reverting, rolled back or completed) with its reason.
+fn decision_entries(
+    status_before: &super::machine::RolloutStatus,
+    wave_before: usize,
+    rollout: &Rollout,
+) -> Vec<AuditEntry> {
+    use super::machine::RolloutStatus;
+
+    let subject = super::http::rollout_subject(rollout.id);
+    let mut entries = Vec::new();
+    for wave in wave_before + 1..=rollout.current_wave {
+        entries.push(AuditEntry::new(
+            SERVER_ACTOR,
+            "rollout.wave_started",
+            subject.clone(),
+            serde_json::json!({
+                "bundle_id": rollout.bundle.bundle_id,
+                "wave": wave + 1,
+                "wave_count": rollout.wave_count(),
+            }),
+        ));
+    }
+    if *status_before != rollout.status {
+        let (action, reason) = match &rollout.status {
+            RolloutStatus::Paused { reason } => ("rollout.paused", Some(reason)),
+            RolloutStatus::Reverting { reason } => ("rollout.reverting", Some(reason)),
+            RolloutStatus::RolledBack { reason } => ("rollout.reverted", Some(reason)),
+            RolloutStatus::Stopped { reason } => ("rollout.stopped", Some(reason)),
+            RolloutStatus::Completed => ("rollout.completed", None),
+            RolloutStatus::Running => ("rollout.resumed", None),
+        };
+        entries.push(AuditEntry::new(
+            SERVER_ACTOR,
+            action,
+            subject,
+            serde_json::json!({
+                "bundle_id": rollout.bundle.bundle_id,
+                "reason": reason,
+                "counts": super::machine::StateCounts::of(&rollout.agents),
+            }),
+        ));
+    }
+    entries
 }
 
 /// Reads the target selector of a stored bundle, in the form [`targets_agent`] takes.
