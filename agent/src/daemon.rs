@@ -543,7 +543,7 @@ fn handle_order(
                 }
                 Err(error) => tracing::error!(%error, "cannot store a window schedule"),
             }
-            // The next report tells the server which schedule version the agent now holds.
+            // The next report carries the schedule version the agent now keeps.
             ticker.reset_immediately();
         }
     }

@@ -77,7 +77,7 @@ impl Gate {
         self.queue.waiting().len()
     }
 
-    /// Returns the version of the schedule that governs the agent (its site's when it holds
+    /// Returns the version of the schedule that governs the agent (its site's when it has
     /// one, else its tier's), for reports.
     pub fn governing_schedule_version(&self) -> Option<u64> {
         self.schedules.governing().map(|held| held.document.version)

@@ -362,8 +362,8 @@ pub struct Inventory {
     pub tier: String,
     /// The version of the trust root the agent has pinned, if it has one.
     pub trust_root_version: Option<u64>,
-    /// The version of the window schedule that governs the agent (its site's when it holds one,
-    /// else its tier's), if it holds one.
+    /// The version of the window schedule that governs the agent (its site's when it has one,
+    /// else its tier's), if it has one.
     pub schedule_version: Option<u64>,
     /// The latest bundles the agent received, newest last, at most [`MAX_BUNDLE_RECORDS`].
     pub bundles: Vec<BundleRecord>,

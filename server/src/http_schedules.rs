@@ -25,9 +25,9 @@
 //!   earliest instant it can start on each tier it targets, as an [`EarliestResponse`].
 //!
 //! Agents report no site yet, so a site's schedule is sent to every agent of its tier. Each agent
-//! keeps only the schedules of its own tier and site. Orders that do not reach the broker are not
-//! retried here: [`crate::store::schedules::latest_schedule_files_for`] returns what an agent
-//! should hold, for the code that sends it again on reconnect.
+//! keeps only the schedules of its own tier and site. Orders that do not reach the agent are not
+//! retried here: the rollout driver sends the tier's current schedule again to an agent that
+//! comes online without it (see [`crate::rollout::delivery`]).
 
 use std::sync::{Arc, RwLock};
 

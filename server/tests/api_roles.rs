@@ -449,7 +449,7 @@ async fn tokens_commands_round_trip() {
 
 /// Finds every `.route(PATH, METHODS)` call in the server's source, with `PATH` a string literal
 /// or a `const` of the same file, and returns each `(METHOD, PATH)` it registers for a write
-/// method. axum cannot list a router's routes, so the source is the list; the live check in
+/// method. axum cannot list a router's routes, so the source is the list. The live check in
 /// [`every_write_route_is_in_the_table`] proves each one found is a route of the running server.
 fn registered_write_routes() -> Vec<(String, String)> {
     let mut files = Vec::new();
@@ -555,8 +555,8 @@ async fn every_write_route_is_in_the_table() {
         assert_eq!(listed.roles, *roles, "roles of {method} {path}");
     }
 
-    // Each route found is a route of the running server: it answers 401 without a token and
-    // 403 to a viewer, where an unknown route would answer 404 or 405.
+    // Each route found is a route of the running server: it returns 401 without a token and
+    // 403 to a viewer, where an unknown route would return 404 or 405.
     let server = TestServer::embedded().await;
     let viewer = create_token(&server, "viewer-1", "viewer").await;
     for (method, path) in &found {

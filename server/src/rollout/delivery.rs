@@ -13,7 +13,7 @@
 //! Limits: agents report no site, so the desired schedule is the whole tier's, and the agent's
 //! reported version is that of the schedule governing it. An agent governed by a site schedule
 //! with a lower version than its tier's is sent the tier's schedule again after each reconnect,
-//! which it answers by keeping what it has. An agent keeps only its latest 50 bundle records, so
+//! and the agent keeps the schedule it has. An agent keeps only its latest 50 bundle records, so
 //! a bundle whose record scrolled out counts as missing and is sent again after the next
 //! reconnect; the agent then answers with `AlreadyApplied`, which costs one order. Bundles stay
 //! in the desired state until they are rolled back; nothing prunes superseded ones yet.
@@ -56,7 +56,7 @@ pub struct Missing {
     pub rollbacks: Vec<String>,
     /// The agent's trust root version is below the desired one: send each version above this.
     pub trust_root_above: Option<u64>,
-    /// The agent holds no schedule, or one below the desired version: send the current one.
+    /// The agent has no schedule, or one below the desired version, so the current one is sent.
     pub schedule: bool,
 }
 

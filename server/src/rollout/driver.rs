@@ -82,7 +82,8 @@ struct Driver {
     last_full_read: Option<FullRead>,
 }
 
-/// What the last read of the whole agents table applied to every agent's desired state.
+/// The last read of the whole agents table, and the versions it applied to every agent's
+/// desired state.
 struct FullRead {
     at: tokio::time::Instant,
     root_version: Option<u64>,
