@@ -792,4 +792,5 @@ fn restarted_agent_receives_schedule_published_while_down() {
         delivery["acknowledged_version"], delivery["version"],
         "{delivery}"
     );
+    assert_eq!(server.agent(&agent_id).unwrap()["schedule_version"], 2);
 }

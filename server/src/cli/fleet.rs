@@ -413,6 +413,7 @@ mod tests {
             tier: "plant-floor".into(),
             trust_root_version: Some(2),
             owner: "plant-ops".into(),
+            schedule_version: Some(3),
         }
     }
 

@@ -269,6 +269,9 @@ pub struct AgentSummary {
     /// The owner team IT assigned, empty until one is assigned.
     #[serde(default)]
     pub owner: String,
+    /// The version of the window schedule that governs the agent, as it last reported it.
+    #[serde(default)]
+    pub schedule_version: Option<u64>,
 }
 
 /// One package row of an agent's inventory.

@@ -9,7 +9,7 @@ const SUMMARY_COLUMNS: &str = "
     online, agent_version, first_seen_unix_s, last_seen_unix_s, last_report_unix_s,
     boot_time_unix_s, package_count, broken_package_count, pending_update_count,
     security_update_count, reboot_required, package_lists_updated_unix_s, reports_received,
-    duplicate_reports, outbox_dropped, tier, trust_root_version, owner";
+    duplicate_reports, outbox_dropped, tier, trust_root_version, owner, schedule_version";
 
 pub(super) fn fleet(connection: &Connection) -> rusqlite::Result<Vec<AgentSummary>> {
     let sql = format!("SELECT {SUMMARY_COLUMNS} FROM agents ORDER BY hostname, agent_id");
@@ -194,5 +194,8 @@ fn summary_from_row_at(row: &Row<'_>, first: usize) -> rusqlite::Result<AgentSum
             .get::<_, Option<i64>>(column(24))?
             .map(|version| version as u64),
         owner: row.get(column(25))?,
+        schedule_version: row
+            .get::<_, Option<i64>>(column(26))?
+            .map(|version| version as u64),
     })
 }
