@@ -564,6 +564,48 @@ fn twenty_agents_pause_at_second_failure() {
     assert_eq!(rollout(&server, 1)["status"]["state"], "stopped");
     let (status, body) = post_json(&server, "/api/v1/rollouts/1/resume", serde_json::json!({}));
     assert_eq!(status, 409, "{body}");
+
+    // The audit log has the operator's steps under the admin token and the driver's decisions
+    // under `server`; the requests answered 409 changed nothing and are not among them.
+    let entries = rollout_audit(&server);
+    let steps: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry["action"].as_str().unwrap(),
+                entry["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("rollout.started", "token:admin/admin"),
+            ("rollout.wave_started", "server"),
+            ("rollout.paused", "server"),
+            ("rollout.stop_all", "token:admin/admin"),
+        ]
+    );
+    assert_eq!(entries[1]["detail"]["wave"], 2);
+    assert_eq!(entries[1]["detail"]["wave_count"], 3);
+    assert_eq!(
+        entries[2]["detail"]["reason"],
+        "2 failed agents reached the failure threshold of 2"
+    );
+    assert_eq!(entries[3]["detail"]["stopped"], serde_json::json!([1]));
+}
+
+/// Returns the audit entries of rollouts, oldest first.
+fn rollout_audit(server: &Server) -> Vec<serde_json::Value> {
+    server
+        .audit_entries()
+        .into_iter()
+        .filter(|entry| {
+            entry["action"]
+                .as_str()
+                .is_some_and(|action| action.starts_with("rollout."))
+        })
+        .collect()
 }
 
 #[test]
@@ -778,6 +820,25 @@ fn revert_rolls_back_every_applied_agent() {
         delivery["rollbacks"].as_array().unwrap().len(),
         1,
         "{delivery}"
+    );
+
+    let actions: Vec<(String, String)> = rollout_audit(&server)
+        .iter()
+        .map(|entry| {
+            (
+                entry["action"].as_str().unwrap().to_owned(),
+                entry["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let step = |action: &str, actor: &str| (action.to_owned(), actor.to_owned());
+    assert_eq!(
+        actions,
+        vec![
+            step("rollout.started", "token:admin/admin"),
+            step("rollout.reverting", "server"),
+            step("rollout.reverted", "server"),
+        ]
     );
 }
 
