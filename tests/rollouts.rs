@@ -950,6 +950,26 @@ fn offline_agent_receives_schedule_on_reconnect() {
         .expect("a schedule.rejected entry");
     assert_eq!(rejected["actor"], "token:ot-desk/ot");
     assert_eq!(rejected["detail"]["rule"], "not-newer");
+
+    // Each schedule order is recorded: one to each agent at publication, and the resend.
+    let schedule_orders: Vec<(String, bool)> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "order.sent" && entry["detail"]["kind"] == "schedule")
+        .map(|entry| {
+            (
+                entry["subject"].as_str().unwrap().to_owned(),
+                entry["detail"]["resend"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        schedule_orders,
+        vec![
+            ("sim-away".to_owned(), false),
+            ("sim-on".to_owned(), false),
+            ("sim-away".to_owned(), true),
+        ]
+    );
 }
 
 #[test]
@@ -1020,4 +1040,17 @@ fn rollout_steps_are_audited() {
         .unwrap();
     assert_eq!(started["detail"]["bundle_id"], "fix-audit");
     assert_eq!(started["detail"]["targets"], 1);
+
+    let bundle_orders: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "order.sent" && entry["detail"]["kind"] == "bundle")
+        .collect();
+    assert_eq!(bundle_orders.len(), 1, "{bundle_orders:?}");
+    assert_eq!(bundle_orders[0]["subject"], "sim-x");
+    assert_eq!(bundle_orders[0]["actor"], "server");
+    assert_eq!(bundle_orders[0]["detail"]["rollout"], 1);
+    assert_eq!(
+        bundle_orders[0]["detail"]["bundle_hash"],
+        started["detail"]["bundle_hash"]
+    );
 }

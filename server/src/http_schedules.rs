@@ -184,6 +184,7 @@ async fn publish(
         Err(error) => return internal_error(error),
     };
     let mut delivered_to = 0;
+    let mut batch = state.orders.batch();
     for agent in fleet.iter().filter(|agent| agent.tier == checked.tier) {
         let Ok(agent_id) = AgentId::parse(&agent.agent_id) else {
             continue;
@@ -194,10 +195,14 @@ async fn publish(
                 file: body.to_vec(),
             },
         };
-        if state.orders.send(&agent_id, order).await {
+        let mut detail = serde_json::Map::new();
+        detail.insert("schedule_target".into(), checked.target().into());
+        detail.insert("schedule_version".into(), checked.version.into());
+        if batch.send(&agent_id, order, detail).await {
             delivered_to += 1;
         }
     }
+    batch.finish().await;
     tracing::info!(
         tier = %checked.tier,
         site = checked.site.as_deref().unwrap_or(""),

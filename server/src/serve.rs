@@ -244,7 +244,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
     let trust_root = Arc::new(std::sync::RwLock::new(trust_root));
     let (rollouts, rollout_driver) = rollout::driver::start(DriverDeps {
         store: rollout_store,
-        orders: ingest.order_sender(),
+        orders: ingest.order_sender().with_audit(audit.clone()),
         events: ingest.events(),
         windows: Arc::new(StoredWindows::new(schedules.clone())),
         clock: clock.clone(),
@@ -263,7 +263,7 @@ pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServ
         root: trust_root,
         schedules,
         reader: reader.clone(),
-        orders: ingest.order_sender(),
+        orders: ingest.order_sender().with_audit(audit.clone()),
         clock,
         audit: audit.clone(),
     };

@@ -40,7 +40,7 @@ use super::machine::{
 use super::plan::{parse_waves, FailureAction, FailureThreshold, InvalidSetting};
 use super::store::{AgentView, BundleSelector, RolloutStore};
 use crate::audit::{AuditEntry, AuditLog, SERVER_ACTOR};
-use crate::ingest::{Clock, IngestEvents, OrderSender};
+use crate::ingest::{Clock, IngestEvents, OrderBatch, OrderSender};
 use crate::publish::{targets_agent, CheckedBundle};
 
 /// Maximum time between two passes.
@@ -314,8 +314,17 @@ impl Driver {
         Ok(rollout)
     }
 
-    /// Runs one pass: rollouts, resends after reconnects, acknowledgements.
+    /// Runs one pass: rollouts, resends after reconnects, acknowledgements. The audit entries
+    /// of the orders it sent are recorded together at the end, also when the pass fails.
     async fn pass(&mut self) -> Result<(), RolloutError> {
+        let orders = self.deps.orders.clone();
+        let mut batch = orders.batch();
+        let result = self.pass_sending(&mut batch).await;
+        batch.finish().await;
+        result
+    }
+
+    async fn pass_sending(&mut self, batch: &mut OrderBatch<'_>) -> Result<(), RolloutError> {
         self.came_online.extend(self.deps.events.take_came_online());
         let store = self.deps.store.clone();
         let (root_version, schedule_versions) = blocking(move || {
@@ -370,7 +379,8 @@ impl Driver {
         let mut sent: BTreeSet<(String, String)> = BTreeSet::new();
         let ids: Vec<u64> = self.rollouts.keys().copied().collect();
         for id in ids {
-            self.advance_rollout(id, &agents, now, &mut sent).await?;
+            self.advance_rollout(id, &agents, now, &mut sent, batch)
+                .await?;
         }
 
         let came_online: Vec<AgentId> = std::mem::take(&mut self.came_online).into_iter().collect();
@@ -378,7 +388,7 @@ impl Driver {
             let Some(agent) = agents.get(agent_id.as_str()) else {
                 continue;
             };
-            if let Err(error) = self.send_missing(agent_id, agent, &sent).await {
+            if let Err(error) = self.send_missing(agent_id, agent, &sent, batch).await {
                 self.came_online
                     .extend(came_online[index..].iter().cloned());
                 return Err(error);
@@ -446,6 +456,7 @@ impl Driver {
         agents: &BTreeMap<String, AgentView>,
         now: i64,
         sent: &mut BTreeSet<(String, String)>,
+        batch: &mut OrderBatch<'_>,
     ) -> Result<(), RolloutError> {
         let Some(rollout) = self.rollouts.get_mut(&id) else {
             return Ok(());
@@ -492,7 +503,8 @@ impl Driver {
                     {
                         self.dirty.insert(agent_id.clone());
                     }
-                    self.send_bundle(&agent_id, &hash).await?;
+                    self.send_bundle(&agent_id, &hash, Cause::Rollout(id), batch)
+                        .await?;
                     sent.insert((agent_id, hash.clone()));
                 }
                 RolloutOrder::SendRollback { agent_id } => {
@@ -504,13 +516,10 @@ impl Driver {
                     {
                         self.dirty.insert(agent_id.clone());
                     }
-                    self.send_order(
-                        &agent_id,
-                        OrderBody::Rollback {
-                            bundle_hash: hash.clone(),
-                        },
-                    )
-                    .await;
+                    let body = OrderBody::Rollback {
+                        bundle_hash: hash.clone(),
+                    };
+                    send_order(batch, &agent_id, body, Cause::Rollout(id), Some(&hash)).await;
                     sent.insert((agent_id, hash.clone()));
                 }
             }
@@ -524,6 +533,7 @@ impl Driver {
         agent_id: &AgentId,
         agent: &AgentView,
         sent: &BTreeSet<(String, String)>,
+        batch: &mut OrderBatch<'_>,
     ) -> Result<(), RolloutError> {
         let Some(desired) = self.delivery.get(agent_id.as_str()) else {
             return Ok(());
@@ -546,23 +556,21 @@ impl Driver {
         );
         let unsent = |hash: &String| !sent.contains(&(agent_id.to_string(), hash.clone()));
         for hash in missing.bundles.iter().filter(|hash| unsent(hash)) {
-            self.send_bundle(agent_id.as_str(), hash).await?;
+            self.send_bundle(agent_id.as_str(), hash, Cause::Resend, batch)
+                .await?;
         }
         for hash in missing.rollbacks.iter().filter(|hash| unsent(hash)) {
-            self.send_order(
-                agent_id.as_str(),
-                OrderBody::Rollback {
-                    bundle_hash: hash.clone(),
-                },
-            )
-            .await;
+            let body = OrderBody::Rollback {
+                bundle_hash: hash.clone(),
+            };
+            send_order(batch, agent_id.as_str(), body, Cause::Resend, Some(hash)).await;
         }
         if let Some(held) = missing.trust_root_above {
             let store = self.deps.store.clone();
             let roots = blocking(move || Ok(store.trust_roots_above(held)?)).await?;
             for (_, file) in roots {
-                self.send_order(agent_id.as_str(), OrderBody::TrustRoot { file })
-                    .await;
+                let body = OrderBody::TrustRoot { file };
+                send_order(batch, agent_id.as_str(), body, Cause::Resend, None).await;
             }
         }
         if missing.schedule {
@@ -570,14 +578,20 @@ impl Driver {
             let tier = agent.tier.clone();
             let files = blocking(move || Ok(store.tier_schedule_files(&tier)?)).await?;
             for file in files {
-                self.send_order(agent_id.as_str(), OrderBody::Schedule { file })
-                    .await;
+                let body = OrderBody::Schedule { file };
+                send_order(batch, agent_id.as_str(), body, Cause::Resend, None).await;
             }
         }
         Ok(())
     }
 
-    async fn send_bundle(&mut self, agent_id: &str, hash: &str) -> Result<(), RolloutError> {
+    async fn send_bundle(
+        &mut self,
+        agent_id: &str,
+        hash: &str,
+        cause: Cause,
+        batch: &mut OrderBatch<'_>,
+    ) -> Result<(), RolloutError> {
         if !self.files.contains_key(hash) {
             let store = self.deps.store.clone();
             let lookup = hash.to_owned();
@@ -596,25 +610,15 @@ impl Driver {
             }
         }
         let file = self.files[hash].clone();
-        self.send_order(agent_id, OrderBody::Bundle { file }).await;
+        send_order(
+            batch,
+            agent_id,
+            OrderBody::Bundle { file },
+            cause,
+            Some(hash),
+        )
+        .await;
         Ok(())
-    }
-
-    async fn send_order(&self, agent_id: &str, body: OrderBody) {
-        let Ok(agent) = AgentId::parse(agent_id) else {
-            warn!(agent.id = agent_id, "not an agent id; order not sent");
-            return;
-        };
-        let order = Order {
-            order_id: OrderId(fastrand::u128(..).to_le_bytes()),
-            body,
-        };
-        if !self.deps.orders.send(&agent, order).await {
-            debug!(
-                agent.id = agent_id,
-                "ingest is not connected; the order goes out again when the agent comes online"
-            );
-        }
     }
 
     async fn save_delivery(&mut self) -> Result<(), RolloutError> {
@@ -631,6 +635,52 @@ impl Driver {
         let store = self.deps.store.clone();
         let now = self.deps.clock.now_unix_s();
         blocking(move || Ok(store.save_delivery_states(&changed, now)?)).await
+    }
+}
+
+/// Why the driver sends an order, for its audit entry.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// A step of this rollout.
+    Rollout(u64),
+    /// The agent came online without this part of its desired state.
+    Resend,
+}
+
+/// Sends one order through `batch`, which keeps its `order.sent` audit entry with the cause and
+/// the bundle hash of a bundle or rollback order.
+async fn send_order(
+    batch: &mut OrderBatch<'_>,
+    agent_id: &str,
+    body: OrderBody,
+    cause: Cause,
+    bundle_hash: Option<&str>,
+) {
+    let Ok(agent) = AgentId::parse(agent_id) else {
+        warn!(agent.id = agent_id, "not an agent id; order not sent");
+        return;
+    };
+    let mut detail = serde_json::Map::new();
+    match cause {
+        Cause::Rollout(id) => {
+            detail.insert("rollout".into(), id.into());
+        }
+        Cause::Resend => {
+            detail.insert("resend".into(), true.into());
+        }
+    }
+    if let Some(hash) = bundle_hash {
+        detail.insert("bundle_hash".into(), hash.into());
+    }
+    let order = Order {
+        order_id: OrderId(fastrand::u128(..).to_le_bytes()),
+        body,
+    };
+    if !batch.send(&agent, order, detail).await {
+        debug!(
+            agent.id = agent_id,
+            "ingest is not connected; the order goes out again when the agent comes online"
+        );
     }
 }
 
