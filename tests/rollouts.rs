@@ -757,6 +757,23 @@ fn silent_agent_fails_after_grace() {
         "{view}"
     );
     assert_eq!(view["status"]["state"], "paused", "{view}");
+
+    let entries = rollout_audit(&server);
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "rollout.started",
+            "rollout.agent_timed_out",
+            "rollout.paused"
+        ]
+    );
+    assert_eq!(entries[1]["actor"], "server");
+    assert_eq!(entries[1]["detail"]["agent_id"], "sim-s");
+    assert_eq!(entries[1]["detail"]["deadline_unix_s"], sent_at + 2);
 }
 
 #[test]

@@ -7,7 +7,11 @@
 //! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it through a
 //! [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
 //!
-//! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. An order to an
+//! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. The audit log
+//! records each order (`order.sent`, in one transaction per pass) and each decision the driver
+//! takes on its own, with the actor `server`: `rollout.agent_timed_out`,
+//! `rollout.wave_started`, `rollout.paused`, `rollout.reverting`, `rollout.reverted` and
+//! `rollout.completed`. An order to an
 //! offline agent is lost with its clean session. The agent's next online status makes the driver
 //! send it again, because its desired state still lists the bundle and its reports do not.
 //!
@@ -479,7 +483,11 @@ impl Driver {
                     .map(|record| record.outcome.clone())
             })
         };
-        let before = (rollout.status.clone(), rollout.current_wave);
+        let before = Before {
+            status: rollout.status.clone(),
+            wave: rollout.current_wave,
+            timed_out: timed_out_agents(rollout),
+        };
         let advance: Advance = rollout.advance(now, &outcome_of, self.deps.windows.as_ref());
         if advance.is_empty() {
             return Ok(());
@@ -489,7 +497,7 @@ impl Driver {
         }
         let snapshot = rollout.clone();
         self.save_rollout(&snapshot).await?;
-        let decisions = decision_entries(&before.0, before.1, &snapshot);
+        let decisions = decision_entries(&before, &snapshot);
         self.deps.audit.record_all(decisions).await;
 
         for order in advance.orders {
@@ -684,18 +692,57 @@ async fn send_order(
     }
 }
 
-/// Builds the audit entries of the driver's own decisions in one advance: each wave it started,
-/// and the change of status (paused, reverting, rolled back or completed) with its reason.
-fn decision_entries(
-    status_before: &super::machine::RolloutStatus,
-    wave_before: usize,
-    rollout: &Rollout,
-) -> Vec<AuditEntry> {
+/// A rollout's status, wave and timed-out agents before an advance.
+struct Before {
+    status: super::machine::RolloutStatus,
+    wave: usize,
+    timed_out: BTreeSet<String>,
+}
+
+/// Returns the agents of `rollout` that count as failed because they missed their deadline.
+fn timed_out_agents(rollout: &Rollout) -> BTreeSet<String> {
+    rollout
+        .agents
+        .iter()
+        .filter(|agent| {
+            matches!(
+                agent.state,
+                super::machine::AgentState::Failed {
+                    timed_out: true,
+                    ..
+                }
+            )
+        })
+        .map(|agent| agent.agent_id.clone())
+        .collect()
+}
+
+/// Builds the audit entries of the driver's own decisions in one advance: each agent it counted
+/// as failed for a missed deadline, each wave it started, and the change of status (paused,
+/// reverting, rolled back or completed) with its reason.
+fn decision_entries(before: &Before, rollout: &Rollout) -> Vec<AuditEntry> {
     use super::machine::RolloutStatus;
 
     let subject = super::http::rollout_subject(rollout.id);
     let mut entries = Vec::new();
-    for wave in wave_before + 1..=rollout.current_wave {
+    for agent_id in timed_out_agents(rollout).difference(&before.timed_out) {
+        let deadline = rollout
+            .agents
+            .iter()
+            .find(|agent| &agent.agent_id == agent_id)
+            .and_then(|agent| agent.deadline_unix_s);
+        entries.push(AuditEntry::new(
+            SERVER_ACTOR,
+            "rollout.agent_timed_out",
+            subject.clone(),
+            serde_json::json!({
+                "bundle_id": rollout.bundle.bundle_id,
+                "agent_id": agent_id,
+                "deadline_unix_s": deadline,
+            }),
+        ));
+    }
+    for wave in before.wave + 1..=rollout.current_wave {
         entries.push(AuditEntry::new(
             SERVER_ACTOR,
             "rollout.wave_started",
@@ -707,7 +754,7 @@ fn decision_entries(
             }),
         ));
     }
-    if *status_before != rollout.status {
+    if before.status != rollout.status {
         let (action, reason) = match &rollout.status {
             RolloutStatus::Paused { reason } => ("rollout.paused", Some(reason)),
             RolloutStatus::Reverting { reason } => ("rollout.reverting", Some(reason)),
