@@ -4,16 +4,19 @@
 //! (at most every 250 ms). A pass reads every agent's tier, online state, trust root version and
 //! bundle records from the store. It advances each rollout's state machine and sends the orders
 //! it returns. Then it sends again what an agent that came online lacks of its desired state,
-//! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it through a
-//! [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
+//! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it
+//! through a [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
 //!
 //! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. The audit log
 //! records each order (`order.sent`, in one transaction per pass) and each decision the driver
 //! takes on its own, with the actor `server`: `rollout.agent_timed_out`,
 //! `rollout.wave_started`, `rollout.paused`, `rollout.reverting`, `rollout.reverted` and
-//! `rollout.completed`. An order to an
-//! offline agent is lost with its clean session. The agent's next online status makes the driver
-//! send it again, because its desired state still lists the bundle and its reports do not.
+//! `rollout.completed`.
+//!
+//! An order to an offline agent waits in its broker session, and is lost when the agent connects
+//! with a clean session or the broker loses the session (an embedded broker does on a restart).
+//! The agent's next online status makes the driver send again what its reports do not show of
+//! its desired state: bundles, rollbacks, trust roots and the tier's schedule.
 //!
 //! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
 //! those whose reports do not show their desired state yet. It reads the whole agents table when
