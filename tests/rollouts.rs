@@ -116,6 +116,17 @@ fn server_and_keys(dir: &Path, bundle_id: &str) -> (Server, [SigningKey; 3]) {
 /// Builds tier `office`'s schedule of `version`, a window every day at 02:00 UTC for an hour,
 /// valid from a day ago for 30 days, signed by `ot`.
 fn office_schedule(version: u64, ot: &SigningKey) -> Vec<u8> {
+    let daily = WindowRule::Recurring {
+        cron: "0 2 * * *".into(),
+        duration_s: 3600,
+        cutoff_s: None,
+    };
+    office_schedule_of(version, vec![daily], ot)
+}
+
+/// Builds tier `office`'s schedule of `version` with `windows`, valid from a day ago for 30 days,
+/// signed by `ot`.
+fn office_schedule_of(version: u64, windows: Vec<WindowRule>, ot: &SigningKey) -> Vec<u8> {
     let now = now_unix_s();
     let document = ScheduleDocument {
         tier: "office".into(),
@@ -125,11 +136,7 @@ fn office_schedule(version: u64, ot: &SigningKey) -> Vec<u8> {
             zone: "UTC".into(),
             not_before_unix_s: now - 86_400,
             expires_unix_s: now + 30 * 86_400,
-            windows: vec![WindowRule::Recurring {
-                cron: "0 2 * * *".into(),
-                duration_s: 3600,
-                cutoff_s: None,
-            }],
+            windows,
             freezes: vec![],
         },
     };
@@ -1070,4 +1077,82 @@ fn rollout_steps_are_audited() {
         bundle_orders[0]["detail"]["bundle_hash"],
         started["detail"]["bundle_hash"]
     );
+}
+
+#[test]
+fn silent_agent_fails_after_window_and_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, [_, _, ot]) = server_and_keys(dir.path(), "fix-window");
+    let port = server.mqtt_port.unwrap();
+    let silent = SimAgent::start(port, SimState::new("sim-w"), Answer::Apply);
+    wait_for_reports(&server, 1);
+    silent.disconnect();
+
+    // A one-off window that opened a minute ago and ends 6 s from now.
+    let window_end = now_unix_s() + 6;
+    let window = WindowRule::Once {
+        start_unix_s: window_end - 66,
+        end_unix_s: window_end,
+        cutoff_s: None,
+    };
+    let (status, body) = server.post_octets(
+        "/api/v1/schedules",
+        &server.token,
+        &[],
+        &office_schedule_of(1, vec![window], &ot),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-window",
+            "canary": 0,
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 2,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let view = wait_for(
+        "sim-w to be sent the bundle",
+        Duration::from_secs(10),
+        || {
+            let view = rollout(&server, 1);
+            (agent_state(&view, "sim-w") == "delivered").then_some(view)
+        },
+    );
+    let agent = &view["agents"][0];
+    let sent_at = agent["sent_at_unix_s"].as_i64().unwrap();
+    assert!(
+        sent_at < window_end,
+        "sent at {sent_at}, window ends {window_end}"
+    );
+    assert_eq!(
+        agent["deadline_unix_s"].as_i64(),
+        Some(window_end + 2),
+        "{view}"
+    );
+
+    // Past the send time plus grace, but inside the window: still delivered.
+    while now_unix_s() < sent_at + 3 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if now_unix_s() < window_end {
+        let view = rollout(&server, 1);
+        assert_eq!(agent_state(&view, "sim-w"), "delivered", "{view}");
+    }
+
+    let view = wait_for("sim-w to count as failed", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (agent_state(&view, "sim-w") == "failed").then_some(view)
+    });
+    let agent = &view["agents"][0];
+    assert_eq!(agent["state"]["timed_out"], true, "{view}");
+    assert!(
+        agent["changed_at_unix_s"].as_i64().unwrap() >= window_end + 2,
+        "{view}"
+    );
+    assert_eq!(view["status"]["state"], "paused", "{view}");
 }
