@@ -4,9 +4,9 @@
 //! Agents report no site yet, so only the schedule of the whole tier counts, not a site's. A tier
 //! without a schedule, or whose schedule allows no start before it expires, gives no window end:
 //! its agents start nothing, and the machine counts them failed at the send time plus the grace
-//! period. Each call reads the tier's current schedule from the store and decodes it. The call is
-//! synchronous and runs on the driver's task. One indexed row per newly sent agent is cheap next
-//! to the order it goes with.
+//! period. Each call reads the tier's current schedule from the store and decodes it, once per
+//! agent sent the bundle. The call is synchronous and blocks the driver's task for that read;
+//! it has not been measured for large waves.
 
 use tracing::warn;
 
