@@ -32,14 +32,14 @@ impl WindowSource for StoredWindows {
             Ok(Some(schedule)) => schedule,
             Ok(None) => return None,
             Err(error) => {
-                warn!(%error, tier, "cannot read the tier's schedule; the deadline counts from the send time");
+                warn!(%error, tier, "failed to read the tier's schedule, so the deadline counts from the send time");
                 return None;
             }
         };
         let calendar = match stored_calendar(&schedule) {
             Ok(calendar) => calendar,
             Err(error) => {
-                warn!(%error, tier, "the deadline counts from the send time");
+                warn!(%error, tier, "the tier's stored schedule is invalid, so the deadline counts from the send time");
                 return None;
             }
         };
