@@ -15,9 +15,11 @@ use std::process::{Command, Output};
 use ring::rand::SystemRandom;
 use std::time::Duration;
 use tidegate_protocol::trust::{
-    BundleFile, BundleId, BundleManifest, Payload, PayloadRef, Role, SignedTrustRoot, SigningKey,
-    Step, StreamName, TargetSelector, Thresholds, TrustRoot,
+    BundleFile, BundleId, BundleManifest, Payload, PayloadRef, Role, ScheduleDocument,
+    SignedSchedule, SignedTrustRoot, SigningKey, Step, StreamName, TargetSelector, Thresholds,
+    TrustRoot,
 };
+use tidegate_protocol::window::{CalendarSpec, WindowRule};
 use tidegate_tests::exec_kit::{
     build_deb, dpkg_packages, init_dpkg_root, install_deb, tree_snapshot, write_accounts,
 };
@@ -35,6 +37,7 @@ const SSHD_CONFIG: &str = "Port 22\nPasswordAuthentication yes\nUsePAM yes\n";
 struct Keys {
     root: SigningKey,
     security: SigningKey,
+    ot: SigningKey,
 }
 
 fn keys() -> Keys {
@@ -42,11 +45,12 @@ fn keys() -> Keys {
     Keys {
         root: SigningKey::generate(Role::Root, &random).unwrap(),
         security: SigningKey::generate(Role::Security, &random).unwrap(),
+        ot: SigningKey::generate(Role::Ot, &random).unwrap(),
     }
 }
 
 fn write_trust_root(keys: &Keys, path: &Path) {
-    let ot = SigningKey::generate(Role::Ot, &SystemRandom::new()).unwrap();
+    let ot = &keys.ot;
     let root = TrustRoot {
         version: 1,
         keys: vec![
@@ -707,4 +711,86 @@ fn interrupted_rollback_ends_before() {
         assert!(report.contains(": rolled-back"), "{point}: {report}");
         assert_eq!(state(&sandbox.root), before, "{point}");
     }
+}
+
+#[test]
+fn restarted_agent_receives_schedule_published_while_down() {
+    let keys = keys();
+    let data = tempfile::tempdir().unwrap();
+    let trust_root = data.path().join("root.tgrt");
+    write_trust_root(&keys, &trust_root);
+    let db = data.path().join("tidegate.db");
+    let mut first_server = Server::start_with_trust_root(&db, &trust_root);
+
+    let root = fixture_root(3, 0);
+    let state_dir = data.path().join("agent");
+    let agent_id = prepare_agent_id(&state_dir);
+    let mut settings = AgentSettings::new(root.path(), &state_dir, first_server.broker_url());
+    settings.trust_root_file = Some(trust_root.clone());
+    let mut agent = settings.start();
+    wait_for("the agent's first report", Duration::from_secs(30), || {
+        first_server
+            .agent(&agent_id)
+            .filter(|agent| !agent["last_report_unix_s"].is_null())
+    });
+    agent.terminate();
+    wait_for("the agent to be offline", Duration::from_secs(20), || {
+        first_server
+            .agent(&agent_id)
+            .filter(|agent| agent["online"] == false)
+    });
+    // The agent keeps a persistent session, in which the embedded broker would queue the
+    // schedule order. A new server process starts with a new broker, without that session, so
+    // nothing but the server's resend can bring the schedule.
+    first_server.process.terminate();
+    let server = Server::start_with_trust_root(&db, &trust_root);
+    settings.broker_url = server.broker_url();
+
+    // Tier default's schedule version 2: a window every day at 03:00 UTC for an hour.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let document = ScheduleDocument {
+        tier: "default".into(),
+        site: None,
+        version: 2,
+        calendar: CalendarSpec {
+            zone: "UTC".into(),
+            not_before_unix_s: now - 86_400,
+            expires_unix_s: now + 30 * 86_400,
+            windows: vec![WindowRule::Recurring {
+                cron: "0 3 * * *".into(),
+                duration_s: 3600,
+                cutoff_s: None,
+            }],
+            freezes: vec![],
+        },
+    };
+    let mut schedule = SignedSchedule::new(&document).unwrap();
+    schedule.sign(&keys.ot).unwrap();
+    let (status, body) = server.post_octets(
+        "/api/v1/schedules",
+        &server.token,
+        &[("X-Tidegate-Publisher", "ot@desk")],
+        &schedule.encode().unwrap(),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let _agent = settings.start();
+    let delivery = wait_for(
+        "the agent to report schedule version 2",
+        Duration::from_secs(30),
+        || {
+            server
+                .get_json(&format!("/api/v1/agents/{agent_id}/delivery"))
+                .filter(|delivery| delivery["acknowledged_schedule_version"] == 2)
+        },
+    );
+    assert_eq!(delivery["schedule_version"], 2, "{delivery}");
+    assert_eq!(
+        delivery["acknowledged_version"], delivery["version"],
+        "{delivery}"
+    );
+    assert_eq!(server.agent(&agent_id).unwrap()["schedule_version"], 2);
 }

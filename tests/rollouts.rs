@@ -19,9 +19,10 @@ use ring::rand::SystemRandom;
 use tidegate_protocol::inventory::{HostFacts, Inventory};
 use tidegate_protocol::topics::{topic, TopicKind};
 use tidegate_protocol::trust::{
-    inspect_bundle, BundleFile, BundleId, BundleManifest, Role, SignedTrustRoot, SigningKey, Step,
-    StreamName, TargetSelector, Thresholds, TrustRoot,
+    inspect_bundle, BundleFile, BundleId, BundleManifest, Role, ScheduleDocument, SignedSchedule,
+    SignedTrustRoot, SigningKey, Step, StreamName, TargetSelector, Thresholds, TrustRoot,
 };
+use tidegate_protocol::window::{CalendarSpec, WindowRule};
 use tidegate_protocol::{
     decode, encode, AgentId, BootId, BundleOutcome, BundleRecord, Message, OrderBody, Report,
     ReportBody, Status, StatusState,
@@ -112,9 +113,50 @@ fn server_and_keys(dir: &Path, bundle_id: &str) -> (Server, [SigningKey; 3]) {
     (server, [root_key, security, ot])
 }
 
+/// Builds tier `office`'s schedule of `version`, a window every day at 02:00 UTC for an hour,
+/// valid from a day ago for 30 days, signed by `ot`.
+fn office_schedule(version: u64, ot: &SigningKey) -> Vec<u8> {
+    let daily = WindowRule::Recurring {
+        cron: "0 2 * * *".into(),
+        duration_s: 3600,
+        cutoff_s: None,
+    };
+    office_schedule_of(version, vec![daily], ot)
+}
+
+/// Builds tier `office`'s schedule of `version` with `windows`, valid from a day ago for 30 days,
+/// signed by `ot`.
+fn office_schedule_of(version: u64, windows: Vec<WindowRule>, ot: &SigningKey) -> Vec<u8> {
+    let now = now_unix_s();
+    let document = ScheduleDocument {
+        tier: "office".into(),
+        site: None,
+        version,
+        calendar: CalendarSpec {
+            zone: "UTC".into(),
+            not_before_unix_s: now - 86_400,
+            expires_unix_s: now + 30 * 86_400,
+            windows,
+            freezes: vec![],
+        },
+    };
+    let mut signed = SignedSchedule::new(&document).unwrap();
+    signed.sign(ot).unwrap();
+    signed.encode().unwrap()
+}
+
 fn post_json(server: &Server, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    post_json_as(server, &server.token, path, body)
+}
+
+fn post_json_as(
+    server: &Server,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     let response = ureq::post(&format!("{}{path}", server.url()))
-        .header("Authorization", format!("Bearer {}", server.token))
+        .header("Authorization", format!("Bearer {token}"))
         .config()
         .http_status_as_error(false)
         .build()
@@ -149,6 +191,8 @@ struct SimState {
     seq: AtomicU64,
     records: Mutex<Vec<BundleRecord>>,
     trust_root_version: AtomicU64,
+    /// The version of every schedule order it received, in order.
+    schedules: Mutex<Vec<u64>>,
 }
 
 impl SimState {
@@ -161,6 +205,7 @@ impl SimState {
             seq: AtomicU64::new(0),
             records: Mutex::new(Vec::new()),
             trust_root_version: AtomicU64::new(1),
+            schedules: Mutex::new(Vec::new()),
         })
     }
 
@@ -192,6 +237,7 @@ impl SimState {
             },
             tier: "office".into(),
             trust_root_version: Some(self.trust_root_version.load(Ordering::SeqCst)),
+            schedule_version: self.schedules.lock().unwrap().iter().max().copied(),
             bundles: self.records.lock().unwrap().clone(),
             ..Inventory::default()
         };
@@ -270,6 +316,18 @@ impl SimAgent {
                             state
                                 .trust_root_version
                                 .fetch_max(version, Ordering::SeqCst);
+                            client.publish(&report_topic, state.report(), false);
+                            continue;
+                        }
+                        OrderBody::Schedule { file } => {
+                            // Keep the version without checking the signatures, as for the
+                            // trust root above.
+                            let version = SignedSchedule::decode(&file)
+                                .and_then(|signed| signed.document())
+                                .unwrap()
+                                .0
+                                .version;
+                            state.schedules.lock().unwrap().push(version);
                             client.publish(&report_topic, state.report(), false);
                             continue;
                         }
@@ -513,6 +571,48 @@ fn twenty_agents_pause_at_second_failure() {
     assert_eq!(rollout(&server, 1)["status"]["state"], "stopped");
     let (status, body) = post_json(&server, "/api/v1/rollouts/1/resume", serde_json::json!({}));
     assert_eq!(status, 409, "{body}");
+
+    // The audit log has the operator's steps under the admin token and the driver's decisions
+    // under `server`; the requests answered 409 changed nothing and are not among them.
+    let entries = rollout_audit(&server);
+    let steps: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry["action"].as_str().unwrap(),
+                entry["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("rollout.started", "token:admin/admin"),
+            ("rollout.wave_started", "server"),
+            ("rollout.paused", "server"),
+            ("rollout.stop_all", "token:admin/admin"),
+        ]
+    );
+    assert_eq!(entries[1]["detail"]["wave"], 2);
+    assert_eq!(entries[1]["detail"]["wave_count"], 3);
+    assert_eq!(
+        entries[2]["detail"]["reason"],
+        "2 failed agents reached the failure threshold of 2"
+    );
+    assert_eq!(entries[3]["detail"]["stopped"], serde_json::json!([1]));
+}
+
+/// Returns the audit entries of rollouts, oldest first.
+fn rollout_audit(server: &Server) -> Vec<serde_json::Value> {
+    server
+        .audit_entries()
+        .into_iter()
+        .filter(|entry| {
+            entry["action"]
+                .as_str()
+                .is_some_and(|action| action.starts_with("rollout."))
+        })
+        .collect()
 }
 
 #[test]
@@ -664,6 +764,23 @@ fn silent_agent_fails_after_grace() {
         "{view}"
     );
     assert_eq!(view["status"]["state"], "paused", "{view}");
+
+    let entries = rollout_audit(&server);
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            "rollout.started",
+            "rollout.agent_timed_out",
+            "rollout.paused"
+        ]
+    );
+    assert_eq!(entries[1]["actor"], "server");
+    assert_eq!(entries[1]["detail"]["agent_id"], "sim-s");
+    assert_eq!(entries[1]["detail"]["deadline_unix_s"], sent_at + 2);
 }
 
 #[test]
@@ -728,4 +845,314 @@ fn revert_rolls_back_every_applied_agent() {
         1,
         "{delivery}"
     );
+
+    let actions: Vec<(String, String)> = rollout_audit(&server)
+        .iter()
+        .map(|entry| {
+            (
+                entry["action"].as_str().unwrap().to_owned(),
+                entry["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let step = |action: &str, actor: &str| (action.to_owned(), actor.to_owned());
+    assert_eq!(
+        actions,
+        vec![
+            step("rollout.started", "token:admin/admin"),
+            step("rollout.reverting", "server"),
+            step("rollout.reverted", "server"),
+        ]
+    );
+}
+
+#[test]
+fn offline_agent_receives_schedule_on_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, [_, _, ot]) = server_and_keys(dir.path(), "fix-unused");
+    let port = server.mqtt_port.unwrap();
+
+    let online_state = SimState::new("sim-on");
+    let _online = SimAgent::start(port, online_state.clone(), Answer::Apply);
+    let away_state = SimState::new("sim-away");
+    let away = SimAgent::start(port, away_state.clone(), Answer::Apply);
+    wait_for_reports(&server, 2);
+    away.disconnect();
+    wait_for("sim-away to be offline", Duration::from_secs(20), || {
+        (server.agent("sim-away")?["online"] == false).then_some(())
+    });
+
+    // Version 1 reaches sim-on only: the order to sim-away is lost with its clean session.
+    let ot_token = server.create_token("ot-desk", "ot");
+    let file = office_schedule(1, &ot);
+    let (status, body) = server.post_octets(
+        "/api/v1/schedules",
+        &ot_token,
+        &[("X-Tidegate-Publisher", "ot@desk")],
+        &file,
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        "sim-on to receive the schedule",
+        Duration::from_secs(20),
+        || (*online_state.schedules.lock().unwrap() == [1]).then_some(()),
+    );
+    assert!(away_state.schedules.lock().unwrap().is_empty());
+    let delivery = wait_for(
+        "sim-away to be missing the schedule",
+        Duration::from_secs(20),
+        || {
+            let delivery = server.get_json("/api/v1/agents/sim-away/delivery")?;
+            (delivery["schedule_version"] == 1).then_some(delivery)
+        },
+    );
+    assert!(
+        delivery["acknowledged_schedule_version"].is_null(),
+        "{delivery}"
+    );
+    assert!(
+        delivery["acknowledged_version"].as_u64() < delivery["version"].as_u64(),
+        "{delivery}"
+    );
+
+    // Back online with a clean session: only a resend by the server can reach it.
+    let _back = SimAgent::start(port, away_state.clone(), Answer::Apply);
+    wait_for(
+        "sim-away to receive the schedule",
+        Duration::from_secs(20),
+        || (*away_state.schedules.lock().unwrap() == [1]).then_some(()),
+    );
+    let delivery = wait_for(
+        "sim-away to acknowledge its desired state",
+        Duration::from_secs(20),
+        || {
+            let delivery = server.get_json("/api/v1/agents/sim-away/delivery")?;
+            (delivery["acknowledged_version"] == delivery["version"]).then_some(delivery)
+        },
+    );
+    assert_eq!(delivery["acknowledged_schedule_version"], 1, "{delivery}");
+    let on = wait_for("sim-on to acknowledge", Duration::from_secs(20), || {
+        let delivery = server.get_json("/api/v1/agents/sim-on/delivery")?;
+        (delivery["acknowledged_schedule_version"] == 1).then_some(delivery)
+    });
+    assert_eq!(on["acknowledged_version"], on["version"], "{on}");
+    assert_eq!(
+        *online_state.schedules.lock().unwrap(),
+        [1],
+        "an agent that had the schedule is not sent it again"
+    );
+
+    // The publication is in the audit log with the OT token, the signer and the publisher.
+    let signer = SignedSchedule::decode(&file).unwrap().signers()[0].to_string();
+    let entries = server.audit_entries();
+    let published: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "schedule.published")
+        .collect();
+    assert_eq!(published.len(), 1, "{entries:?}");
+    assert_eq!(published[0]["actor"], "token:ot-desk/ot");
+    assert_eq!(published[0]["subject"], "tier office");
+    assert_eq!(published[0]["detail"]["version"], 1);
+    assert_eq!(published[0]["detail"]["publisher"], "ot@desk");
+    assert_eq!(
+        published[0]["detail"]["signers"],
+        serde_json::json!([signer])
+    );
+
+    // Publishing the same version again is rejected, and that is recorded too.
+    let (status, _) = server.post_octets(
+        "/api/v1/schedules",
+        &ot_token,
+        &[("X-Tidegate-Publisher", "ot@desk")],
+        &office_schedule(1, &ot),
+    );
+    assert_eq!(status, 409);
+    let entries = server.audit_entries();
+    let rejected = entries
+        .iter()
+        .find(|entry| entry["action"] == "schedule.rejected")
+        .expect("a schedule.rejected entry");
+    assert_eq!(rejected["actor"], "token:ot-desk/ot");
+    assert_eq!(rejected["detail"]["rule"], "not-newer");
+
+    // Each schedule order is recorded: one to each agent at publication, and the resend.
+    let schedule_orders: Vec<(String, bool)> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "order.sent" && entry["detail"]["kind"] == "schedule")
+        .map(|entry| {
+            (
+                entry["subject"].as_str().unwrap().to_owned(),
+                entry["detail"]["resend"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        schedule_orders,
+        vec![
+            ("sim-away".to_owned(), false),
+            ("sim-on".to_owned(), false),
+            ("sim-away".to_owned(), true),
+        ]
+    );
+}
+
+#[test]
+fn rollout_steps_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-audit");
+    let port = server.mqtt_port.unwrap();
+    let _agent = SimAgent::start(port, SimState::new("sim-x"), Answer::Apply);
+    wait_for_reports(&server, 1);
+
+    let it_token = server.create_token("it-desk", "it");
+    let (status, body) = post_json_as(
+        &server,
+        &it_token,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-audit",
+            "canary": 0,
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 600,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_for("the rollout to complete", Duration::from_secs(20), || {
+        (rollout(&server, 1)["status"]["state"] == "completed").then_some(())
+    });
+    let (status, body) = post_json_as(
+        &server,
+        &it_token,
+        "/api/v1/rollouts/stop-all",
+        serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let entries = wait_for("the completion entry", Duration::from_secs(10), || {
+        let entries = server.audit_entries();
+        entries
+            .iter()
+            .any(|entry| entry["action"] == "rollout.completed")
+            .then_some(entries)
+    });
+    let rollout_entries: Vec<(String, String, String)> = entries
+        .iter()
+        .filter(|entry| entry["action"].as_str().unwrap().starts_with("rollout."))
+        .map(|entry| {
+            (
+                entry["action"].as_str().unwrap().to_owned(),
+                entry["actor"].as_str().unwrap().to_owned(),
+                entry["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = |action: &str, actor: &str, subject: &str| {
+        (action.to_owned(), actor.to_owned(), subject.to_owned())
+    };
+    assert_eq!(
+        rollout_entries,
+        vec![
+            expected("rollout.started", "token:it-desk/it", "rollout:1"),
+            expected("rollout.completed", "server", "rollout:1"),
+            expected("rollout.stop_all", "token:it-desk/it", "rollouts"),
+        ]
+    );
+    let started = entries
+        .iter()
+        .find(|entry| entry["action"] == "rollout.started")
+        .unwrap();
+    assert_eq!(started["detail"]["bundle_id"], "fix-audit");
+    assert_eq!(started["detail"]["targets"], 1);
+
+    let bundle_orders: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| entry["action"] == "order.sent" && entry["detail"]["kind"] == "bundle")
+        .collect();
+    assert_eq!(bundle_orders.len(), 1, "{bundle_orders:?}");
+    assert_eq!(bundle_orders[0]["subject"], "sim-x");
+    assert_eq!(bundle_orders[0]["actor"], "server");
+    assert_eq!(bundle_orders[0]["detail"]["rollout"], 1);
+    assert_eq!(
+        bundle_orders[0]["detail"]["bundle_hash"],
+        started["detail"]["bundle_hash"]
+    );
+}
+
+#[test]
+fn silent_agent_fails_after_window_and_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, [_, _, ot]) = server_and_keys(dir.path(), "fix-window");
+    let port = server.mqtt_port.unwrap();
+    let silent = SimAgent::start(port, SimState::new("sim-w"), Answer::Apply);
+    wait_for_reports(&server, 1);
+    silent.disconnect();
+
+    // A one-off window that opened a minute ago and ends 6 s from now.
+    let window_end = now_unix_s() + 6;
+    let window = WindowRule::Once {
+        start_unix_s: window_end - 66,
+        end_unix_s: window_end,
+        cutoff_s: None,
+    };
+    let (status, body) = server.post_octets(
+        "/api/v1/schedules",
+        &server.token,
+        &[],
+        &office_schedule_of(1, vec![window], &ot),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-window",
+            "canary": 0,
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 2,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let view = wait_for(
+        "sim-w to be sent the bundle",
+        Duration::from_secs(10),
+        || {
+            let view = rollout(&server, 1);
+            (agent_state(&view, "sim-w") == "delivered").then_some(view)
+        },
+    );
+    let agent = &view["agents"][0];
+    let sent_at = agent["sent_at_unix_s"].as_i64().unwrap();
+    assert!(
+        sent_at < window_end,
+        "sent at {sent_at}, window ends {window_end}"
+    );
+    assert_eq!(
+        agent["deadline_unix_s"].as_i64(),
+        Some(window_end + 2),
+        "{view}"
+    );
+
+    // Past the send time plus grace, but inside the window: still delivered.
+    while now_unix_s() < sent_at + 3 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if now_unix_s() < window_end {
+        let view = rollout(&server, 1);
+        assert_eq!(agent_state(&view, "sim-w"), "delivered", "{view}");
+    }
+
+    let view = wait_for("sim-w to count as failed", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (agent_state(&view, "sim-w") == "failed").then_some(view)
+    });
+    let agent = &view["agents"][0];
+    assert_eq!(agent["state"]["timed_out"], true, "{view}");
+    assert!(
+        agent["changed_at_unix_s"].as_i64().unwrap() >= window_end + 2,
+        "{view}"
+    );
+    assert_eq!(view["status"]["state"], "paused", "{view}");
 }

@@ -240,6 +240,7 @@ pub async fn run(
                 }
                 inventory.tier = config.tier.clone();
                 inventory.trust_root_version = trust.root_version();
+                inventory.schedule_version = gate.governing_schedule_version();
                 inventory.bundles = trust.records().to_vec();
                 let mut outbox = outbox.lock().expect("outbox lock");
                 let report = reporter.next_report(inventory, full, clock.now_unix_s(), outbox.dropped());
@@ -542,6 +543,8 @@ fn handle_order(
                 }
                 Err(error) => tracing::error!(%error, "cannot store a window schedule"),
             }
+            // The next report carries the schedule version the agent now keeps.
+            ticker.reset_immediately();
         }
     }
     None

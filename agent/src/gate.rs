@@ -77,6 +77,12 @@ impl Gate {
         self.queue.waiting().len()
     }
 
+    /// Returns the version of the schedule that governs the agent (its site's when it has
+    /// one, else its tier's), for reports.
+    pub fn governing_schedule_version(&self) -> Option<u64> {
+        self.schedules.governing().map(|held| held.document.version)
+    }
+
     /// Verifies and keeps a schedule file from the server.
     pub fn receive_schedule(
         &mut self,

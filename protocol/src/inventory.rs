@@ -362,6 +362,9 @@ pub struct Inventory {
     pub tier: String,
     /// The version of the trust root the agent has pinned, if it has one.
     pub trust_root_version: Option<u64>,
+    /// The version of the window schedule that governs the agent (its site's when it has one,
+    /// else its tier's), if it has one.
+    pub schedule_version: Option<u64>,
     /// The latest bundles the agent received, newest last, at most [`MAX_BUNDLE_RECORDS`].
     pub bundles: Vec<BundleRecord>,
 }
@@ -386,6 +389,7 @@ pub struct InventoryDelta {
     pub warnings: Option<Vec<Warning>>,
     pub tier: Option<String>,
     pub trust_root_version: Option<Option<u64>>,
+    pub schedule_version: Option<Option<u64>>,
     /// The whole new list, when it changed.
     pub bundles: Option<Vec<BundleRecord>>,
 }
@@ -440,6 +444,7 @@ impl Inventory {
             warnings: changed(&self.warnings, &next.warnings),
             tier: changed(&self.tier, &next.tier),
             trust_root_version: changed(&self.trust_root_version, &next.trust_root_version),
+            schedule_version: changed(&self.schedule_version, &next.schedule_version),
             bundles: changed(&self.bundles, &next.bundles),
         }
     }
@@ -475,6 +480,9 @@ impl Inventory {
         }
         if let Some(version) = delta.trust_root_version {
             self.trust_root_version = version;
+        }
+        if let Some(version) = delta.schedule_version {
+            self.schedule_version = version;
         }
         if let Some(bundles) = &delta.bundles {
             self.bundles = bundles.clone();
@@ -557,24 +565,49 @@ mod tests {
             any::<Option<i64>>(),
             any::<bool>(),
             "[a-z]{0,3}",
+            any::<Option<u64>>(),
+            any::<Option<u64>>(),
         )
-            .prop_map(|(packages, lists, reboot, hostname)| {
-                let mut inventory = Inventory {
-                    packages,
-                    package_lists_updated_unix_s: lists,
-                    reboot: RebootRequired {
-                        required: reboot,
-                        packages: vec![],
-                    },
-                    facts: HostFacts {
-                        hostname,
+            .prop_map(
+                |(packages, lists, reboot, hostname, trust_root, schedule)| {
+                    let mut inventory = Inventory {
+                        packages,
+                        package_lists_updated_unix_s: lists,
+                        reboot: RebootRequired {
+                            required: reboot,
+                            packages: vec![],
+                        },
+                        facts: HostFacts {
+                            hostname,
+                            ..Default::default()
+                        },
+                        trust_root_version: trust_root,
+                        schedule_version: schedule,
                         ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                inventory.normalize();
-                inventory
-            })
+                    };
+                    inventory.normalize();
+                    inventory
+                },
+            )
+    }
+
+    #[test]
+    fn diff_carries_schedule_version() {
+        let old = Inventory {
+            schedule_version: Some(3),
+            ..Default::default()
+        };
+        let new = Inventory {
+            schedule_version: Some(4),
+            ..Default::default()
+        };
+        let delta = old.diff(&new);
+        assert_eq!(delta.schedule_version, Some(Some(4)));
+        assert_eq!(delta.trust_root_version, None);
+        let mut rebuilt = old.clone();
+        rebuilt.apply(&delta);
+        assert_eq!(rebuilt.schedule_version, Some(4));
+        assert!(new.diff(&new).is_empty());
     }
 
     proptest! {

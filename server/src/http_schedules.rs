@@ -14,7 +14,9 @@
 //!     `wrong-role`, `threshold`, ...);
 //!   - `503` when the server has no trust root.
 //!
-//!   Callers need the role `ot`.
+//!   Callers need the role `ot`. The audit log records `schedule.published` (in the transaction
+//!   that stores the file) or `schedule.republished` with the signers and the publisher, and
+//!   `schedule.rejected` with the reason, each with the caller's token as the actor.
 //! - `GET /api/v1/windows?days=14[&tier=T]`: the windows and freezes of every current schedule
 //!   (or of tier `T`'s) in the next `days` days (1 to 62, 14 by default) from the server's
 //!   clock, as a [`WindowsResponse`]; `400` for another `days`. At most 1,000 windows per
@@ -23,9 +25,9 @@
 //!   earliest instant it can start on each tier it targets, as an [`EarliestResponse`].
 //!
 //! Agents report no site yet, so a site's schedule is sent to every agent of its tier. Each agent
-//! keeps only the schedules of its own tier and site. Orders that do not reach the broker are not
-//! retried here: [`crate::store::schedules::latest_schedule_files_for`] returns what an agent
-//! should hold, for the code that sends it again on reconnect.
+//! keeps only the schedules of its own tier and site. Orders that do not reach the agent are not
+//! retried here: the rollout driver sends the tier's current schedule again to an agent that
+//! comes online without it (see [`crate::rollout::delivery`]).
 
 use std::sync::{Arc, RwLock};
 
@@ -39,6 +41,8 @@ use serde::{Deserialize, Serialize};
 use tidegate_protocol::trust::TrustRoot;
 use tidegate_protocol::{AgentId, Order, OrderBody, OrderId};
 
+use crate::audit::{AuditEntry, AuditLog};
+use crate::auth::Principal;
 use crate::ingest::{Clock, OrderSender};
 use crate::schedules::{
     bundles_earliest, check_schedule, parse_window_days, schedule_target, stored_calendar,
@@ -57,6 +61,7 @@ pub struct ScheduleState {
     pub reader: StoreReader,
     pub orders: OrderSender,
     pub clock: Arc<dyn Clock>,
+    pub audit: AuditLog,
 }
 
 /// The body of a successful schedule publication.
@@ -104,7 +109,12 @@ fn internal_error(error: impl std::fmt::Display) -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string(), None)
 }
 
-async fn publish(State(state): State<ScheduleState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(
+    State(state): State<ScheduleState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let publisher = headers
         .get("x-tidegate-publisher")
         .and_then(|value| value.to_str().ok())
@@ -121,8 +131,16 @@ async fn publish(State(state): State<ScheduleState>, headers: HeaderMap, body: B
     let schedules = state.schedules.clone();
     let file = body.clone();
     let publisher_name = publisher.clone();
+    let actor = principal.actor();
     let outcome = tokio::task::spawn_blocking(move || {
-        check_and_record(&schedules, &file, root.as_ref(), now, &publisher_name)
+        check_and_record(
+            &schedules,
+            &file,
+            root.as_ref(),
+            now,
+            &publisher_name,
+            &actor,
+        )
     })
     .await;
     let checked = match outcome {
@@ -136,6 +154,23 @@ async fn publish(State(state): State<ScheduleState>, headers: HeaderMap, body: B
                     (StatusCode::UNPROCESSABLE_ENTITY, Some(rule.code()))
                 }
             };
+            let detail = serde_json::json!({
+                "publisher": publisher,
+                "rule": rule,
+                "error": error.to_string(),
+                "schedule_sha256": crate::audit::to_hex(
+                    ring::digest::digest(&ring::digest::SHA256, &body).as_ref()
+                ),
+            });
+            state
+                .audit
+                .record(AuditEntry::new(
+                    principal.actor(),
+                    "schedule.rejected",
+                    "/api/v1/schedules",
+                    detail,
+                ))
+                .await;
             return error_response(status, error.to_string(), rule);
         }
         Ok(Err(PublishFailure::Store(error))) => return internal_error(error),
@@ -149,6 +184,7 @@ async fn publish(State(state): State<ScheduleState>, headers: HeaderMap, body: B
         Err(error) => return internal_error(error),
     };
     let mut delivered_to = 0;
+    let mut batch = state.orders.batch();
     for agent in fleet.iter().filter(|agent| agent.tier == checked.tier) {
         let Ok(agent_id) = AgentId::parse(&agent.agent_id) else {
             continue;
@@ -159,10 +195,14 @@ async fn publish(State(state): State<ScheduleState>, headers: HeaderMap, body: B
                 file: body.to_vec(),
             },
         };
-        if state.orders.send(&agent_id, order).await {
+        let mut detail = serde_json::Map::new();
+        detail.insert("schedule_target".into(), checked.target().into());
+        detail.insert("schedule_version".into(), checked.version.into());
+        if batch.send(&agent_id, order, detail).await {
             delivered_to += 1;
         }
     }
+    batch.finish().await;
     tracing::info!(
         tier = %checked.tier,
         site = checked.site.as_deref().unwrap_or(""),
@@ -173,6 +213,26 @@ async fn publish(State(state): State<ScheduleState>, headers: HeaderMap, body: B
         republished = checked.republished,
         "published a schedule"
     );
+
+    if checked.republished {
+        let detail = serde_json::json!({
+            "tier": checked.tier,
+            "site": checked.site,
+            "version": checked.version,
+            "schedule_hash": checked.schedule_hash,
+            "signers": checked.signers,
+            "publisher": publisher,
+        });
+        state
+            .audit
+            .record(AuditEntry::new(
+                principal.actor(),
+                "schedule.republished",
+                checked.target(),
+                detail,
+            ))
+            .await;
+    }
 
     let status = if checked.republished {
         StatusCode::OK
@@ -203,6 +263,7 @@ fn check_and_record(
     root: Option<&TrustRoot>,
     now_unix_s: i64,
     publisher: &str,
+    actor: &str,
 ) -> Result<crate::schedules::CheckedSchedule, PublishFailure> {
     if root.is_none() {
         return Err(PublishFailure::Check(ScheduleCheckError::NoTrustRoot));
@@ -226,7 +287,7 @@ fn check_and_record(
         publisher: publisher.to_owned(),
         published_at_unix_s: now_unix_s,
     };
-    match schedules.record(&stored) {
+    match schedules.record(&stored, actor) {
         Ok(()) => Ok(checked),
         // Another publication of this target won between the check and the write.
         Err(ScheduleStoreError::NotNewer {

@@ -15,7 +15,7 @@ use tidegate_protocol::trust::{
     inspect_bundle, verify_schedule, ClockTrust, RejectRule, ScheduleVerdict, SignedSchedule,
     TrustRoot, MAX_SCHEDULE_FILE_BYTES,
 };
-use tidegate_protocol::window::{Calendar, MAX_QUERY_WINDOWS};
+use tidegate_protocol::window::{Calendar, Decision, MAX_QUERY_WINDOWS};
 
 use crate::store::schedules::{describe_target, StoredSchedule};
 
@@ -334,6 +334,18 @@ pub fn earliest_start(
     calendar
         .next_allowed(from)
         .filter(|start| *start < expires_unix_s)
+}
+
+/// Returns the end of the window in which a bundle sent at `sent_at_unix_s` can start under
+/// `calendar`: the window that allows the first start at or after `sent_at_unix_s`, which skips
+/// windows that are frozen or past their cutoff. `None` when no window allows a start before the
+/// schedule expires.
+pub fn window_end_after(calendar: &Calendar, sent_at_unix_s: i64) -> Option<i64> {
+    let start = calendar.next_allowed(sent_at_unix_s)?;
+    match calendar.decide(start) {
+        Decision::Allowed { window } => Some(window.end_unix_s),
+        Decision::Denied { .. } => None,
+    }
 }
 
 /// Computes the earliest start of every published bundle that has not expired at `now_unix_s`,

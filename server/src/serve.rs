@@ -29,7 +29,7 @@ use crate::ingest::{
 };
 use crate::rollout::driver::DriverDeps;
 use crate::rollout::store::RolloutStore;
-use crate::rollout::{self, NoWindows, WindowSource};
+use crate::rollout::{self, StoredWindows};
 use crate::store::{Store, StoreError, StoreReader};
 
 /// The default address of the HTTP API.
@@ -166,18 +166,10 @@ pub fn print_first_admin_token(token: &str) {
 }
 
 /// Opens the store, starts the broker (when embedded), ingest, the rollout driver and the HTTP
-/// server, and returns once all of them accept connections. Rollout deadlines use no window
-/// schedule: see [`start_with_windows`].
+/// server, and returns once all of them accept connections. Rollout deadlines count from the end
+/// of the window, in each tier's stored schedule, in which an agent can start the bundle
+/// ([`StoredWindows`]).
 pub async fn start(config: ServerConfig, deps: IngestDeps) -> Result<RunningServer, ServeError> {
-    start_with_windows(config, deps, Arc::new(NoWindows)).await
-}
-
-/// Like [`start`], with the source of the window ends that rollout deadlines count from.
-pub async fn start_with_windows(
-    config: ServerConfig,
-    deps: IngestDeps,
-    windows: Arc<dyn WindowSource>,
-) -> Result<RunningServer, ServeError> {
     let db_path = config.db_path.clone();
     // The error is boxed on its way out of the task only because StoreError is large.
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path).map_err(Box::new))
@@ -190,6 +182,7 @@ pub async fn start_with_windows(
     let owners = crate::store::owners::OwnerAssignments::open(&config.db_path)?;
     let audit = AuditLog::open(&config.db_path)?;
     let tokens = Tokens::open(&config.db_path)?;
+    let schedules = crate::store::schedules::Schedules::open(&config.db_path)?;
     let rollout_store = RolloutStore::open(&config.db_path)
         .map_err(|error| ServeError::StartRollouts(error.into()))?;
     let trust_root = match &config.trust_root {
@@ -255,10 +248,11 @@ pub async fn start_with_windows(
     let trust_root = Arc::new(std::sync::RwLock::new(trust_root));
     let (rollouts, rollout_driver) = rollout::driver::start(DriverDeps {
         store: rollout_store,
-        orders: ingest.order_sender(),
+        orders: ingest.order_sender().with_audit(audit.clone()),
         events: ingest.events(),
-        windows,
+        windows: Arc::new(StoredWindows::new(schedules.clone())),
         clock: clock.clone(),
+        audit: audit.clone(),
     })
     .await
     .map_err(ServeError::StartRollouts)?;
@@ -271,10 +265,11 @@ pub async fn start_with_windows(
     };
     let schedule_state = crate::http_schedules::ScheduleState {
         root: trust_root,
-        schedules: crate::store::schedules::Schedules::open(&config.db_path)?,
+        schedules,
         reader: reader.clone(),
-        orders: ingest.order_sender(),
+        orders: ingest.order_sender().with_audit(audit.clone()),
         clock,
+        audit: audit.clone(),
     };
     // Every module's routes are merged here, before http::app puts the token check in front.
     let api = crate::http::router(reader)
@@ -284,7 +279,10 @@ pub async fn start_with_windows(
         .merge(crate::http_console::router(console_state))
         .merge(crate::audit::routes(audit.clone()))
         .merge(crate::auth::routes(tokens.clone()))
-        .merge(rollout::http::routes(rollouts));
+        .merge(rollout::http::routes(rollout::http::RolloutApi {
+            handle: rollouts,
+            audit: audit.clone(),
+        }));
     let app =
         crate::http::app(api, AuthState { tokens, audit }).merge(crate::http_console::pages());
     let http = tokio::spawn(async move {

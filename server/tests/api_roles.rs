@@ -446,3 +446,125 @@ async fn tokens_commands_round_trip() {
     );
     server.stop().await;
 }
+
+/// Finds every `.route(PATH, METHODS)` call in the server's source, with `PATH` a string literal
+/// or a `const` of the same file, and returns each `(METHOD, PATH)` it registers for a write
+/// method. axum cannot list a router's routes, so the source is the list. The live check in
+/// [`every_write_route_is_in_the_table`] proves each one found is a route of the running server.
+fn registered_write_routes() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut directories = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(&directory).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                directories.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    let mut routes = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        for (start, _) in source.match_indices(".route(") {
+            let call = &source[start + ".route(".len()..];
+            let (path_argument, rest) = call.split_once(',').unwrap();
+            let path_argument = path_argument.trim();
+            let path = match path_argument.strip_prefix('"') {
+                Some(literal) => literal.trim_end_matches('"').to_owned(),
+                None => {
+                    let declaration = format!("const {path_argument}: &str = \"");
+                    let at = source
+                        .find(&declaration)
+                        .unwrap_or_else(|| panic!("{}: no const {path_argument}", file.display()));
+                    let value = &source[at + declaration.len()..];
+                    value[..value.find('"').unwrap()].to_owned()
+                }
+            };
+            // The method router ends at the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|(_, character)| {
+                    match character {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map(|(index, _)| index)
+                .unwrap();
+            let methods = &rest[..end];
+            for method in ["post", "put", "delete", "patch"] {
+                let called = methods.match_indices(&format!("{method}(")).any(|(at, _)| {
+                    methods[..at]
+                        .chars()
+                        .last()
+                        .is_none_or(|before| !before.is_alphanumeric() && before != '_')
+                });
+                if called && path.starts_with("/api/") {
+                    routes.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+    }
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
+#[tokio::test]
+async fn every_write_route_is_in_the_table() {
+    let routes = registered_write_routes();
+    // Each write route with the roles besides admin that own it.
+    let expected: &[(&str, &str, &[Role])] = &[
+        ("POST", "/api/v1/agents/{agent_id}/owner", &[Role::It]),
+        ("POST", "/api/v1/agents/{agent_id}/rollback", &[Role::It]),
+        ("POST", "/api/v1/bundles", &[Role::Security]),
+        ("POST", "/api/v1/rollouts", &[Role::It]),
+        ("POST", "/api/v1/rollouts/stop-all", &[Role::It]),
+        ("POST", "/api/v1/rollouts/{id}/pause", &[Role::It]),
+        ("POST", "/api/v1/rollouts/{id}/resume", &[Role::It]),
+        ("POST", "/api/v1/rollouts/{id}/stop", &[Role::It]),
+        ("POST", "/api/v1/schedules", &[Role::Ot]),
+        ("POST", "/api/v1/tokens", &[]),
+        ("POST", "/api/v1/tokens/{name}/revoke", &[]),
+        ("POST", "/api/v1/trust-root", &[Role::Security]),
+    ];
+    let found: Vec<(&str, &str)> = routes
+        .iter()
+        .map(|(method, path)| (method.as_str(), path.as_str()))
+        .collect();
+    let expected_routes: Vec<(&str, &str)> = expected
+        .iter()
+        .map(|(method, path, _)| (*method, *path))
+        .collect();
+    assert_eq!(
+        found, expected_routes,
+        "the write routes in the source; a new one needs its line in ROUTE_ROLES and here"
+    );
+
+    for (method, path, roles) in expected {
+        let listed = ROUTE_ROLES
+            .iter()
+            .find(|rule| rule.method == *method && rule.path == *path);
+        let listed = listed.unwrap_or_else(|| panic!("{method} {path} is not in ROUTE_ROLES"));
+        assert_eq!(listed.roles, *roles, "roles of {method} {path}");
+    }
+
+    // Each route found is a route of the running server: it returns 401 without a token and
+    // 403 to a viewer, where an unknown route would return 404 or 405.
+    let server = TestServer::embedded().await;
+    let viewer = create_token(&server, "viewer-1", "viewer").await;
+    for (method, path) in &found {
+        let concrete = concrete_path(path);
+        let (status, _) = call(&server, method, &concrete, None, Some(json!({}))).await;
+        assert_eq!(status, 401, "{method} {path} without a token");
+        let (status, _) = call(&server, method, &concrete, Some(&viewer), Some(json!({}))).await;
+        assert_eq!(status, 403, "viewer {method} {path}");
+    }
+    server.stop().await;
+}

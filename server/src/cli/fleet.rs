@@ -427,6 +427,7 @@ mod tests {
             owner: "plant-ops".into(),
             bundles_waiting: 0,
             bundles_needing_person: 0,
+            schedule_version: Some(3),
         }
     }
 

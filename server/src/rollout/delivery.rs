@@ -3,18 +3,20 @@
 //!
 //! The desired state of an agent lists the bundles it should hold and the bundles it should have
 //! rolled back. It also names the trust root version it should pin, which is the newest one
-//! published through the API, and the window schedule version it should follow.
+//! published through the API, and the version of its tier's current window schedule.
 //! The agent acknowledges nothing explicitly: the server derives the acknowledgement from its
 //! reports. A bundle counts as received when any record of its hash is among the agent's bundle
 //! records. A rollback counts as done when the latest record of the hash is `RolledBack` or
-//! `RollbackFailed`. The trust root counts when the agent reports that version or a newer one.
-//! When all of it is there, the acknowledged version becomes the desired version.
+//! `RollbackFailed`. The trust root and the schedule count when the agent reports that version
+//! or a newer one. When all of it is there, the acknowledged version becomes the desired version.
 //!
-//! Limits: window schedules are not delivered yet, so `schedule_version` stays `None` on both
-//! sides. An agent keeps only its latest 50 bundle records, so a bundle whose record scrolled out
-//! counts as missing and is sent again after the next reconnect; the agent then answers with
-//! `AlreadyApplied`, which costs one order. Bundles stay in the desired state until they are
-//! rolled back; nothing prunes superseded ones yet.
+//! Limits: agents report no site, so the desired schedule is the whole tier's, and the agent's
+//! reported version is that of the schedule governing it. An agent governed by a site schedule
+//! with a lower version than its tier's is sent the tier's schedule again after each reconnect,
+//! and the agent keeps the schedule it has. An agent keeps only its latest 50 bundle records, so
+//! a bundle whose record scrolled out counts as missing and is sent again after the next
+//! reconnect; the agent then answers with `AlreadyApplied`, which costs one order. Bundles stay
+//! in the desired state until they are rolled back; nothing prunes superseded ones yet.
 
 use serde::{Deserialize, Serialize};
 use tidegate_protocol::{BundleOutcome, BundleRecord};
@@ -29,18 +31,21 @@ pub struct DesiredState {
     /// Hashes of the bundles the agent should have rolled back.
     pub rollbacks: Vec<String>,
     pub trust_root_version: Option<u64>,
+    /// The version of the tier's current whole-tier schedule.
     pub schedule_version: Option<u64>,
     /// The desired version the agent's reports last showed in full.
     pub acknowledged_version: u64,
     /// The trust root version the agent last reported.
     pub acknowledged_trust_root_version: Option<u64>,
+    /// The version of the schedule governing the agent, as it last reported it.
     pub acknowledged_schedule_version: Option<u64>,
 }
 
-/// The agent's reported trust root version and bundle records.
+/// The agent's reported trust root version, schedule version and bundle records.
 #[derive(Debug, Clone, Copy)]
 pub struct Reported<'a> {
     pub trust_root_version: Option<u64>,
+    pub schedule_version: Option<u64>,
     pub bundles: &'a [BundleRecord],
 }
 
@@ -51,11 +56,16 @@ pub struct Missing {
     pub rollbacks: Vec<String>,
     /// The agent's trust root version is below the desired one: send each version above this.
     pub trust_root_above: Option<u64>,
+    /// The agent has no schedule, or one below the desired version, so the current one is sent.
+    pub schedule: bool,
 }
 
 impl Missing {
     pub fn is_empty(&self) -> bool {
-        self.bundles.is_empty() && self.rollbacks.is_empty() && self.trust_root_above.is_none()
+        self.bundles.is_empty()
+            && self.rollbacks.is_empty()
+            && self.trust_root_above.is_none()
+            && !self.schedule
     }
 }
 
@@ -88,6 +98,16 @@ impl DesiredState {
             return false;
         }
         self.trust_root_version = Some(version);
+        self.version += 1;
+        true
+    }
+
+    /// Sets the schedule version to follow. Returns whether the desired state changed.
+    pub fn set_schedule_version(&mut self, version: u64) -> bool {
+        if self.schedule_version == Some(version) {
+            return false;
+        }
+        self.schedule_version = Some(version);
         self.version += 1;
         true
     }
@@ -125,10 +145,16 @@ impl DesiredState {
             (Some(_), None) => Some(0),
             _ => None,
         };
+        let schedule = match (self.schedule_version, reported.schedule_version) {
+            (Some(desired), Some(held)) => held < desired,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
         Missing {
             bundles,
             rollbacks,
             trust_root_above,
+            schedule,
         }
     }
 
@@ -137,8 +163,10 @@ impl DesiredState {
         let before = (
             self.acknowledged_version,
             self.acknowledged_trust_root_version,
+            self.acknowledged_schedule_version,
         );
         self.acknowledged_trust_root_version = reported.trust_root_version;
+        self.acknowledged_schedule_version = reported.schedule_version;
         if self.missing(reported).is_empty() {
             self.acknowledged_version = self.version;
         }
@@ -146,6 +174,7 @@ impl DesiredState {
             != (
                 self.acknowledged_version,
                 self.acknowledged_trust_root_version,
+                self.acknowledged_schedule_version,
             )
     }
 }
@@ -197,6 +226,7 @@ mod tests {
         ];
         let reported = Reported {
             trust_root_version: Some(2),
+            schedule_version: None,
             bundles: &records,
         };
         assert_eq!(
@@ -205,6 +235,7 @@ mod tests {
                 bundles: vec!["h2".into()],
                 rollbacks: vec!["h3".into()],
                 trust_root_above: Some(2),
+                schedule: false,
             }
         );
         assert!(desired.acknowledge(reported));
@@ -231,6 +262,7 @@ mod tests {
         ];
         let reported = Reported {
             trust_root_version: Some(3),
+            schedule_version: None,
             bundles: &records,
         };
         assert!(desired.missing(reported).is_empty());
@@ -240,5 +272,30 @@ mod tests {
             !desired.acknowledge(reported),
             "nothing changed the second time"
         );
+    }
+
+    #[test]
+    fn schedule_counts_at_desired_version_or_newer() {
+        let mut desired = DesiredState::default();
+        assert!(desired.set_schedule_version(4));
+        assert!(!desired.set_schedule_version(4));
+        assert_eq!(desired.version, 1);
+        let reported = |schedule_version| Reported {
+            trust_root_version: None,
+            schedule_version,
+            bundles: &[],
+        };
+
+        assert!(desired.missing(reported(None)).schedule);
+        assert!(desired.missing(reported(Some(3))).schedule);
+        assert!(desired.acknowledge(reported(Some(3))));
+        assert_eq!(desired.acknowledged_version, 0);
+        assert_eq!(desired.acknowledged_schedule_version, Some(3));
+
+        assert!(desired.missing(reported(Some(4))).is_empty());
+        assert!(desired.missing(reported(Some(5))).is_empty());
+        assert!(desired.acknowledge(reported(Some(4))));
+        assert_eq!(desired.acknowledged_version, 1);
+        assert_eq!(desired.acknowledged_schedule_version, Some(4));
     }
 }

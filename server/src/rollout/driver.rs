@@ -4,17 +4,25 @@
 //! (at most every 250 ms). A pass reads every agent's tier, online state, trust root version and
 //! bundle records from the store. It advances each rollout's state machine and sends the orders
 //! it returns. Then it sends again what an agent that came online lacks of its desired state,
-//! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it through a
-//! [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
+//! derives each agent's acknowledged version, and stores what changed. The HTTP API talks to it
+//! through a [`RolloutHandle`], so every change of a rollout happens on this task, one at a time.
 //!
-//! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. An order to an
-//! offline agent is lost with its clean session. The agent's next online status makes the driver
-//! send it again, because its desired state still lists the bundle and its reports do not.
+//! Orders go out through ingest's [`OrderSender`], at QoS 1 and never retained. The audit log
+//! records each order (`order.sent`, in one transaction per pass) and each decision the driver
+//! takes on its own, with the actor `server`: `rollout.agent_timed_out`,
+//! `rollout.wave_started`, `rollout.paused`, `rollout.reverting`, `rollout.reverted` and
+//! `rollout.completed`.
+//!
+//! An order to an offline agent waits in its broker session, and is lost when the agent connects
+//! with a clean session or the broker loses the session (an embedded broker does on a restart).
+//! The agent's next online status makes the driver send again what its reports do not show of
+//! its desired state: bundles, rollbacks, trust roots and the tier's schedule.
 //!
 //! A pass reads only the agents it needs: those a rollout waits on, those that came online, and
 //! those whose reports do not show their desired state yet. It reads the whole agents table when
-//! more than `MAX_AGENT_LOOKUPS` agents are needed, when the trust root version changed, and
-//! every `FULL_READ_INTERVAL`, which gives agents that reported since a desired trust root.
+//! more than `MAX_AGENT_LOOKUPS` agents are needed, when the trust root version or a tier's
+//! schedule version changed, and every `FULL_READ_INTERVAL`, which gives agents that reported
+//! since a desired trust root and schedule.
 //!
 //! Limits: a full read of 100,000 agents costs a noticeable share of a core (an estimate; not
 //! measured). Each rollout is stored whole as JSON after every
@@ -38,7 +46,8 @@ use super::machine::{
 };
 use super::plan::{parse_waves, FailureAction, FailureThreshold, InvalidSetting};
 use super::store::{AgentView, BundleSelector, RolloutStore};
-use crate::ingest::{Clock, IngestEvents, OrderSender};
+use crate::audit::{AuditEntry, AuditLog, SERVER_ACTOR};
+use crate::ingest::{Clock, IngestEvents, OrderBatch, OrderSender};
 use crate::publish::{targets_agent, CheckedBundle};
 
 /// Maximum time between two passes.
@@ -61,6 +70,8 @@ pub struct DriverDeps {
     pub events: Arc<IngestEvents>,
     pub windows: Arc<dyn WindowSource>,
     pub clock: Arc<dyn Clock>,
+    /// Receives the driver's own decisions, with the actor `server`.
+    pub audit: AuditLog,
 }
 
 struct Driver {
@@ -73,8 +84,17 @@ struct Driver {
     files: HashMap<String, Vec<u8>>,
     /// Agents that came online and were not yet sent what they lack, kept across a failed pass.
     came_online: BTreeSet<AgentId>,
-    /// When the last pass read the whole agents table, and the trust root version it applied.
-    last_full_read: Option<(tokio::time::Instant, Option<u64>)>,
+    /// When the last pass read the whole agents table, and the trust root version and tier
+    /// schedule versions it applied.
+    last_full_read: Option<FullRead>,
+}
+
+/// The last read of the whole agents table, and the versions it applied to every agent's
+/// desired state.
+struct FullRead {
+    at: tokio::time::Instant,
+    root_version: Option<u64>,
+    schedule_versions: BTreeMap<String, u64>,
 }
 
 /// Loads the rollouts and delivery states and starts the driver task.
@@ -301,12 +321,27 @@ impl Driver {
         Ok(rollout)
     }
 
-    /// Runs one pass: rollouts, resends after reconnects, acknowledgements.
+    /// Runs one pass: rollouts, resends after reconnects, acknowledgements. The audit entries
+    /// of the orders it sent are recorded together at the end, also when the pass fails.
     async fn pass(&mut self) -> Result<(), RolloutError> {
+        let orders = self.deps.orders.clone();
+        let mut batch = orders.batch();
+        let result = self.pass_sending(&mut batch).await;
+        batch.finish().await;
+        result
+    }
+
+    async fn pass_sending(&mut self, batch: &mut OrderBatch<'_>) -> Result<(), RolloutError> {
         self.came_online.extend(self.deps.events.take_came_online());
         let store = self.deps.store.clone();
-        let root_version = blocking(move || Ok(store.published_trust_root_version()?)).await?;
-        let wanted = self.agents_to_read(root_version);
+        let (root_version, schedule_versions) = blocking(move || {
+            Ok((
+                store.published_trust_root_version()?,
+                store.tier_schedule_versions()?,
+            ))
+        })
+        .await?;
+        let wanted = self.agents_to_read(root_version, &schedule_versions);
         let store = self.deps.store.clone();
         let full_read = wanted.is_none();
         let agents = blocking(move || {
@@ -322,8 +357,21 @@ impl Driver {
             .map(|agent| (agent.agent_id.clone(), agent))
             .collect();
         let now = self.deps.clock.now_unix_s();
+        for agent in agents.values().filter(|agent| agent.has_reported) {
+            let Some(version) = schedule_versions.get(&agent.tier) else {
+                continue;
+            };
+            let desired = self.delivery.entry(agent.agent_id.clone()).or_default();
+            if desired.set_schedule_version(*version) {
+                self.dirty.insert(agent.agent_id.clone());
+            }
+        }
         if full_read {
-            self.last_full_read = Some((tokio::time::Instant::now(), root_version));
+            self.last_full_read = Some(FullRead {
+                at: tokio::time::Instant::now(),
+                root_version,
+                schedule_versions,
+            });
         }
 
         if let Some(version) = root_version {
@@ -338,7 +386,8 @@ impl Driver {
         let mut sent: BTreeSet<(String, String)> = BTreeSet::new();
         let ids: Vec<u64> = self.rollouts.keys().copied().collect();
         for id in ids {
-            self.advance_rollout(id, &agents, now, &mut sent).await?;
+            self.advance_rollout(id, &agents, now, &mut sent, batch)
+                .await?;
         }
 
         let came_online: Vec<AgentId> = std::mem::take(&mut self.came_online).into_iter().collect();
@@ -346,7 +395,7 @@ impl Driver {
             let Some(agent) = agents.get(agent_id.as_str()) else {
                 continue;
             };
-            if let Err(error) = self.send_missing(agent_id, agent, &sent).await {
+            if let Err(error) = self.send_missing(agent_id, agent, &sent, batch).await {
                 self.came_online
                     .extend(came_online[index..].iter().cloned());
                 return Err(error);
@@ -359,6 +408,7 @@ impl Driver {
             };
             let reported = Reported {
                 trust_root_version: agent.trust_root_version,
+                schedule_version: agent.schedule_version,
                 bundles: &agent.bundles,
             };
             if desired.acknowledge(reported) {
@@ -369,11 +419,17 @@ impl Driver {
     }
 
     /// Returns the agents this pass must read, or `None` to read the whole table.
-    fn agents_to_read(&self, root_version: Option<u64>) -> Option<Vec<String>> {
-        let due = match self.last_full_read {
+    fn agents_to_read(
+        &self,
+        root_version: Option<u64>,
+        schedule_versions: &BTreeMap<String, u64>,
+    ) -> Option<Vec<String>> {
+        let due = match &self.last_full_read {
             None => true,
-            Some((at, applied_root)) => {
-                at.elapsed() >= FULL_READ_INTERVAL || applied_root != root_version
+            Some(last) => {
+                last.at.elapsed() >= FULL_READ_INTERVAL
+                    || last.root_version != root_version
+                    || last.schedule_versions != *schedule_versions
             }
         };
         if due {
@@ -407,6 +463,7 @@ impl Driver {
         agents: &BTreeMap<String, AgentView>,
         now: i64,
         sent: &mut BTreeSet<(String, String)>,
+        batch: &mut OrderBatch<'_>,
     ) -> Result<(), RolloutError> {
         let Some(rollout) = self.rollouts.get_mut(&id) else {
             return Ok(());
@@ -429,6 +486,11 @@ impl Driver {
                     .map(|record| record.outcome.clone())
             })
         };
+        let before = Before {
+            status: rollout.status.clone(),
+            wave: rollout.current_wave,
+            timed_out: timed_out_agents(rollout),
+        };
         let advance: Advance = rollout.advance(now, &outcome_of, self.deps.windows.as_ref());
         if advance.is_empty() {
             return Ok(());
@@ -438,6 +500,8 @@ impl Driver {
         }
         let snapshot = rollout.clone();
         self.save_rollout(&snapshot).await?;
+        let decisions = decision_entries(&before, &snapshot);
+        self.deps.audit.record_all(decisions).await;
 
         for order in advance.orders {
             match order {
@@ -450,7 +514,8 @@ impl Driver {
                     {
                         self.dirty.insert(agent_id.clone());
                     }
-                    self.send_bundle(&agent_id, &hash).await?;
+                    self.send_bundle(&agent_id, &hash, Cause::Rollout(id), batch)
+                        .await?;
                     sent.insert((agent_id, hash.clone()));
                 }
                 RolloutOrder::SendRollback { agent_id } => {
@@ -462,13 +527,10 @@ impl Driver {
                     {
                         self.dirty.insert(agent_id.clone());
                     }
-                    self.send_order(
-                        &agent_id,
-                        OrderBody::Rollback {
-                            bundle_hash: hash.clone(),
-                        },
-                    )
-                    .await;
+                    let body = OrderBody::Rollback {
+                        bundle_hash: hash.clone(),
+                    };
+                    send_order(batch, &agent_id, body, Cause::Rollout(id), Some(&hash)).await;
                     sent.insert((agent_id, hash.clone()));
                 }
             }
@@ -482,12 +544,14 @@ impl Driver {
         agent_id: &AgentId,
         agent: &AgentView,
         sent: &BTreeSet<(String, String)>,
+        batch: &mut OrderBatch<'_>,
     ) -> Result<(), RolloutError> {
         let Some(desired) = self.delivery.get(agent_id.as_str()) else {
             return Ok(());
         };
         let missing = desired.missing(Reported {
             trust_root_version: agent.trust_root_version,
+            schedule_version: agent.schedule_version,
             bundles: &agent.bundles,
         });
         if missing.is_empty() {
@@ -498,33 +562,47 @@ impl Driver {
             bundles = missing.bundles.len(),
             rollbacks = missing.rollbacks.len(),
             trust_root_above = ?missing.trust_root_above,
+            schedule = missing.schedule,
             "sending again what an agent that came online lacks"
         );
         let unsent = |hash: &String| !sent.contains(&(agent_id.to_string(), hash.clone()));
         for hash in missing.bundles.iter().filter(|hash| unsent(hash)) {
-            self.send_bundle(agent_id.as_str(), hash).await?;
+            self.send_bundle(agent_id.as_str(), hash, Cause::Resend, batch)
+                .await?;
         }
         for hash in missing.rollbacks.iter().filter(|hash| unsent(hash)) {
-            self.send_order(
-                agent_id.as_str(),
-                OrderBody::Rollback {
-                    bundle_hash: hash.clone(),
-                },
-            )
-            .await;
+            let body = OrderBody::Rollback {
+                bundle_hash: hash.clone(),
+            };
+            send_order(batch, agent_id.as_str(), body, Cause::Resend, Some(hash)).await;
         }
         if let Some(held) = missing.trust_root_above {
             let store = self.deps.store.clone();
             let roots = blocking(move || Ok(store.trust_roots_above(held)?)).await?;
             for (_, file) in roots {
-                self.send_order(agent_id.as_str(), OrderBody::TrustRoot { file })
-                    .await;
+                let body = OrderBody::TrustRoot { file };
+                send_order(batch, agent_id.as_str(), body, Cause::Resend, None).await;
+            }
+        }
+        if missing.schedule {
+            let store = self.deps.store.clone();
+            let tier = agent.tier.clone();
+            let files = blocking(move || Ok(store.tier_schedule_files(&tier)?)).await?;
+            for file in files {
+                let body = OrderBody::Schedule { file };
+                send_order(batch, agent_id.as_str(), body, Cause::Resend, None).await;
             }
         }
         Ok(())
     }
 
-    async fn send_bundle(&mut self, agent_id: &str, hash: &str) -> Result<(), RolloutError> {
+    async fn send_bundle(
+        &mut self,
+        agent_id: &str,
+        hash: &str,
+        cause: Cause,
+        batch: &mut OrderBatch<'_>,
+    ) -> Result<(), RolloutError> {
         if !self.files.contains_key(hash) {
             let store = self.deps.store.clone();
             let lookup = hash.to_owned();
@@ -543,25 +621,15 @@ impl Driver {
             }
         }
         let file = self.files[hash].clone();
-        self.send_order(agent_id, OrderBody::Bundle { file }).await;
+        send_order(
+            batch,
+            agent_id,
+            OrderBody::Bundle { file },
+            cause,
+            Some(hash),
+        )
+        .await;
         Ok(())
-    }
-
-    async fn send_order(&self, agent_id: &str, body: OrderBody) {
-        let Ok(agent) = AgentId::parse(agent_id) else {
-            warn!(agent.id = agent_id, "not an agent id; order not sent");
-            return;
-        };
-        let order = Order {
-            order_id: OrderId(fastrand::u128(..).to_le_bytes()),
-            body,
-        };
-        if !self.deps.orders.send(&agent, order).await {
-            debug!(
-                agent.id = agent_id,
-                "ingest is not connected; the order goes out again when the agent comes online"
-            );
-        }
     }
 
     async fn save_delivery(&mut self) -> Result<(), RolloutError> {
@@ -579,6 +647,137 @@ impl Driver {
         let now = self.deps.clock.now_unix_s();
         blocking(move || Ok(store.save_delivery_states(&changed, now)?)).await
     }
+}
+
+/// Why the driver sends an order, for its audit entry.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// A step of this rollout.
+    Rollout(u64),
+    /// The agent came online without this part of its desired state.
+    Resend,
+}
+
+/// Sends one order through `batch`, which keeps its `order.sent` audit entry with the cause and
+/// the bundle hash of a bundle or rollback order.
+async fn send_order(
+    batch: &mut OrderBatch<'_>,
+    agent_id: &str,
+    body: OrderBody,
+    cause: Cause,
+    bundle_hash: Option<&str>,
+) {
+    let Ok(agent) = AgentId::parse(agent_id) else {
+        warn!(agent.id = agent_id, "not an agent id; order not sent");
+        return;
+    };
+    let mut detail = serde_json::Map::new();
+    match cause {
+        Cause::Rollout(id) => {
+            detail.insert("rollout".into(), id.into());
+        }
+        Cause::Resend => {
+            detail.insert("resend".into(), true.into());
+        }
+    }
+    if let Some(hash) = bundle_hash {
+        detail.insert("bundle_hash".into(), hash.into());
+    }
+    let order = Order {
+        order_id: OrderId(fastrand::u128(..).to_le_bytes()),
+        body,
+    };
+    if !batch.send(&agent, order, detail).await {
+        debug!(
+            agent.id = agent_id,
+            "ingest is not connected; the order goes out again when the agent comes online"
+        );
+    }
+}
+
+/// A rollout's status, wave and timed-out agents before an advance.
+struct Before {
+    status: super::machine::RolloutStatus,
+    wave: usize,
+    timed_out: BTreeSet<String>,
+}
+
+/// Returns the agents of `rollout` that count as failed because they missed their deadline.
+fn timed_out_agents(rollout: &Rollout) -> BTreeSet<String> {
+    rollout
+        .agents
+        .iter()
+        .filter(|agent| {
+            matches!(
+                agent.state,
+                super::machine::AgentState::Failed {
+                    timed_out: true,
+                    ..
+                }
+            )
+        })
+        .map(|agent| agent.agent_id.clone())
+        .collect()
+}
+
+/// Builds the audit entries of the driver's own decisions in one advance: each agent it counted
+/// as failed for a missed deadline, each wave it started, and the change of status (paused,
+/// reverting, rolled back or completed) with its reason.
+fn decision_entries(before: &Before, rollout: &Rollout) -> Vec<AuditEntry> {
+    use super::machine::RolloutStatus;
+
+    let subject = super::http::rollout_subject(rollout.id);
+    let mut entries = Vec::new();
+    for agent_id in timed_out_agents(rollout).difference(&before.timed_out) {
+        let deadline = rollout
+            .agents
+            .iter()
+            .find(|agent| &agent.agent_id == agent_id)
+            .and_then(|agent| agent.deadline_unix_s);
+        entries.push(AuditEntry::new(
+            SERVER_ACTOR,
+            "rollout.agent_timed_out",
+            subject.clone(),
+            serde_json::json!({
+                "bundle_id": rollout.bundle.bundle_id,
+                "agent_id": agent_id,
+                "deadline_unix_s": deadline,
+            }),
+        ));
+    }
+    for wave in before.wave + 1..=rollout.current_wave {
+        entries.push(AuditEntry::new(
+            SERVER_ACTOR,
+            "rollout.wave_started",
+            subject.clone(),
+            serde_json::json!({
+                "bundle_id": rollout.bundle.bundle_id,
+                "wave": wave + 1,
+                "wave_count": rollout.wave_count(),
+            }),
+        ));
+    }
+    if before.status != rollout.status {
+        let (action, reason) = match &rollout.status {
+            RolloutStatus::Paused { reason } => ("rollout.paused", Some(reason)),
+            RolloutStatus::Reverting { reason } => ("rollout.reverting", Some(reason)),
+            RolloutStatus::RolledBack { reason } => ("rollout.reverted", Some(reason)),
+            RolloutStatus::Stopped { reason } => ("rollout.stopped", Some(reason)),
+            RolloutStatus::Completed => ("rollout.completed", None),
+            RolloutStatus::Running => ("rollout.resumed", None),
+        };
+        entries.push(AuditEntry::new(
+            SERVER_ACTOR,
+            action,
+            subject,
+            serde_json::json!({
+                "bundle_id": rollout.bundle.bundle_id,
+                "reason": reason,
+                "counts": super::machine::StateCounts::of(&rollout.agents),
+            }),
+        ));
+    }
+    entries
 }
 
 /// Reads the target selector of a stored bundle, in the form [`targets_agent`] takes.

@@ -13,8 +13,10 @@
 //!   content, and the version its reports last acknowledged; `404` when nothing was ever desired
 //!   of it.
 //!
-//! Every error body is `{"error": "..."}`. These routes carry no role check yet; they belong to
-//! the `it` role.
+//! Every error body is `{"error": "..."}`. The write routes belong to the `it` role. Each
+//! change they make is recorded in the audit log with the caller's token as the actor:
+//! `rollout.started`, `rollout.paused`, `rollout.resumed`, `rollout.stopped` and
+//! `rollout.stop_all`. The driver records its own decisions with the actor `server`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,7 +28,39 @@ use serde::{Deserialize, Serialize};
 use super::delivery::DesiredState;
 use super::handle::{RolloutError, RolloutHandle, RolloutRequest};
 use super::machine::{BundleRef, Rollout, RolloutAgent, RolloutSpec, RolloutStatus, StateCounts};
+use crate::audit::{AuditEntry, AuditLog};
+use crate::auth::Principal;
 use crate::http::ErrorResponse;
+
+/// The state of the rollout routes: the driver's handle and the audit log.
+#[derive(Clone)]
+pub struct RolloutApi {
+    pub handle: RolloutHandle,
+    pub audit: AuditLog,
+}
+
+/// Returns the audit subject of a rollout: `rollout:ID`.
+pub fn rollout_subject(id: u64) -> String {
+    format!("rollout:{id}")
+}
+
+impl RolloutApi {
+    async fn record(&self, principal: &Principal, action: &str, rollout: &Rollout) {
+        let detail = serde_json::json!({
+            "bundle_id": rollout.bundle.bundle_id,
+            "bundle_hash": rollout.bundle.bundle_hash,
+            "status": rollout.status.name(),
+        });
+        self.audit
+            .record(AuditEntry::new(
+                principal.actor(),
+                action,
+                rollout_subject(rollout.id),
+                detail,
+            ))
+            .await;
+    }
+}
 
 /// One rollout without its per-agent list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +150,7 @@ impl RolloutView {
 }
 
 /// Builds the rollout routes over the driver's handle.
-pub fn routes(handle: RolloutHandle) -> Router {
+pub fn routes(api: RolloutApi) -> Router {
     Router::new()
         .route("/api/v1/rollouts", get(list).post(start))
         .route("/api/v1/rollouts/stop-all", post(stop_all))
@@ -125,66 +159,102 @@ pub fn routes(handle: RolloutHandle) -> Router {
         .route("/api/v1/rollouts/{id}/resume", post(resume))
         .route("/api/v1/rollouts/{id}/stop", post(stop))
         .route("/api/v1/agents/{agent_id}/delivery", get(delivery))
-        .with_state(handle)
+        .with_state(api)
 }
 
 async fn start(
-    State(handle): State<RolloutHandle>,
+    State(api): State<RolloutApi>,
+    principal: Principal,
     Json(request): Json<RolloutRequest>,
 ) -> Result<Response, ApiError> {
-    let rollout = handle.start(request).await?;
+    let rollout = api.handle.start(request).await?;
+    let detail = serde_json::json!({
+        "bundle_id": rollout.bundle.bundle_id,
+        "stream": rollout.bundle.stream,
+        "sequence": rollout.bundle.sequence,
+        "bundle_hash": rollout.bundle.bundle_hash,
+        "requested_by": rollout.created_by,
+        "targets": rollout.agents.len(),
+        "waves": rollout.wave_count(),
+        "spec": rollout.spec,
+    });
+    api.audit
+        .record(AuditEntry::new(
+            principal.actor(),
+            "rollout.started",
+            rollout_subject(rollout.id),
+            detail,
+        ))
+        .await;
     Ok((StatusCode::CREATED, Json(RolloutView::of(&rollout))).into_response())
 }
 
-async fn list(State(handle): State<RolloutHandle>) -> Result<Json<RolloutList>, ApiError> {
-    let rollouts = handle.list().await?;
+async fn list(State(api): State<RolloutApi>) -> Result<Json<RolloutList>, ApiError> {
+    let rollouts = api.handle.list().await?;
     Ok(Json(RolloutList {
         rollouts: rollouts.iter().map(RolloutSummary::of).collect(),
     }))
 }
 
 async fn show(
-    State(handle): State<RolloutHandle>,
+    State(api): State<RolloutApi>,
     Path(id): Path<String>,
 ) -> Result<Json<RolloutView>, ApiError> {
-    let rollout = handle.get(parse_id(&id)?).await?;
+    let rollout = api.handle.get(parse_id(&id)?).await?;
     Ok(Json(RolloutView::of(&rollout)))
 }
 
 async fn pause(
-    State(handle): State<RolloutHandle>,
+    State(api): State<RolloutApi>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<RolloutSummary>, ApiError> {
-    let rollout = handle.pause(parse_id(&id)?).await?;
+    let rollout = api.handle.pause(parse_id(&id)?).await?;
+    api.record(&principal, "rollout.paused", &rollout).await;
     Ok(Json(RolloutSummary::of(&rollout)))
 }
 
 async fn resume(
-    State(handle): State<RolloutHandle>,
+    State(api): State<RolloutApi>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<RolloutSummary>, ApiError> {
-    let rollout = handle.resume(parse_id(&id)?).await?;
+    let rollout = api.handle.resume(parse_id(&id)?).await?;
+    api.record(&principal, "rollout.resumed", &rollout).await;
     Ok(Json(RolloutSummary::of(&rollout)))
 }
 
 async fn stop(
-    State(handle): State<RolloutHandle>,
+    State(api): State<RolloutApi>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<RolloutSummary>, ApiError> {
-    let rollout = handle.stop(parse_id(&id)?).await?;
+    let rollout = api.handle.stop(parse_id(&id)?).await?;
+    api.record(&principal, "rollout.stopped", &rollout).await;
     Ok(Json(RolloutSummary::of(&rollout)))
 }
 
-async fn stop_all(State(handle): State<RolloutHandle>) -> Result<Json<StopAllResponse>, ApiError> {
-    let stopped = handle.stop_all().await?;
+async fn stop_all(
+    State(api): State<RolloutApi>,
+    principal: Principal,
+) -> Result<Json<StopAllResponse>, ApiError> {
+    let stopped = api.handle.stop_all().await?;
+    api.audit
+        .record(AuditEntry::new(
+            principal.actor(),
+            "rollout.stop_all",
+            "rollouts",
+            serde_json::json!({ "stopped": stopped }),
+        ))
+        .await;
     Ok(Json(StopAllResponse { stopped }))
 }
 
 async fn delivery(
-    State(handle): State<RolloutHandle>,
+    State(api): State<RolloutApi>,
     Path(agent_id): Path<String>,
 ) -> Result<Json<DesiredState>, ApiError> {
-    handle
+    api.handle
         .delivery(&agent_id)
         .await?
         .map(Json)

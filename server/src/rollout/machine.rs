@@ -58,9 +58,9 @@ pub struct Target {
 /// Gives the end of the window in which an agent of `tier` may apply a bundle sent at
 /// `sent_at_unix_s`. The deadline of the agent is that end plus the grace period.
 pub trait WindowSource: Send + Sync {
-    /// Returns the end of the first window of `tier` that ends after `sent_at_unix_s`, in
-    /// seconds since the Unix epoch. `None` means no window is known, which makes the deadline
-    /// the time the bundle was sent plus the grace period.
+    /// Returns the end of the window of `tier` that allows the first start at or after
+    /// `sent_at_unix_s`, in seconds since the Unix epoch. `None` means no such window is known,
+    /// which makes the deadline the time the bundle was sent plus the grace period.
     fn window_end_for(&self, tier: &str, sent_at_unix_s: i64) -> Option<i64>;
 }
 

@@ -397,3 +397,105 @@ fn outcome_before_sending_is_ignored() {
     assert_eq!(rollout.agents[0].state, AgentState::Delivered);
     assert_eq!(rollout.agents[1].state, AgentState::Pending);
 }
+
+/// Window ends from real calendars, one per tier, by the arithmetic the server uses.
+struct Calendars(BTreeMap<String, tidegate_protocol::window::Calendar>);
+
+impl WindowSource for Calendars {
+    fn window_end_for(&self, tier: &str, sent_at_unix_s: i64) -> Option<i64> {
+        let calendar = self.0.get(tier)?;
+        crate::schedules::window_end_after(calendar, sent_at_unix_s)
+    }
+}
+
+/// 2027-01-15T00:00:00Z, the midnight before `T0` (08:00Z).
+const JAN_15: i64 = T0 - 8 * 3600;
+
+/// Windows every night 22:00 to 24:00 UTC, no new starts in the last hour, valid in January
+/// 2027 up to `expires_unix_s`.
+fn nightly(freezes: Vec<tidegate_protocol::window::Freeze>, expires_unix_s: i64) -> Calendars {
+    use tidegate_protocol::window::{Calendar, CalendarSpec, WindowRule};
+    let spec = CalendarSpec {
+        zone: "UTC".into(),
+        // 2027-01-01T00:00:00Z.
+        not_before_unix_s: 1_798_761_600,
+        expires_unix_s,
+        windows: vec![WindowRule::Recurring {
+            cron: "0 22 * * *".into(),
+            duration_s: 2 * 3600,
+            cutoff_s: Some(3600),
+        }],
+        freezes,
+    };
+    let calendar = Calendar::new(&spec).unwrap();
+    Calendars(BTreeMap::from([("office".to_owned(), calendar)]))
+}
+
+/// 2027-02-01T00:00:00Z.
+const FEB_1: i64 = 1_801_440_000;
+
+#[test]
+fn window_end_skips_cutoff_and_freeze() {
+    let plain = nightly(Vec::new(), FEB_1);
+    // Sent 08:00Z: tonight's window, ending 2027-01-16T00:00Z.
+    assert_eq!(plain.window_end_for("office", T0), Some(JAN_15 + 24 * 3600));
+    // Sent 23:30Z, past tonight's 23:00Z cutoff: the next night's window.
+    assert_eq!(
+        plain.window_end_for("office", JAN_15 + 23 * 3600 + 1800),
+        Some(JAN_15 + 48 * 3600)
+    );
+    assert_eq!(
+        plain.window_end_for("lab", T0),
+        None,
+        "tier without schedule"
+    );
+
+    let frozen = nightly(
+        vec![tidegate_protocol::window::Freeze {
+            start_unix_s: JAN_15,
+            end_unix_s: JAN_15 + 24 * 3600,
+            reason: "inventory count".into(),
+        }],
+        FEB_1,
+    );
+    assert_eq!(
+        frozen.window_end_for("office", T0),
+        Some(JAN_15 + 48 * 3600),
+        "tonight is frozen"
+    );
+
+    // Expires 2027-01-15T12:00Z, before tonight's window.
+    let expiring = nightly(Vec::new(), JAN_15 + 12 * 3600);
+    assert_eq!(expiring.window_end_for("office", T0), None);
+}
+
+#[test]
+fn agent_not_failed_before_later_window_ends() {
+    let windows = nightly(Vec::new(), FEB_1);
+    let outcomes = Outcomes::default();
+    let mut rollout = Rollout::plan(
+        1,
+        bundle(),
+        spec(0, "100%", 1, FailureAction::Pause),
+        targets(1),
+        "it".into(),
+        T0,
+    )
+    .unwrap();
+    let first = rollout.advance(T0, &|id| outcomes.get(id), &windows);
+    assert_eq!(sent_to(&first), vec!["a00"]);
+    // Tonight's window ends 2027-01-16T00:00Z; the grace is 120 s.
+    let window_end = JAN_15 + 24 * 3600;
+    assert_eq!(rollout.agents[0].deadline_unix_s, Some(window_end + 120));
+
+    // Past the send time plus grace, inside the window, and in the grace after it: pending.
+    for now in [T0 + 121, JAN_15 + 22 * 3600 + 60, window_end + 119] {
+        rollout.advance(now, &|id| outcomes.get(id), &windows);
+        assert_eq!(rollout.agents[0].state, AgentState::Delivered, "at {now}");
+        assert_eq!(rollout.status, RolloutStatus::Running, "at {now}");
+    }
+
+    rollout.advance(window_end + 120, &|id| outcomes.get(id), &windows);
+    assert_eq!(rollout.agents[0].state.name(), "failed");
+    assert_eq!(rollout.status.name(), "paused");
+}

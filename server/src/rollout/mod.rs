@@ -9,6 +9,7 @@
 //!   sends the orders and stores the results.
 //! - `handle.rs`: the requests the driver takes and the handle that sends them.
 //! - `http.rs`: the API routes.
+//! - `windows.rs`: the window ends that deadlines count from, read from the stored schedules.
 
 pub mod delivery;
 pub mod driver;
@@ -17,6 +18,8 @@ pub mod http;
 pub mod machine;
 pub mod plan;
 pub mod store;
+pub mod windows;
 
 pub use handle::{RolloutError, RolloutHandle, RolloutRequest};
 pub use machine::{NoWindows, Rollout, RolloutSpec, WindowSource};
+pub use windows::StoredWindows;

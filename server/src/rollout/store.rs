@@ -49,6 +49,8 @@ pub struct AgentView {
     /// Whether a report of the agent was applied; agents without one have no tier yet.
     pub has_reported: bool,
     pub trust_root_version: Option<u64>,
+    /// The version of the schedule that governs the agent, as it last reported it.
+    pub schedule_version: Option<u64>,
     pub bundles: Vec<BundleRecord>,
 }
 
@@ -307,6 +309,37 @@ impl RolloutStore {
             .map_err(read_error("trust roots"))
     }
 
+    /// Reads the current version of every tier's whole-tier schedule. Site schedules are left
+    /// out, because agents report no site.
+    pub fn tier_schedule_versions(&self) -> Result<BTreeMap<String, u64>, RolloutStoreError> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT tier, max(version) FROM schedules WHERE site IS NULL GROUP BY tier",
+            )
+            .map_err(read_error("schedules"))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })
+            .map_err(read_error("schedules"))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(read_error("schedules"))
+    }
+
+    /// Reads the current whole-tier schedule file of `tier`, byte for byte as published.
+    pub fn tier_schedule_files(&self, tier: &str) -> Result<Vec<Vec<u8>>, RolloutStoreError> {
+        let connection = self.connection();
+        crate::store::schedules::latest_schedule_files_for(&connection, tier, None)
+            .map(|schedules| {
+                schedules
+                    .into_iter()
+                    .map(|schedule| schedule.file)
+                    .collect()
+            })
+            .map_err(read_error("schedules"))
+    }
+
     /// Reads every stored trust root file above `version`, oldest first.
     pub fn trust_roots_above(
         &self,
@@ -329,7 +362,7 @@ impl RolloutStore {
 }
 
 const AGENT_VIEW_QUERY: &str = "SELECT agent_id, tier, os_name, online,
-    last_report_unix_s IS NOT NULL, trust_root_version, bundles FROM agents";
+    last_report_unix_s IS NOT NULL, trust_root_version, bundles, schedule_version FROM agents";
 
 fn agent_view(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentView> {
     let bundles: String = row.get(6)?;
@@ -341,6 +374,7 @@ fn agent_view(row: &rusqlite::Row<'_>) -> rusqlite::Result<AgentView> {
         has_reported: row.get(4)?,
         trust_root_version: row.get::<_, Option<i64>>(5)?.map(|version| version as u64),
         bundles: serde_json::from_str(&bundles).unwrap_or_default(),
+        schedule_version: row.get::<_, Option<i64>>(7)?.map(|version| version as u64),
     })
 }
 

@@ -275,6 +275,9 @@ pub struct AgentSummary {
     /// Bundles whose revert or rollback failed, so a person must look at the host.
     #[serde(default)]
     pub bundles_needing_person: u64,
+    /// The version of the window schedule that governs the agent, as it last reported it.
+    #[serde(default)]
+    pub schedule_version: Option<u64>,
 }
 
 /// One package row of an agent's inventory.

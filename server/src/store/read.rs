@@ -9,7 +9,7 @@ const SUMMARY_COLUMNS: &str = "
     online, agent_version, first_seen_unix_s, last_seen_unix_s, last_report_unix_s,
     boot_time_unix_s, package_count, broken_package_count, pending_update_count,
     security_update_count, reboot_required, package_lists_updated_unix_s, reports_received,
-    duplicate_reports, outbox_dropped, tier, trust_root_version, owner,
+    duplicate_reports, outbox_dropped, tier, trust_root_version, owner, schedule_version,
     (SELECT count(*) FROM bundle_states
      WHERE bundle_states.agent_key = agents.agent_key AND outcome = 'waiting'),
     (SELECT count(*) FROM bundle_states
@@ -198,7 +198,10 @@ fn summary_from_row_at(row: &Row<'_>, first: usize) -> rusqlite::Result<AgentSum
             .get::<_, Option<i64>>(column(24))?
             .map(|version| version as u64),
         owner: row.get(column(25))?,
-        bundles_waiting: row.get::<_, i64>(column(26))? as u64,
-        bundles_needing_person: row.get::<_, i64>(column(27))? as u64,
+        bundles_waiting: row.get::<_, i64>(column(27))? as u64,
+        bundles_needing_person: row.get::<_, i64>(column(28))? as u64,
+        schedule_version: row
+            .get::<_, Option<i64>>(column(26))?
+            .map(|version| version as u64),
     })
 }

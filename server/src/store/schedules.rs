@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::audit::{self, AuditEntry};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleStoreError {
     #[error("failed to open the store {path} for schedules: {source}")]
@@ -131,11 +133,13 @@ impl Schedules {
         latest_schedule_files_for(&connection, tier, site).map_err(ScheduleStoreError::Read)
     }
 
-    /// Records a verified schedule as the target's newest version. When the target already has
+    /// Records a verified schedule as the target's newest version, and `schedule.published`
+    /// with its signers and publisher by `actor` in the audit log. When the target already has
     /// this version or a higher one, nothing is written and [`ScheduleStoreError::NotNewer`]
-    /// names the stored one. The check and the insert run in one write transaction, so two
-    /// publications of one version cannot both succeed.
-    pub fn record(&self, schedule: &StoredSchedule) -> Result<(), ScheduleStoreError> {
+    /// names the stored one. The check, the insert and the audit entry run in one write
+    /// transaction, so two publications of one version cannot both succeed, and no schedule is
+    /// stored without its entry.
+    pub fn record(&self, schedule: &StoredSchedule, actor: &str) -> Result<(), ScheduleStoreError> {
         let target = describe_target(&schedule.tier, schedule.site.as_deref());
         let write_error = |source| ScheduleStoreError::Write {
             target: target.clone(),
@@ -175,6 +179,20 @@ impl Schedules {
                 ],
             )
             .map_err(write_error)?;
+        let entry = AuditEntry::new(
+            actor,
+            "schedule.published",
+            target.clone(),
+            serde_json::json!({
+                "tier": schedule.tier,
+                "site": schedule.site,
+                "version": schedule.version,
+                "schedule_hash": schedule.schedule_hash,
+                "signers": schedule.signers,
+                "publisher": schedule.publisher,
+            }),
+        );
+        audit::append(&transaction, schedule.published_at_unix_s, &entry).map_err(write_error)?;
         transaction.commit().map_err(write_error)?;
         Ok(())
     }
@@ -294,19 +312,27 @@ mod tests {
     #[test]
     fn versions_grow_per_target() {
         let (_dir, schedules) = open();
-        schedules.record(&schedule("plant", None, 1)).unwrap();
         schedules
-            .record(&schedule("plant", Some("hamburg"), 1))
+            .record(&schedule("plant", None, 1), "token:ot/ot")
             .unwrap();
-        schedules.record(&schedule("plant", None, 3)).unwrap();
+        schedules
+            .record(&schedule("plant", Some("hamburg"), 1), "token:ot/ot")
+            .unwrap();
+        schedules
+            .record(&schedule("plant", None, 3), "token:ot/ot")
+            .unwrap();
 
-        let error = schedules.record(&schedule("plant", None, 2)).unwrap_err();
+        let error = schedules
+            .record(&schedule("plant", None, 2), "token:ot/ot")
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "schedule version 2 for tier plant is not newer than the stored version 3; publish \
              a higher version"
         );
-        let error = schedules.record(&schedule("plant", None, 3)).unwrap_err();
+        let error = schedules
+            .record(&schedule("plant", None, 3), "token:ot/ot")
+            .unwrap_err();
         assert!(matches!(
             error,
             ScheduleStoreError::NotNewer {
@@ -323,12 +349,18 @@ mod tests {
     #[test]
     fn latest_files_are_tier_then_site() {
         let (_dir, schedules) = open();
-        schedules.record(&schedule("plant", None, 1)).unwrap();
-        schedules.record(&schedule("plant", None, 2)).unwrap();
         schedules
-            .record(&schedule("plant", Some("hamburg"), 5))
+            .record(&schedule("plant", None, 1), "token:ot/ot")
             .unwrap();
-        schedules.record(&schedule("office", None, 7)).unwrap();
+        schedules
+            .record(&schedule("plant", None, 2), "token:ot/ot")
+            .unwrap();
+        schedules
+            .record(&schedule("plant", Some("hamburg"), 5), "token:ot/ot")
+            .unwrap();
+        schedules
+            .record(&schedule("office", None, 7), "token:ot/ot")
+            .unwrap();
 
         let versions = |site: Option<&str>| -> Vec<(Option<String>, u64)> {
             schedules

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     V6_TOKENS,
     V7_ROLLOUTS,
     V8_BUNDLE_STATES,
+    V9_SCHEDULE_VERSIONS,
 ];
 
 /// The schema version this build writes and reads.
@@ -69,6 +70,11 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'the audit log is append-only');
 END;
+";
+
+const V9_SCHEDULE_VERSIONS: &str = "
+-- The version of the window schedule that governs each agent, as its reports give it.
+ALTER TABLE agents ADD COLUMN schedule_version INTEGER;
 ";
 
 const V8_BUNDLE_STATES: &str = "
@@ -164,7 +170,7 @@ CREATE TABLE delivery_state (
     bundles TEXT NOT NULL,
     rollbacks TEXT NOT NULL,
     trust_root_version INTEGER,
-    -- Window schedules are not delivered yet; both schedule columns stay NULL until they are.
+    -- The whole tier's current schedule version, and the governing version the agent reported.
     schedule_version INTEGER,
     acknowledged_version INTEGER NOT NULL,
     acknowledged_trust_root_version INTEGER,

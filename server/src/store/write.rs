@@ -345,6 +345,7 @@ fn replace_inventory(
     replace_warnings(transaction, agent_key, &inventory.warnings)?;
     update_tier(transaction, agent_key, &inventory.tier)?;
     update_trust_root_version(transaction, agent_key, inventory.trust_root_version)?;
+    update_schedule_version(transaction, agent_key, inventory.schedule_version)?;
     replace_bundles(
         transaction,
         agent_key,
@@ -424,6 +425,9 @@ fn apply_delta(
     if let Some(version) = delta.trust_root_version {
         update_trust_root_version(transaction, agent_key, version)?;
     }
+    if let Some(version) = delta.schedule_version {
+        update_schedule_version(transaction, agent_key, version)?;
+    }
     if let Some(bundles) = &delta.bundles {
         replace_bundles(transaction, agent_key, bundles, received_at_unix_s)?;
     }
@@ -445,6 +449,18 @@ fn update_trust_root_version(
     let version = version.map(|version| i64::try_from(version).unwrap_or(i64::MAX));
     transaction
         .prepare_cached("UPDATE agents SET trust_root_version = ?2 WHERE agent_key = ?1")?
+        .execute(params![agent_key, version])?;
+    Ok(())
+}
+
+fn update_schedule_version(
+    transaction: &Transaction<'_>,
+    agent_key: i64,
+    version: Option<u64>,
+) -> rusqlite::Result<()> {
+    let version = version.map(|version| i64::try_from(version).unwrap_or(i64::MAX));
+    transaction
+        .prepare_cached("UPDATE agents SET schedule_version = ?2 WHERE agent_key = ?1")?
         .execute(params![agent_key, version])?;
     Ok(())
 }
