@@ -1156,3 +1156,51 @@ fn silent_agent_fails_after_window_and_grace() {
     );
     assert_eq!(view["status"]["state"], "paused", "{view}");
 }
+
+#[test]
+fn earlier_failure_of_the_bundle_is_not_this_rollouts_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_bundle(dir.path(), "fix-retry");
+    let port = server.mqtt_port.unwrap();
+    let bundles = server.get_json("/api/v1/bundles").unwrap();
+    let hash = bundles["bundles"][0]["bundle_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The agent failed this bundle ten minutes ago, before someone fixed the cause; it still
+    // reports that record when the new rollout starts.
+    let state = SimState::new("sim-retry");
+    state.records.lock().unwrap().push(BundleRecord {
+        bundle_id: "fix-retry".into(),
+        stream: "baseline".into(),
+        sequence: 1,
+        bundle_hash: hash,
+        outcome: BundleOutcome::Reverted {
+            step: Some(0),
+            detail: "user \"svc\" is not in etc/passwd".into(),
+        },
+        decided_at_unix_s: now_unix_s() - 600,
+        steps: Vec::new(),
+    });
+    let _agent = SimAgent::start(port, state, Answer::Apply);
+    wait_for_reports(&server, 1);
+
+    let (status, body) = post_json(
+        &server,
+        "/api/v1/rollouts",
+        serde_json::json!({
+            "bundle_id": "fix-retry",
+            "canary": 0,
+            "failure_threshold": "1",
+            "on_failure": "pause",
+            "grace_seconds": 600,
+        }),
+    );
+    assert_eq!(status, 201, "{body}");
+    let view = wait_for("the rollout to finish", Duration::from_secs(20), || {
+        let view = rollout(&server, 1);
+        (view["status"]["state"] != "running").then_some(view)
+    });
+    assert_eq!(view["status"]["state"], "completed", "{view}");
+    assert_eq!(view["agents"][0]["state"]["state"], "applied", "{view}");
+}

@@ -451,6 +451,7 @@ mod tests {
             state,
             sent_at_unix_s: None,
             deadline_unix_s: None,
+            earlier_record_unix_s: None,
             changed_at_unix_s: 0,
         }
     }

@@ -476,15 +476,27 @@ impl Driver {
             return Ok(());
         }
         let hash = rollout.bundle.bundle_hash.clone();
-        let outcome_of = |agent_id: &str| -> Option<BundleOutcome> {
+        let newest_record = |agent_id: &str| {
             agents.get(agent_id).and_then(|agent| {
                 agent
                     .bundles
                     .iter()
                     .rev()
                     .find(|record| record.bundle_hash == hash)
-                    .map(|record| record.outcome.clone())
+                    .cloned()
             })
+        };
+        // A record the agent already held when this rollout sent the bundle belongs to an
+        // earlier run (a failure before its cause was fixed, say), not to this rollout.
+        let earlier: BTreeMap<String, Option<i64>> = rollout
+            .agents
+            .iter()
+            .map(|agent| (agent.agent_id.clone(), agent.earlier_record_unix_s))
+            .collect();
+        let outcome_of = |agent_id: &str| -> Option<BundleOutcome> {
+            let record = newest_record(agent_id)?;
+            let earlier = earlier.get(agent_id).copied().flatten();
+            (earlier != Some(record.decided_at_unix_s)).then_some(record.outcome)
         };
         let before = Before {
             status: rollout.status.clone(),
@@ -494,6 +506,18 @@ impl Driver {
         let advance: Advance = rollout.advance(now, &outcome_of, self.deps.windows.as_ref());
         if advance.is_empty() {
             return Ok(());
+        }
+        for order in &advance.orders {
+            if let RolloutOrder::SendBundle { agent_id } = order {
+                let held = newest_record(agent_id).map(|record| record.decided_at_unix_s);
+                if let Some(target) = rollout
+                    .agents
+                    .iter_mut()
+                    .find(|target| &target.agent_id == agent_id)
+                {
+                    target.earlier_record_unix_s = held;
+                }
+            }
         }
         for event in &advance.events {
             info!(rollout.id = id, bundle.id = %rollout.bundle.bundle_id, "{event}");

@@ -196,6 +196,10 @@ pub struct RolloutAgent {
     pub sent_at_unix_s: Option<i64>,
     /// When it counts as failed without an outcome: its window's end plus the grace period.
     pub deadline_unix_s: Option<i64>,
+    /// When the agent decided the record of this bundle it held as the rollout sent the bundle
+    /// (an earlier run's failure, say), so that record is not taken for this rollout's outcome.
+    #[serde(default)]
+    pub earlier_record_unix_s: Option<i64>,
     /// When its state last changed.
     pub changed_at_unix_s: i64,
 }
@@ -276,6 +280,7 @@ impl Rollout {
                 state: AgentState::Pending,
                 sent_at_unix_s: None,
                 deadline_unix_s: None,
+                earlier_record_unix_s: None,
                 changed_at_unix_s: now_unix_s,
             })
             .collect();
