@@ -2,6 +2,7 @@
 //! sessions and the packet size limit. Each test starts its own broker on a free port and talks to
 //! it with rumqttc clients.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS};
@@ -17,9 +18,22 @@ const WAIT: Duration = Duration::from_secs(5);
 /// How long a test waits to show that a message does not arrive.
 const QUIET: Duration = Duration::from_millis(500);
 
+/// A port that was free a moment ago, below the ephemeral range. rumqttd binds its own listener,
+/// so the broker can only take a port that is free a moment before; with port 0 it would pick one
+/// in the ephemeral range, where an outgoing connection of a parallel test can take it in between.
+fn free_port() -> SocketAddr {
+    for _ in 0..200 {
+        let port = 20_000 + fastrand::u16(..12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return ([127, 0, 0, 1], port).into();
+        }
+    }
+    panic!("no free port found between 20000 and 32000");
+}
+
 async fn start_broker(max_packet_bytes: usize) -> EmbeddedBroker {
     broker::start(BrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: free_port(),
         listen_v5: None,
         max_packet_bytes,
         max_connections: 100,
@@ -365,8 +379,8 @@ async fn mqtt5_listener_shares_topics_with_mqtt311() {
     use rumqttc::v5::{AsyncClient as Client5, Event as Event5, MqttOptions as Options5};
 
     let broker = broker::start(BrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        listen_v5: Some("127.0.0.1:0".parse().unwrap()),
+        listen: free_port(),
+        listen_v5: Some(free_port()),
         max_packet_bytes: broker::DEFAULT_MAX_PACKET_BYTES,
         max_connections: 100,
     })
