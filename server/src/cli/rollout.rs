@@ -146,7 +146,12 @@ pub fn run(
                 writeln!(out, "no active rollout to stop")?;
             } else {
                 let ids: Vec<String> = response.stopped.iter().map(u64::to_string).collect();
-                writeln!(out, "stopped rollouts {}", ids.join(", "))?;
+                let noun = if ids.len() == 1 {
+                    "rollout"
+                } else {
+                    "rollouts"
+                };
+                writeln!(out, "stopped {noun} {}", ids.join(", "))?;
             }
             Ok(())
         }
@@ -190,11 +195,15 @@ fn start(args: &StartArgs, client: &ApiClient, out: &mut dyn Write) -> Result<()
         .collect();
     writeln!(
         out,
-        "started rollout {} of bundle {} to {} in {} waves ({})",
+        "started rollout {} of bundle {} to {} in {} ({})",
         summary.id,
         summary.bundle.bundle_id,
         agents(summary.targets),
-        summary.wave_count,
+        if summary.wave_count == 1 {
+            "1 wave".to_owned()
+        } else {
+            format!("{} waves", summary.wave_count)
+        },
         sizes.join(", ")
     )?;
     writeln!(
@@ -380,7 +389,7 @@ pub fn rollout_text(view: &RolloutView, now_unix_s: i64) -> String {
         (
             "Limits",
             format!(
-                "{} per tier at once; on {} failures: {}; grace {} s",
+                "{} per tier at once; failure threshold {}, then {}; grace {} s",
                 spec.max_concurrent_per_tier
                     .map_or("no limit".to_owned(), |cap| cap.to_string()),
                 spec.failure_threshold,
@@ -569,7 +578,7 @@ Bundle:   fix-1 (stream baseline, sequence 7)
 Status:   running
 Started:  2m ago by it@desk
 Waves:    canary 2, then 100%; wave 2 of 2
-Limits:   2 per tier at once; on 2 failures: pause; grace 60 s
+Limits:   2 per tier at once; failure threshold 2, then pause; grace 60 s
 
 WAVE  AGENTS  PENDING  DELIVERED  RUNNING  APPLIED  FAILED  ROLLBACK
 1     2       0        0          0        1        1       0

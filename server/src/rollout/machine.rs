@@ -322,6 +322,13 @@ impl Rollout {
 
     /// Stops sending the bundle to further agents until [`Rollout::resume`].
     pub fn pause(&mut self, reason: &str) -> Result<(), TransitionError> {
+        if matches!(self.status, RolloutStatus::Paused { .. }) {
+            return Err(TransitionError {
+                id: self.id,
+                status: "already paused",
+                action: "paused again",
+            });
+        }
         if self.status != RolloutStatus::Running {
             return Err(self.transition_error("paused"));
         }

@@ -344,6 +344,10 @@ fn resume_counts_failures_from_the_resume() {
     outcomes.set("a01", BundleOutcome::Applied);
     rollout.advance(T0 + 1, &|id| outcomes.get(id), &NoWindows);
     assert_eq!(rollout.status.name(), "paused");
+    assert_eq!(
+        rollout.pause("by hand").unwrap_err().to_string(),
+        "rollout 1 is already paused, so it cannot be paused again"
+    );
 
     rollout.resume().unwrap();
     let advance = rollout.advance(T0 + 2, &|id| outcomes.get(id), &NoWindows);
