@@ -1,5 +1,5 @@
 //! The gate between accepted bundles and the executor: the queue of bundles waiting for a
-//! maintenance window, the schedules that say when a window is open, and the records the server
+//! maintenance window, the schedules that define when a window is open, and the records the server
 //! sees while a bundle waits.
 //!
 //! This module owns the decision of *when* a verified bundle starts; it never decides *whether*
@@ -27,12 +27,12 @@ pub enum GateError {
     Schedules(#[from] ScheduleStoreError),
 }
 
-/// What one look at the queue found.
+/// The result of one look at the queue.
 #[derive(Debug, Default)]
 pub struct Poll {
     /// The bundle to start now, already out of the queue.
     pub start: Option<AcceptedBundle>,
-    /// Whether a record the server sees changed (a new wait reason, an expiry).
+    /// Whether a record reported to the server changed (a new wait reason, an expiry).
     pub records_changed: bool,
 }
 
@@ -96,9 +96,9 @@ impl Gate {
             .receive(file, trust.root(), now_unix_s, &clock)?)
     }
 
-    /// Looks at the queue at `now_unix_s`: verifies kept schedules again once the clock is
-    /// trusted, drops bundles that expired while waiting, records why the others wait and when
-    /// they are expected to start, and takes out the oldest bundle that may start now.
+    /// Looks at the queue at `now_unix_s` and takes out the oldest bundle that may start now.
+    /// On the way it verifies kept schedules again once the clock is trusted, drops bundles that
+    /// expired while waiting, and records why the others wait and when they should start.
     pub fn poll(&mut self, trust: &mut TrustStore, now_unix_s: i64) -> Result<Poll, GateError> {
         let clock = observe(trust, now_unix_s);
         for decision in self
