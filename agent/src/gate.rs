@@ -1,6 +1,6 @@
 //! The gate between accepted bundles and the executor: the queue of bundles waiting for a
-//! maintenance window, the schedules that define when a window is open, and the records the server
-//! sees while a bundle waits.
+//! maintenance window, the schedules that define when a window is open, and the records reported
+//! to the server while a bundle waits.
 //!
 //! This module owns the decision of *when* a verified bundle starts; it never decides *whether*
 //! (that is the trust store's) nor *how* (the executor's). It decides from the signed schedule
