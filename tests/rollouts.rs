@@ -566,7 +566,7 @@ fn twenty_agents_pause_at_second_failure() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(
         tidegate(&server, &["rollout", "stop", "--all"]),
-        "stopped rollouts 1\n"
+        "stopped rollout 1\n"
     );
     assert_eq!(rollout(&server, 1)["status"]["state"], "stopped");
     let (status, body) = post_json(&server, "/api/v1/rollouts/1/resume", serde_json::json!({}));
@@ -959,12 +959,18 @@ fn offline_agent_receives_schedule_on_reconnect() {
         serde_json::json!([signer])
     );
 
-    // Publishing the same version again is rejected, and that is recorded too.
+    // Another schedule with the same version is rejected, and that is recorded too. (The same
+    // file again would be a re-send, so this one differs in its window.)
+    let other_window = WindowRule::Recurring {
+        cron: "0 3 * * *".into(),
+        duration_s: 3600,
+        cutoff_s: None,
+    };
     let (status, _) = server.post_octets(
         "/api/v1/schedules",
         &ot_token,
         &[("X-Tidegate-Publisher", "ot@desk")],
-        &office_schedule(1, &ot),
+        &office_schedule_of(1, vec![other_window], &ot),
     );
     assert_eq!(status, 409);
     let entries = server.audit_entries();

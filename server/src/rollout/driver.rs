@@ -42,7 +42,8 @@ use super::delivery::{DesiredState, Reported};
 use super::handle::Command;
 pub use super::handle::{RolloutError, RolloutHandle, RolloutRequest};
 use super::machine::{
-    Advance, BundleRef, Rollout, RolloutOrder, RolloutSpec, Target, TransitionError, WindowSource,
+    Advance, AgentState, BundleRef, Rollout, RolloutOrder, RolloutSpec, Target, TransitionError,
+    WindowSource,
 };
 use super::plan::{parse_waves, FailureAction, FailureThreshold, InvalidSetting};
 use super::store::{AgentView, BundleSelector, RolloutStore};
@@ -437,11 +438,17 @@ impl Driver {
         }
         let mut wanted: BTreeSet<&str> = self.came_online.iter().map(AgentId::as_str).collect();
         for rollout in self.rollouts.values() {
+            // Agents about to be sent the bundle are read too, for the record of it they hold
+            // before this rollout (see `earlier_record_unix_s`).
+            let active = rollout.status.is_active();
             wanted.extend(
                 rollout
                     .agents
                     .iter()
-                    .filter(|agent| agent.state.awaits_outcome())
+                    .filter(|agent| {
+                        agent.state.awaits_outcome()
+                            || (active && agent.state == AgentState::Pending)
+                    })
                     .map(|agent| agent.agent_id.as_str()),
             );
         }
