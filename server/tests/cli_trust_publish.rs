@@ -357,13 +357,17 @@ fn rollback_posts_hash_of_bundle_file() {
 #[test]
 fn rollback_reports_server_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (base, server) = serve_once("404 Not Found", r#"{"error":"agent \"abc\" not found"}"#);
+    let agent = "0123456789abcdef0123456789abcdef";
+    let (base, server) = serve_once(
+        "404 Not Found",
+        r#"{"error":"agent \"0123456789abcdef0123456789abcdef\" not found"}"#,
+    );
     let hash = "ab".repeat(32);
 
     let output = tidegate(
         dir.path(),
         &[
-            "--server", &base, "bundle", "rollback", &hash, "--agent", "abc",
+            "--server", &base, "bundle", "rollback", &hash, "--agent", agent,
         ],
         "tester",
     );
@@ -372,5 +376,35 @@ fn rollback_reports_server_error() {
     assert_ne!(output.status.code(), Some(0));
     let error = stderr(&output);
     assert!(error.contains("HTTP 404"), "{error}");
-    assert!(error.contains("agent \"abc\" not found"), "{error}");
+    assert!(
+        error.contains(&format!("agent \"{agent}\" not found")),
+        "{error}"
+    );
+}
+
+#[test]
+fn rollback_names_a_value_that_is_no_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tidegate(
+        dir.path(),
+        &[
+            "--server",
+            "http://127.0.0.1:9",
+            "bundle",
+            "rollback",
+            "deadbeef",
+            "--agent",
+            "0123456789abcdef0123456789abcdef",
+        ],
+        "tester",
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains(
+            "\"deadbeef\" is neither a bundle hash (64 hex digits) nor an existing bundle file"
+        ),
+        "{error}"
+    );
 }

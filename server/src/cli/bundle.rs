@@ -199,6 +199,8 @@ pub enum BundleCommandError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{value:?} is neither a bundle hash (64 hex digits) nor an existing bundle file")]
+    NotABundle { value: String },
     #[error("{url} rejected the rollback order (HTTP {status}): {message}")]
     RollbackRejected {
         url: String,
@@ -599,6 +601,12 @@ fn rollback(args: &RollbackArgs, client: &ApiClient, out: &mut dyn Write) -> Res
         Ok(hash) => hash,
         Err(_) => {
             let path = PathBuf::from(&args.bundle);
+            if !path.exists() {
+                return Err(BundleCommandError::NotABundle {
+                    value: args.bundle.clone(),
+                }
+                .into());
+            }
             let bytes = keys::read_file(&path, "bundle file", MAX_BUNDLE_FILE_BYTES as u64)
                 .map_err(BundleCommandError::from)?;
             inspect_bundle(&bytes)
@@ -609,7 +617,17 @@ fn rollback(args: &RollbackArgs, client: &ApiClient, out: &mut dyn Write) -> Res
                 .bundle_hash
         }
     };
-    let path = format!("/api/v1/agents/{}/rollback", args.agent);
+    // A whole agent id (32 hex digits, derived from the agent's key) goes to the server as it is;
+    // anything else is looked up as `fleet show` does: a unique id prefix or a hostname.
+    let whole_id = args.agent.len() == 32 && args.agent.bytes().all(|b| b.is_ascii_hexdigit());
+    let agent_id = if whole_id {
+        args.agent.clone()
+    } else {
+        super::fleet::find_agent(client, &args.agent)?
+            .summary
+            .agent_id
+    };
+    let path = format!("/api/v1/agents/{agent_id}/rollback");
     let url = format!("{}{path}", client.base_url());
     let request = serde_json::json!({ "bundle_hash": hash.to_string() });
     let (status, body) = client.post_json_bytes(&path, request.to_string().as_bytes())?;
@@ -629,7 +647,7 @@ fn rollback(args: &RollbackArgs, client: &ApiClient, out: &mut dyn Write) -> Res
         out,
         "sent a rollback order for bundle {hash} to agent {}; `tidegate fleet show {}` shows \
          rolled-back or rollback-failed once the agent reports",
-        args.agent, args.agent
+        agent_id, agent_id
     )?;
     Ok(())
 }

@@ -85,7 +85,7 @@ pub fn assign(client: &ApiClient, args: &AssignArgs, out: &mut dyn Write) -> Res
 
 /// Finds the one agent that `query` names: an exact id first, then a unique id prefix or an
 /// exact hostname.
-fn find_agent(client: &ApiClient, query: &str) -> Result<AgentDetail, CliError> {
+pub(super) fn find_agent(client: &ApiClient, query: &str) -> Result<AgentDetail, CliError> {
     if AgentId::parse(query).is_ok() {
         if let Some(detail) = client.agent(query)? {
             return Ok(detail);
