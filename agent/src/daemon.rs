@@ -42,6 +42,9 @@ use crate::trust::{TrustError, TrustStore};
 /// How many recent order ids the agent remembers to drop duplicates.
 const REMEMBERED_ORDERS: usize = 256;
 
+/// How far the agent's clock may lag the server's before the server's time makes it untrusted.
+const SERVER_TIME_TOLERANCE_S: i64 = 300;
+
 /// How often the agent looks whether a waiting bundle may start.
 const GATE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -483,7 +486,19 @@ fn handle_order(
     ticker: &mut tokio::time::Interval,
 ) -> Option<Work> {
     match order.body {
-        OrderBody::ReportAck { boot_id, seqs } => {
+        OrderBody::ReportAck {
+            boot_id,
+            seqs,
+            server_time_unix_s,
+        } => {
+            // The server's clock, less a tolerance for ordinary skew, is a time this agent has
+            // seen: a local clock set back further behind it is caught. A wrong server can
+            // only delay changes this way, never start one.
+            if let Err(error) = trust
+                .observe_vouched_time(server_time_unix_s.saturating_sub(SERVER_TIME_TOLERANCE_S))
+            {
+                tracing::warn!(%error, "cannot persist the server's time as the latest time seen");
+            }
             match outbox
                 .lock()
                 .expect("outbox lock")

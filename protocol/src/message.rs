@@ -119,7 +119,14 @@ pub enum OrderBody {
     /// The server has stored these reports of the given boot id. The agent keeps every report in
     /// its outbox until this arrives, because a broker's PUBACK only confirms that the broker has it: a
     /// broker that restarts, or a server not subscribed at that moment, loses it.
-    ReportAck { boot_id: BootId, seqs: Vec<u64> },
+    ReportAck {
+        boot_id: BootId,
+        seqs: Vec<u64>,
+        /// The server's clock when it sent this, in seconds since the Unix epoch. The agent
+        /// takes it, less a tolerance, as a time it has seen, so a clock set back far behind the
+        /// server's is caught.
+        server_time_unix_s: i64,
+    },
     /// A signed bundle file, exactly as security signed it. The agent verifies it against its own
     /// pinned trust root; the server's word counts for nothing.
     Bundle { file: Vec<u8> },

@@ -72,14 +72,18 @@ async fn stored_and_repeated_reports_are_acknowledged() {
             .unwrap_or_else(|| panic!("no acknowledgement of the {attempt} report"));
         assert!(!publish.retain);
         match decode(&publish.payload).unwrap() {
-            Message::Order(order) => assert_eq!(
-                order.body,
+            Message::Order(order) => match order.body {
                 OrderBody::ReportAck {
-                    boot_id: boot(1),
-                    seqs: vec![1]
-                },
-                "{attempt} report"
-            ),
+                    boot_id,
+                    seqs,
+                    server_time_unix_s,
+                } => {
+                    assert_eq!(boot_id, boot(1), "{attempt} report");
+                    assert_eq!(seqs, vec![1], "{attempt} report");
+                    assert!(server_time_unix_s > 1_700_000_000, "{attempt} report");
+                }
+                other => panic!("expected a report acknowledgement, got {other:?}"),
+            },
             other => panic!("expected an order, got {other:?}"),
         }
     }

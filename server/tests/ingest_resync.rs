@@ -51,13 +51,18 @@ async fn expect_report_ack(
 ) {
     let order = next_order(agent).await;
     assert_eq!(order.order_id, expected_id);
-    assert_eq!(
-        order.body,
+    match order.body {
         OrderBody::ReportAck {
-            boot_id,
-            seqs: seqs.to_vec()
+            boot_id: acknowledged_boot,
+            seqs: acknowledged,
+            server_time_unix_s,
+        } => {
+            assert_eq!(acknowledged_boot, boot_id);
+            assert_eq!(acknowledged, seqs.to_vec());
+            assert!(server_time_unix_s > 1_700_000_000);
         }
-    );
+        other => panic!("expected a report acknowledgement, got {other:?}"),
+    }
 }
 
 /// Each step sends one report and waits for its effect, so every report is a batch of its own.

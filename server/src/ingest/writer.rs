@@ -291,10 +291,15 @@ impl<A: Send> Writer<A> {
                 }
             }
         }
+        let server_time_unix_s = self.clock.now_unix_s();
         for ((agent_id, boot_id), mut seqs) in stored_reports {
             seqs.sort_unstable();
             seqs.dedup();
-            let ack = OrderBody::ReportAck { boot_id, seqs };
+            let ack = OrderBody::ReportAck {
+                boot_id,
+                seqs,
+                server_time_unix_s,
+            };
             orders.push((agent_id, self.order(ack)));
         }
         orders
