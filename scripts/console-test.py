@@ -55,7 +55,7 @@ import urllib.request
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as conditions
@@ -328,7 +328,10 @@ class Console:
 
     def wait(self, what, condition, timeout=WAIT_SECONDS):
         try:
-            return WebDriverWait(self.driver, timeout).until(condition)
+            # Pages redraw their data every few seconds, so an element found a moment ago may be
+            # replaced before it is read; such a read is simply tried again.
+            return WebDriverWait(self.driver, timeout,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(condition)
         except TimeoutException:
             raise CheckFailed(f"timed out after {timeout} s waiting for {what} on {self.driver.current_url}") from None
 
@@ -454,7 +457,7 @@ def run_checks(console, base, token, agent_id, hostname, rollout_ids, freeze_end
 
     log("agent page refresh")
     received_xpath = "//dt[.='Reports received']/following-sibling::dd[1]"
-    received = driver.find_element(By.XPATH, received_xpath).text
+    received = console.wait("the report counter", lambda d: d.find_element(By.XPATH, received_xpath).text)
     driver.execute_script("window.consoleTestMarker = 'not reloaded'")
     console.wait("the agent page to refresh its report counter",
                  lambda d: d.find_element(By.XPATH, received_xpath).text != received)
