@@ -160,8 +160,8 @@ impl Gate {
             let outcome = BundleOutcome::Rejected {
                 rule: "expired".into(),
                 detail: format!(
-                    "the bundle expired at {} s since the epoch while it waited for a maintenance window",
-                    waiting.manifest.expires_unix_s
+                    "the bundle expired at {} while it waited for a maintenance window",
+                    tidegate_protocol::trust::format_unix_s(waiting.manifest.expires_unix_s)
                 ),
             };
             if let Err(error) = trust.update_record(

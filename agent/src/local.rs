@@ -258,11 +258,11 @@ pub fn journal(state_dir: &Path) -> Result<Report, LocalError> {
     for run in &runs {
         let _ = writeln!(
             text,
-            "run {} of bundle {} ({}), started at {} s since the epoch{}",
+            "run {} of bundle {} ({}), started at {}{}",
             run.run,
             run.bundle_id,
             run.bundle_hash,
-            run.started_at_unix_s,
+            tidegate_protocol::trust::format_unix_s(run.started_at_unix_s),
             if run.rollback_begun {
                 ", rollback begun"
             } else {

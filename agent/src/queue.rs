@@ -81,8 +81,8 @@ pub fn decide_start(
         return StartDecision::Wait {
             code: "bundle-not-yet-valid",
             reason: format!(
-                "the bundle is not valid before {} s since the epoch",
-                manifest.not_before_unix_s
+                "the bundle is not valid before {}",
+                tidegate_protocol::trust::format_unix_s(manifest.not_before_unix_s)
             ),
             expected_start_unix_s: before_expiry(calendar.next_allowed(manifest.not_before_unix_s)),
         };
@@ -358,6 +358,23 @@ mod tests {
         assert!(
             matches!(decision, StartDecision::Wait { code: "frozen", expected_start_unix_s: Some(at), .. } if at == MAY_10_0200 + 2 * 86_400),
             "{decision:?}"
+        );
+    }
+
+    #[test]
+    fn not_yet_valid_reason_names_the_instant() {
+        let decision = decide_start(
+            &manifest(),
+            MAY_1 - 3600,
+            &ClockTrust::Trusted,
+            Some(&daily_two_am(vec![])),
+        );
+        let StartDecision::Wait { reason, .. } = decision else {
+            panic!("expected a wait, got {decision:?}");
+        };
+        assert_eq!(
+            reason,
+            "the bundle is not valid before 2026-05-01T00:00:00Z"
         );
     }
 
