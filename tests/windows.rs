@@ -1,6 +1,6 @@
-//! Maintenance windows end to end: a real server and a real agent process. OT publishes a
-//! signed schedule whose only window opens a few seconds from now; a bundle delivered before
-//! that waits in the agent's queue, reported as waiting with the window's start, and runs once
+//! Maintenance windows end to end, with a real server and a real agent process. OT publishes a
+//! signed schedule whose only window opens a few seconds from now. A bundle delivered before that
+//! waits in the agent's queue and is reported as waiting with the window's start. It runs once
 //! the window opens, not before.
 
 use std::collections::BTreeMap;
@@ -57,7 +57,8 @@ fn write_root(keys: &Keys, path: &std::path::Path) {
     std::fs::write(path, signed.encode().unwrap()).unwrap();
 }
 
-/// One one-off window `[start, start + 1 h)` for the tier, valid from a minute ago for a day.
+/// Builds a schedule with one window `[start, start + 1 h)` for the tier, valid from a minute ago
+/// for a day.
 fn schedule(keys: &Keys, now: i64, start: i64) -> Vec<u8> {
     let document = ScheduleDocument {
         tier: TIER.into(),
@@ -114,7 +115,7 @@ fn motd_bundle(keys: &Keys, now: i64) -> Vec<u8> {
     file.encode().unwrap()
 }
 
-/// The newest record of bundle `motd` in the API: outcome name and the whole record.
+/// Returns the newest record of bundle `motd` in the API: the outcome name and the whole record.
 fn motd_record(server: &Server, agent_id: &str) -> Option<(String, serde_json::Value)> {
     let detail = server.get_json(&format!("/api/v1/agents/{agent_id}"))?;
     let record = detail["bundles"]
@@ -132,7 +133,7 @@ fn motd_record(server: &Server, agent_id: &str) -> Option<(String, serde_json::V
 }
 
 #[test]
-fn bundle_waits_for_its_window_and_runs_when_it_opens() {
+fn bundle_waits_then_runs_in_window() {
     let random = SystemRandom::new();
     let keys = Keys {
         root: SigningKey::generate(Role::Root, &random).unwrap(),
@@ -185,7 +186,7 @@ fn bundle_waits_for_its_window_and_runs_when_it_opens() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["delivered_to"], 1, "{body}");
 
-    // The agent holds the bundle and says when it expects to start it: at the window's start.
+    // The agent keeps the bundle and reports when it expects to start it: at the window's start.
     let (_, waiting) = wait_for(
         "the agent to report the bundle waiting",
         Duration::from_secs(20),

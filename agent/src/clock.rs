@@ -1,4 +1,4 @@
-//! The wall clock and what the operating system says of it, passed in so tests can set both.
+//! The wall clock and the operating system's report on it, passed in so tests can set both.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -6,7 +6,7 @@ pub trait Clock: Send + Sync {
     /// Seconds since the Unix epoch.
     fn now_unix_s(&self) -> i64;
 
-    /// Whether the operating system reports the clock as synchronised to a time source.
+    /// Returns whether the operating system reports the clock as synchronised to a time source.
     fn os_sync(&self) -> OsClockSync {
         OsClockSync::Unknown
     }
@@ -16,7 +16,8 @@ pub trait Clock: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OsClockSync {
     Synchronised,
-    /// The kernel says no time source disciplines the clock (`adjtimex` returns `TIME_ERROR`).
+    /// The kernel reports that no time source disciplines the clock (`adjtimex` returns
+    /// `TIME_ERROR`).
     Unsynchronised,
     /// The operating system cannot tell, or the agent cannot ask it.
     Unknown,
@@ -71,7 +72,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn kernel_answers_the_read_only_query() {
-        // Both answers occur on real machines; what must not happen is a failed call.
+        // Both results occur on real machines, so only a failed call is an error.
         assert_ne!(kernel_clock_sync(), OsClockSync::Unknown);
     }
 }

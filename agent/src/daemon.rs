@@ -565,7 +565,8 @@ fn handle_order(
     None
 }
 
-/// The operating system's word on the clock, unless the configuration says not to ask.
+/// Returns the operating system's report on the clock, or `Unknown` when the configuration turns
+/// the check off.
 fn os_sync(config: &Config, clock: &dyn Clock) -> OsClockSync {
     if config.clock.require_os_synchronised {
         clock.os_sync()

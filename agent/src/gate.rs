@@ -194,7 +194,7 @@ fn observe(trust: &mut TrustStore, now_unix_s: i64) -> ClockTrust {
     match trust.observe_clock(now_unix_s) {
         Ok(clock) => clock,
         Err(error) => {
-            // Without the record a later start could not catch a clock set back, so nothing
+            // Without the record, a later start could not catch a clock set back. So nothing
             // starts until it can be written.
             tracing::warn!(%error, "cannot persist the latest time seen");
             ClockTrust::Untrusted {

@@ -2,11 +2,11 @@
 //!
 //! This module owns `state_dir/queue`: one file per waiting bundle, byte for byte as security
 //! signed it, named by the order of arrival. A bundle enters when the trust store accepts it and
-//! leaves when the executor has journaled its start, or when it expires while waiting. The
+//! leaves just before the executor starts it, or when it expires while waiting. The
 //! decision itself ([`decide_start`]) is pure: it takes the clock reading, the clock's trust and
 //! the governing calendar, so the agent decides offline from the signed schedule alone. A bundle
-//! already running is never stopped by the queue: the cutoff and the window's end only stop new
-//! starts (DESIGN.md, Time, rule 5).
+//! already running is never stopped by the queue, because the cutoff and the window's end only
+//! stop new starts.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -145,11 +145,10 @@ impl Queue {
                 path: path.clone(),
                 source,
             })?;
-            match BundleFile::decode(&file).and_then(|bundle| bundle.manifest()) {
-                Ok(manifest) => {
-                    let hash = BundleFile::decode(&file)
-                        .map(|bundle| bundle.bundle_hash())
-                        .expect("decoded just above");
+            let decoded = BundleFile::decode(&file)
+                .and_then(|bundle| Ok((bundle.manifest()?, bundle.bundle_hash())));
+            match decoded {
+                Ok((manifest, hash)) => {
                     queue.waiting.push(WaitingBundle {
                         file,
                         manifest,
@@ -166,7 +165,7 @@ impl Queue {
         Ok(queue)
     }
 
-    /// The waiting bundles, oldest first.
+    /// Returns the waiting bundles, oldest first.
     pub fn waiting(&self) -> &[WaitingBundle] {
         &self.waiting
     }
@@ -199,7 +198,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes a bundle, once the executor has journaled its start or it expired.
+    /// Removes a bundle that is about to start or has expired.
     pub fn remove(&mut self, hash: &BundleHash) -> Result<(), QueueError> {
         let Some(index) = self
             .waiting
@@ -255,7 +254,7 @@ mod tests {
         }
     }
 
-    /// A daily window at 02:00 UTC of one hour, valid all of 2026.
+    /// Builds a daily window at 02:00 UTC of one hour, valid all of 2026.
     fn daily_two_am(freezes: Vec<Freeze>) -> Calendar {
         Calendar::new(&CalendarSpec {
             zone: "UTC".into(),
@@ -272,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_starts_while_the_clock_is_untrusted() {
+    fn decide_with_untrusted_clock_waits() {
         let untrusted = ClockTrust::Untrusted {
             reason: "the clock reads 10 s since the epoch".into(),
         };
@@ -291,7 +290,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trusted_clock_before_the_window_waits_for_two_am() {
+    fn decide_before_window_waits_for_two_am() {
         let calendar = daily_two_am(vec![]);
         let wait = decide_start(
             &manifest(),
@@ -326,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn no_start_after_the_cutoff_and_the_next_day_is_expected() {
+    fn decide_after_cutoff_expects_next_day() {
         let calendar = daily_two_am(vec![]);
         // The window runs 02:00-03:00 with a 15-minute cutoff: 02:45 is too late to start.
         let decision = decide_start(
@@ -342,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn a_freeze_holds_the_bundle_past_its_window() {
+    fn decide_in_freeze_waits_past_window() {
         let freeze = Freeze {
             start_unix_s: MAY_10_0030,
             end_unix_s: MAY_10_0200 + 2 * 86_400,
@@ -362,7 +361,7 @@ mod tests {
     }
 
     #[test]
-    fn not_yet_valid_reason_names_the_instant() {
+    fn decide_not_yet_valid_names_instant() {
         let decision = decide_start(
             &manifest(),
             MAY_1 - 3600,
@@ -379,7 +378,7 @@ mod tests {
     }
 
     #[test]
-    fn before_its_not_before_the_bundle_expects_the_first_window_after_it() {
+    fn decide_before_not_before_expects_next_window() {
         let decision = decide_start(
             &manifest(),
             MAY_1 - 3600,
@@ -393,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_schedule_nothing_starts_and_an_expired_bundle_is_dropped() {
+    fn decide_without_schedule_or_after_expiry() {
         assert!(matches!(
             decide_start(&manifest(), MAY_10_0200, &ClockTrust::Trusted, None),
             StartDecision::Wait {
@@ -413,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn a_window_that_opens_only_after_expiry_is_not_expected() {
+    fn decide_ignores_window_after_expiry() {
         let mut short = manifest();
         short.expires_unix_s = MAY_10_0200; // expires the instant the window opens
         let decision = decide_start(

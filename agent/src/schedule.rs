@@ -6,8 +6,7 @@
 //! every schedule against the pinned trust root before keeping it, and never takes a version
 //! lower than or equal to the one it holds. A stored schedule was verified when it arrived, so
 //! at start-up it is only decoded: an untrusted clock at boot must not cost the agent its
-//! windows (DESIGN.md, Time, rule 8). It decides nothing about bundles; the queue asks it for
-//! the calendar.
+//! windows. It decides nothing about bundles: the gate reads the governing calendar from it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -43,7 +42,7 @@ pub struct HeldSchedule {
     pub hash: ScheduleHash,
 }
 
-/// What became of one schedule file the agent received.
+/// The decision on one schedule file the agent received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduleDecision {
     Accepted {
@@ -119,8 +118,8 @@ impl ScheduleStore {
                     .into(),
             });
         };
-        // The file names its own site; the version to compare with is the one held for that
-        // target, so a tier-wide schedule never competes with the site's.
+        // The file names its own site, and its version is compared with the one kept for that
+        // target. So a tier-wide schedule never competes with the site's.
         let current_version = match SignedSchedule::decode(file).and_then(|s| s.document()) {
             Ok((document, _)) if document.site.is_some() => self
                 .site_schedule

@@ -66,14 +66,14 @@ pub struct TrustStore {
     /// The latest clock reading the agent has seen, kept on disk across restarts.
     latest_seen_unix_s: i64,
     latest_written_unix_s: i64,
-    /// The operating system's latest word on the clock, or `Unknown` when the configuration
-    /// says not to ask.
+    /// The operating system's latest report on the clock, or `Unknown` when the configuration
+    /// turns the check off.
     os_sync: OsClockSync,
 }
 
 /// Decides whether the clock is trustworthy: not before `earliest_trusted_unix_s` (the release
 /// date), not before `latest_seen_unix_s` (the latest time the agent has seen and persisted), and
-/// not reported unsynchronised by the operating system when `os_sync` says so.
+/// not reported unsynchronised by the operating system (`os_sync`).
 pub fn clock_trust(
     now_unix_s: i64,
     earliest_trusted_unix_s: i64,
@@ -181,7 +181,7 @@ impl TrustStore {
         Ok(store)
     }
 
-    /// Records what the operating system says of the clock, read by the caller before each use.
+    /// Records the operating system's report on the clock, read by the caller before each use.
     pub fn set_os_sync(&mut self, os_sync: OsClockSync) {
         self.os_sync = os_sync;
     }
@@ -196,7 +196,7 @@ impl TrustStore {
         Ok(())
     }
 
-    /// The pinned trust root, if any.
+    /// Returns the pinned trust root, if any.
     pub fn root(&self) -> Option<&TrustRoot> {
         self.root.as_ref()
     }
@@ -616,7 +616,7 @@ mod tests {
     }
 
     #[test]
-    fn vouched_time_survives_a_restart_and_catches_a_clock_set_back() {
+    fn vouched_time_survives_restart() {
         let state = tempfile::tempdir().unwrap();
         let vouched = RELEASE + 30 * 86_400;
         {

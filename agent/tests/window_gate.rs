@@ -96,7 +96,7 @@ fn bundle(keys: &Keys) -> Vec<u8> {
     file.encode().unwrap()
 }
 
-/// A daily window at 02:00 UTC of one hour, for tier `default`, signed by the OT key.
+/// Builds a daily window at 02:00 UTC of one hour, for tier `default`, signed by the OT key.
 fn daily_two_am(keys: &Keys) -> Vec<u8> {
     let document = ScheduleDocument {
         tier: "default".into(),
@@ -124,7 +124,7 @@ fn newest_outcome(trust: &TrustStore) -> BundleOutcome {
 }
 
 #[test]
-fn bundle_kept_while_the_clock_reads_1970_runs_at_the_next_window() {
+fn gate_clock_1970_then_next_window() {
     let keys = keys();
     let dir = tempfile::tempdir().unwrap();
     let root_path = dir.path().join("root.tgrt");
@@ -191,7 +191,7 @@ fn bundle_kept_while_the_clock_reads_1970_runs_at_the_next_window() {
 }
 
 #[test]
-fn queued_bundle_and_schedule_survive_a_restart() {
+fn gate_queue_survives_restart() {
     let keys = keys();
     let dir = tempfile::tempdir().unwrap();
     let root_path = dir.path().join("root.tgrt");
@@ -222,7 +222,7 @@ fn queued_bundle_and_schedule_survive_a_restart() {
 }
 
 #[test]
-fn without_a_schedule_a_bundle_waits_unless_the_host_allows_it() {
+fn gate_without_schedule_per_setting() {
     let keys = keys();
     let dir = tempfile::tempdir().unwrap();
     let root_path = dir.path().join("root.tgrt");
